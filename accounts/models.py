@@ -1,0 +1,162 @@
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractUser, BaseUserManager
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+from billing_portal.money import CURRENCY_CHOICES
+
+
+class UserManager(BaseUserManager["User"]):
+    use_in_migrations = True
+
+    def _create_user(self, email: str, password: str | None, **extra) -> User:
+        if not email:
+            raise ValueError("An e-mail address is required")
+        user = self.model(email=self.normalize_email(email).lower(), **extra)
+        user.set_password(password)
+        user.save(using=self._db)
+        return user
+
+    def create_user(self, email: str, password: str | None = None, **extra) -> User:
+        extra.setdefault("is_staff", False)
+        extra.setdefault("is_superuser", False)
+        return self._create_user(email, password, **extra)
+
+    def create_superuser(self, email: str, password: str | None = None, **extra) -> User:
+        extra["is_staff"] = True
+        extra["is_superuser"] = True
+        return self._create_user(email, password, **extra)
+
+
+class User(AbstractUser):
+    """A person who signs in with an e-mail address.
+
+    Customers reach billing accounts through Membership; operator staff (is_staff) reach the
+    support area through permissions and never hold memberships.
+    """
+
+    username = None  # type: ignore[assignment]
+    email = models.EmailField(_("e-mail address"), unique=True)
+    full_name = models.CharField(_("name"), max_length=150, blank=True)
+
+    USERNAME_FIELD = "email"
+    REQUIRED_FIELDS: list[str] = []
+
+    objects = UserManager()  # type: ignore[misc]
+
+    class Meta:
+        ordering = ["email"]
+
+    def __str__(self) -> str:
+        return self.email
+
+    @property
+    def display_name(self) -> str:
+        return self.full_name or self.email
+
+
+class BillingAccount(models.Model):
+    class PaymentMode(models.TextChoices):
+        CARD = "card", _("Card")
+        BANK_TRANSFER = "bank_transfer", _("Bank transfer (pay by invoice)")
+
+    class Language(models.TextChoices):
+        ENGLISH = "en", _("English")
+        DUTCH = "nl", _("Dutch")
+
+    name = models.CharField(_("name"), max_length=200)
+    domain = models.CharField(_("domain"), max_length=253, unique=True)
+    currency = models.CharField(_("currency"), max_length=3, choices=CURRENCY_CHOICES)
+    language = models.CharField(_("preferred language"), max_length=8, choices=Language.choices, default="en")
+    address_line1 = models.CharField(_("address"), max_length=200, blank=True)
+    address_line2 = models.CharField(_("address line 2"), max_length=200, blank=True)
+    postal_code = models.CharField(_("postal code"), max_length=20, blank=True)
+    city = models.CharField(_("city"), max_length=100, blank=True)
+    country = models.CharField(_("country"), max_length=2, blank=True, help_text="ISO 3166-1 alpha-2")
+    tax_id = models.CharField(_("tax ID"), max_length=40, blank=True)
+    notification_email = models.EmailField(_("billing notification address"))
+    payment_mode = models.CharField(
+        _("pays by"), max_length=20, choices=PaymentMode.choices, default=PaymentMode.CARD
+    )
+    # Where a bank-transfer customer sends money; the invoice number is the payment reference.
+    remittance_bank_name = models.CharField(_("bank"), max_length=120, blank=True)
+    remittance_account_holder = models.CharField(_("account holder"), max_length=120, blank=True)
+    remittance_iban = models.CharField(_("IBAN"), max_length=34, blank=True)
+    remittance_bic = models.CharField(_("BIC"), max_length=11, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(currency__in=[c for c, _ in CURRENCY_CHOICES]),
+                name="billingaccount_currency_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(payment_mode__in=["card", "bank_transfer"]),
+                name="billingaccount_payment_mode_valid",
+            ),
+            models.CheckConstraint(
+                condition=~Q(payment_mode="bank_transfer") | ~Q(remittance_iban=""),
+                name="billingaccount_bank_transfer_has_iban",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def pays_by_bank_transfer(self) -> bool:
+        return self.payment_mode == self.PaymentMode.BANK_TRANSFER
+
+    @property
+    def address_lines(self) -> list[str]:
+        city = " ".join(p for p in (self.postal_code, self.city) if p)
+        return [line for line in (self.address_line1, self.address_line2, city, self.country) if line]
+
+
+class Role(models.TextChoices):
+    OWNER = "owner", _("Billing account owner")
+    ADMIN = "admin", _("Billing admin")
+    READER = "reader", _("Billing reader")
+
+
+# What each role may do; views ask through Membership.can_*, never by comparing strings.
+_PAYING_ROLES = {Role.OWNER, Role.ADMIN}
+
+
+class Membership(models.Model):
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="memberships")
+    account = models.ForeignKey(BillingAccount, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=10, choices=Role.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["account__name"]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "account"], name="membership_user_account_unique"),
+            # At most one owner per account; services keep it at exactly one.
+            models.UniqueConstraint(
+                fields=["account"], condition=Q(role="owner"), name="membership_one_owner_per_account"
+            ),
+            models.CheckConstraint(
+                condition=Q(role__in=["owner", "admin", "reader"]), name="membership_role_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} · {self.account} · {self.role}"
+
+    @property
+    def can_pay(self) -> bool:
+        return self.role in _PAYING_ROLES
+
+    @property
+    def can_edit_notifications(self) -> bool:
+        return self.role in _PAYING_ROLES
+
+    @property
+    def can_manage_roles(self) -> bool:
+        return self.role == Role.OWNER

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from django.db.models import QuerySet
+from django.http import Http404
+
+from .models import BillingAccount, Membership, User
+
+
+def membership_for_user(*, user: User, account_id: int) -> Membership:
+    """The signed-in user's membership of an account, or 404.
+
+    404, never 403: someone outside the account must not learn that the id exists.
+    """
+    if not user.is_authenticated:
+        raise Http404
+    try:
+        return Membership.objects.select_related("account", "user").get(user=user, account_id=account_id)
+    except Membership.DoesNotExist:
+        raise Http404 from None
+
+
+def memberships_of_user(*, user: User) -> QuerySet[Membership]:
+    return Membership.objects.filter(user=user).select_related("account").order_by("account__name")
+
+
+def account_owner(*, account: BillingAccount) -> User | None:
+    membership = account.memberships.filter(role="owner").select_related("user").first()
+    return membership.user if membership else None

@@ -1,0 +1,15 @@
+from django.contrib import admin
+from django.urls import include, path
+
+# Customer pages are scoped by billing account id in the URL: /a/<account_id>/...
+# Every view resolves that id through accounts.selectors.membership_for_user(), which 404s for
+# anyone who is not a member, so another tenant's ids never reveal anything.
+urlpatterns = [
+    path("django-admin/", admin.site.urls),
+    path("", include("accounts.urls")),
+    path("a/<int:account_id>/", include("subscriptions.urls")),
+    path("a/<int:account_id>/", include("payments.urls")),
+    path("a/<int:account_id>/", include("notifications.urls")),
+    path("gateway/simulated/", include("gateway_sim.urls")),
+    path("support/", include("support.urls")),
+]

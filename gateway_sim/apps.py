@@ -1,0 +1,5 @@
+from django.apps import AppConfig
+
+
+class GatewaySimConfig(AppConfig):
+    name = "gateway_sim"

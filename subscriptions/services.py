@@ -1,0 +1,159 @@
+"""State transitions of subscriptions and invoices.
+
+Every transition locks its row, checks the current state and raises InvalidTransition when the
+row is not in a state it may leave. Callers that move money hold the billing account's lock
+(payments.services.account_lock) around these, so the lock order is always account → row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.conf import settings
+from django.db import transaction
+
+from audit.services import audit_record
+
+from .models import Invoice, Subscription
+
+
+class InvalidTransition(Exception):
+    """The row is not in a state that allows this change."""
+
+
+def _locked_subscription(subscription_id: int) -> Subscription:
+    return Subscription.objects.select_for_update().select_related("product").get(pk=subscription_id)
+
+
+def _locked_invoice(invoice_id: int) -> Invoice:
+    return Invoice.objects.select_for_update().get(pk=invoice_id)
+
+
+@transaction.atomic
+def invoice_mark_past_due(*, invoice_id: int, at: dt.datetime) -> Invoice:
+    """open → past_due: the due date passed or a charge for it failed. Idempotent for past_due."""
+    invoice = _locked_invoice(invoice_id)
+    if invoice.status == Invoice.Status.PAST_DUE:
+        return invoice
+    if invoice.status != Invoice.Status.OPEN:
+        raise InvalidTransition(f"invoice {invoice.number} is {invoice.status}, not open")
+    invoice.status = Invoice.Status.PAST_DUE
+    if invoice.first_failed_at is None:
+        invoice.first_failed_at = at
+    invoice.save(update_fields=["status", "first_failed_at"])
+    return invoice
+
+
+@transaction.atomic
+def invoice_apply_payment(*, invoice_id: int, amount_minor: int, at: dt.datetime) -> Invoice:
+    """Reduce what is owed; the invoice is paid when nothing is left. Never below zero."""
+    invoice = _locked_invoice(invoice_id)
+    if invoice.status not in Invoice.PAYABLE_STATUSES:
+        raise InvalidTransition(f"invoice {invoice.number} is {invoice.status}, nothing to pay")
+    if amount_minor <= 0 or amount_minor > invoice.amount_due_minor:
+        raise InvalidTransition(
+            f"cannot apply {amount_minor} to invoice {invoice.number} with {invoice.amount_due_minor} due"
+        )
+    invoice.amount_due_minor -= amount_minor
+    fields = ["amount_due_minor"]
+    if invoice.amount_due_minor == 0:
+        invoice.status = Invoice.Status.PAID
+        invoice.paid_at = at
+        invoice.next_attempt_at = None
+        fields += ["status", "paid_at", "next_attempt_at"]
+    invoice.save(update_fields=fields)
+    return invoice
+
+
+@transaction.atomic
+def subscription_mark_past_due(*, subscription_id: int, at: dt.datetime) -> Subscription:
+    """active → past_due after a failed charge. The grace period runs from the first failure."""
+    sub = _locked_subscription(subscription_id)
+    if sub.status in (Subscription.Status.PAST_DUE, Subscription.Status.DISABLED):
+        return sub
+    if sub.status != Subscription.Status.ACTIVE:
+        raise InvalidTransition(f"subscription {sub.pk} is {sub.status}")
+    sub.status = Subscription.Status.PAST_DUE
+    sub.past_due_since = at
+    sub.grace_ends_at = at + settings.BILLING_GRACE_PERIOD
+    sub.next_lifecycle_at = sub.grace_ends_at
+    sub.save(update_fields=["status", "past_due_since", "grace_ends_at", "next_lifecycle_at"])
+    audit_record(
+        account=sub.account,
+        actor_label="billing",
+        action="subscription.past_due",
+        message=f"{sub.product.name} is past due; it will be disabled on {sub.grace_ends_at:%d %b %Y}",
+        target=sub,
+    )
+    return sub
+
+
+@transaction.atomic
+def subscription_restore(*, subscription_id: int, at: dt.datetime, actor=None, actor_label: str = "") -> Subscription:
+    """past_due/disabled → active once nothing on it is unpaid. Cancelled ones stay cancelled."""
+    sub = _locked_subscription(subscription_id)
+    if sub.status == Subscription.Status.ACTIVE:
+        return sub
+    if sub.status not in (Subscription.Status.PAST_DUE, Subscription.Status.DISABLED):
+        raise InvalidTransition(f"subscription {sub.pk} is {sub.status} and cannot be reactivated")
+    if sub.invoices.filter(status=Invoice.Status.PAST_DUE).exists():
+        return sub
+    previous = sub.status
+    sub.status = Subscription.Status.ACTIVE
+    sub.past_due_since = None
+    sub.grace_ends_at = None
+    sub.disabled_at = None
+    sub.next_lifecycle_at = None
+    sub.save(update_fields=["status", "past_due_since", "grace_ends_at", "disabled_at", "next_lifecycle_at"])
+    audit_record(
+        account=sub.account,
+        actor=actor,
+        actor_label=actor_label,
+        action="subscription.reactivated",
+        message=f"{sub.product.name} is active again (was {previous.replace('_', ' ')})",
+        target=sub,
+    )
+    return sub
+
+
+@transaction.atomic
+def subscription_disable(*, subscription_id: int, at: dt.datetime) -> Subscription:
+    """past_due → disabled when the grace period is over. Admins keep read access."""
+    sub = _locked_subscription(subscription_id)
+    if sub.status != Subscription.Status.PAST_DUE:
+        raise InvalidTransition(f"subscription {sub.pk} is {sub.status}, not past due")
+    if sub.grace_ends_at and sub.grace_ends_at > at:
+        raise InvalidTransition(f"subscription {sub.pk} is in its grace period until {sub.grace_ends_at}")
+    sub.status = Subscription.Status.DISABLED
+    sub.disabled_at = at
+    sub.next_lifecycle_at = at + settings.BILLING_DISABLED_PERIOD
+    sub.save(update_fields=["status", "disabled_at", "next_lifecycle_at"])
+    audit_record(
+        account=sub.account,
+        actor_label="billing",
+        action="subscription.disabled",
+        message=f"{sub.product.name} was disabled for non-payment",
+        target=sub,
+    )
+    return sub
+
+
+@transaction.atomic
+def subscription_cancel(*, subscription_id: int, at: dt.datetime) -> Subscription:
+    """disabled → cancelled after the disabled period. From here payment no longer reactivates."""
+    sub = _locked_subscription(subscription_id)
+    if sub.status != Subscription.Status.DISABLED:
+        raise InvalidTransition(f"subscription {sub.pk} is {sub.status}, not disabled")
+    sub.status = Subscription.Status.CANCELLED
+    sub.cancelled_at = at
+    sub.next_lifecycle_at = at + settings.BILLING_DATA_RETENTION_AFTER_CANCEL
+    sub.save(update_fields=["status", "cancelled_at", "next_lifecycle_at"])
+    audit_record(
+        account=sub.account,
+        actor_label="billing",
+        action="subscription.cancelled",
+        message=f"{sub.product.name} was cancelled for non-payment; its data will be deleted on "
+        f"{sub.next_lifecycle_at:%d %b %Y}",
+        target=sub,
+    )
+    return sub
