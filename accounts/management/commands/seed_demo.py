@@ -311,4 +311,4 @@ def register_demo_card(*, number: str, exp_month: int, exp_year: int, holder: st
     """Register a test card at the simulated bank and return its token (our records keep only the token)."""
     from gateway_sim.services import sim_card_register
 
-    return sim_card_register(number=number, exp_month=exp_month, exp_year=exp_year)
+    return sim_card_register(number=number, exp_month=exp_month, exp_year=exp_year, holder_name=holder)
