@@ -1,3 +1,5 @@
 app_name = "gateway_sim"
 
-urlpatterns: list = []
+urlpatterns = [
+    path("3ds/<str:reference>/", views.challenge, name="challenge"),
+]

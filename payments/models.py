@@ -120,6 +120,8 @@ class PaymentAttempt(models.Model):
     initiated_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
+    # Renewals and retries run without the customer (off-session): a decline there marks invoices past due.
+    off_session = models.BooleanField(default=False)
     initiated_by_label = models.CharField(max_length=120, blank=True, help_text="a job or a person")
     reference_note = models.CharField(
         max_length=200, blank=True, help_text="e.g. the bank transfer reference"
@@ -176,7 +178,7 @@ class PaymentAllocation(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.amount_minor} of invoice {self.invoice_id} by attempt {self.attempt_id}"
+        return f"{self.attempt_id} → {self.invoice_id}: {self.amount_minor}"
 
 
 class WebhookEvent(models.Model):
@@ -204,4 +206,4 @@ class WebhookEvent(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.gateway} {self.type} {self.event_id}"
+        return f"{self.gateway} {self.event_id} {self.type}"
