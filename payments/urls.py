@@ -4,4 +4,6 @@ from . import views
 
 app_name = "payments"
 
-urlpatterns: list = []
+urlpatterns = [
+    path("billing/payment-methods/", views.methods, name="methods"),
+]

@@ -4,4 +4,8 @@ from . import views
 
 app_name = "subscriptions"
 
-urlpatterns: list = []
+urlpatterns = [
+    path("products/", views.products, name="products"),
+    path("billing/invoices/", views.invoices, name="invoices"),
+    path("billing/invoices/<str:number>/", views.invoice_detail, name="invoice_detail"),
+]
