@@ -1,3 +1,5 @@
 app_name = "payments"
 
-urlpatterns: list = []
+urlpatterns = [
+    path("billing/payment-methods/", views.methods, name="methods"),
+]
