@@ -98,10 +98,11 @@ class FakeStripe:
             return 200, {"object": "search_result", "data": data, "has_more": False, "url": path}
         match = re.fullmatch(r"/v1/payment_intents/(\w+)(/cancel)?", path)
         if match:
-            intent = self.intents.get(match[1])
-            if intent is None:
+            found = self.intents.get(match[1])
+            if found is None:
                 return 404, {
                     "error": {
+            intent = found
                         "type": "invalid_request_error",
                         "code": "resource_missing",
                         "message": "No such payment_intent",
