@@ -102,12 +102,12 @@ class FakeStripe:
             if found is None:
                 return 404, {
                     "error": {
-            intent = found
                         "type": "invalid_request_error",
                         "code": "resource_missing",
                         "message": "No such payment_intent",
                     }
                 }
+            intent = found
             if match[2]:
                 if intent["status"] not in ("requires_action", "requires_payment_method"):
                     return 400, {
