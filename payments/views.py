@@ -12,7 +12,14 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseRedirect
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponseRedirect,
+    JsonResponse,
+)
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils.translation import gettext as _
@@ -380,3 +387,20 @@ def stripe_webhook(request: HttpRequest) -> HttpResponse:
             stored.save(update_fields=["status", "error"])
             return HttpResponse(status=500)  # Stripe retries; the stored row makes the retry safe
     return HttpResponse(status=200)
+
+
+@require_POST
+def card_setup(request: HtmxHttpRequest, account_id: int) -> HttpResponse:
+    """Stripe mode: start a SetupIntent so Elements can collect the card in Stripe's iframe."""
+    membership = _membership(request, account_id)
+    _require_pay(membership)
+    if settings.PAYMENT_GATEWAY != "stripe":
+        raise Http404
+    try:
+        secret = services.card_setup_start(account_id=membership.account_id, actor=request.user)
+    except Exception:
+        logger.exception("setup intent for account %s failed", account_id)
+        return JsonResponse(
+            {"error": _("The card form could not be loaded. Try again in a moment.")}, status=502
+        )
+    return JsonResponse({"client_secret": secret})
