@@ -9,11 +9,6 @@ CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture(autouse=True)
-def _locmem_email(settings):
-    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
-
-
-@pytest.fixture(autouse=True)
 def _no_axes_lockouts(settings):
     # Sign-in rate limiting has its own tests; elsewhere it would only make tests order-dependent.
     settings.AXES_ENABLED = False
