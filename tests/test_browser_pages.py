@@ -50,7 +50,7 @@ def demo_page(live_server, page: Page) -> Page:
     # Any console error (a CSP violation, a missing asset) fails the test.
     errors: list[str] = []
     page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    page.errors = errors  # type: ignore[attr-defined]
+    page.errors = errors
     return page
 
 
@@ -102,7 +102,7 @@ def test_admin_sees_the_past_due_story_on_every_page(live_server, demo_page: Pag
     expect(page.locator("#notification-email")).to_have_text("billing@contoso.example")
     _shot(page, "billing-notifications")
     _assert_accessible(page, "billing-notifications")
-    assert page.errors == []  # type: ignore[attr-defined]
+    assert page.errors == []
 
 
 def test_side_pane_opens_keeps_focus_and_saves(live_server, demo_page: Page):
@@ -149,7 +149,7 @@ def test_side_pane_opens_keeps_focus_and_saves(live_server, demo_page: Page):
     expect(page.get_by_role("link", name="Edit notification settings")).to_be_focused()
     expect(page.locator("#messages")).to_contain_text("Billing notifications will go to ap@contoso.example.")
     _shot(page, "notifications-saved")
-    assert page.errors == []  # type: ignore[attr-defined]
+    assert page.errors == []
 
 
 def test_pane_url_works_as_a_page_without_javascript(live_server, browser):
