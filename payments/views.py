@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from accounts.decorators import account_member_required
+from accounts.decorators import account_member_required, is_htmx
 from accounts.models import Membership
 from subscriptions.selectors import past_due_summary
 
@@ -22,9 +22,10 @@ def methods(request: HttpRequest, membership: Membership) -> HttpResponse:
         card.decline_reason = decline_reason(card.last_decline_code)  # type: ignore[attr-defined]
         if card.status in (card.Status.DECLINED, card.Status.EXPIRED):
             declined.append(card)
+    template = "payments/methods.html#method-list" if is_htmx(request) else "payments/methods.html"
     return render(
         request,
-        "payments/methods.html",
+        template,
         {
             "membership": membership,
             "account": account,

@@ -55,7 +55,7 @@ def invoices(request: HttpRequest, membership: Membership) -> HttpResponse:
     query.pop("page", None)
     return render(
         request,
-        "subscriptions/invoices.html",
+        "subscriptions/invoices.html#invoice-list" if is_htmx(request) else "subscriptions/invoices.html",
         {
             "membership": membership,
             "account": account,
@@ -73,7 +73,7 @@ def invoice_detail(request: HttpRequest, membership: Membership, number: str) ->
     invoice = invoice_for_account(account=account, number=number)
     return render(
         request,
-        "subscriptions/invoice_detail.html",
+        "subscriptions/invoice_detail.html#invoice-body" if is_htmx(request) else "subscriptions/invoice_detail.html",
         {
             "membership": membership,
             "account": account,

@@ -185,3 +185,20 @@ def test_bank_transfer_invoice_shows_how_to_pay(live_server, demo_page: Page):
     page.goto(f"{live_server.url}/a/{northwind.pk}/products/")
     _shot(page, "your-products-disabled")
     _assert_accessible(page, "your-products-disabled")
+
+
+def test_balance_changed_event_refreshes_the_banner(live_server, demo_page: Page):
+    """The contract with the payments branch: an HX-Trigger balanceChanged makes the page re-read balances."""
+    from django.utils import timezone
+
+    from subscriptions.models import Invoice
+
+    page = demo_page
+    _sign_in(page, live_server.url, "admin@contoso.example")
+    expect(page.locator("#past-due-banner")).to_contain_text("€390.50")
+    Invoice.objects.filter(number="INV-2026-100004").update(
+        status="paid", amount_due_minor=0, paid_at=timezone.now()
+    )
+    page.evaluate("document.body.dispatchEvent(new CustomEvent('balanceChanged'))")
+    expect(page.locator("#past-due-banner")).to_contain_text("€376.50")
+    expect(page.locator("#past-due-banner")).not_to_contain_text("€390.50")
