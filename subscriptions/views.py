@@ -73,7 +73,9 @@ def invoice_detail(request: HttpRequest, membership: Membership, number: str) ->
     invoice = invoice_for_account(account=account, number=number)
     return render(
         request,
-        "subscriptions/invoice_detail.html#invoice-body" if is_htmx(request) else "subscriptions/invoice_detail.html",
+        "subscriptions/invoice_detail.html#invoice-body"
+        if is_htmx(request)
+        else "subscriptions/invoice_detail.html",
         {
             "membership": membership,
             "account": account,
