@@ -222,3 +222,12 @@ def test_balance_regions_reload_as_fragments_for_htmx(client, demo, name, region
     fragment = client.get(url, HTTP_HX_REQUEST="true").content.decode().lstrip()
     assert "<html" not in fragment
     assert f'id="{region}"' in fragment.split(">", 1)[0]
+
+
+def test_dutch_account_pages_read_in_dutch(client, demo):
+    body = _get(client, "admin@fabrikam.example", "subscriptions:products", "Fabrikam BV")
+    assert "Abonnement heeft een verschuldigd bedrag" in body
+    assert "Uw producten" in body
+    home = _get(client, "admin@fabrikam.example", "accounts:home", "Fabrikam BV")
+    assert ">Start<" in home
+    assert "U hebt een achterstallig saldo van €\xa072,00." in home
