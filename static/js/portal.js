@@ -222,6 +222,7 @@
 
   // ------------------------------------------------------------------ boot
   function boot() {
+    document.documentElement.classList.remove("no-js");
     initNav();
     initMenus();
     initForms();
