@@ -126,7 +126,7 @@ AUTH_PASSWORD_VALIDATORS = [
 if TESTING:
     PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 LOGIN_URL = "accounts:signin"
-LOGIN_REDIRECT_URL = "home"
+LOGIN_REDIRECT_URL = "/"  # accounts:root picks the billing account
 LOGOUT_REDIRECT_URL = "accounts:signin"
 
 # Sign-in rate limiting (django-axes): five failures per e-mail address and IP lock for 15 minutes.

@@ -12,4 +12,5 @@ urlpatterns = [
     path("billing/payments/<int:attempt_id>/", views.attempt_detail, name="attempt_detail"),
     # The bank sends the customer back here after 3-D Secure (?attempt=<id>).
     path("billing/payments/return/", views.attempt_return, name="attempt_return"),
+    path("billing/payment-methods/", views.methods, name="methods"),
 ]

@@ -11,7 +11,6 @@ from playwright.sync_api import Page, expect
 from accounts.models import BillingAccount, User
 from gateway_sim.models import SimCharge
 from payments.models import PaymentAttempt, PaymentMethod
-from payments.selectors import payment_methods_declined
 from subscriptions.models import Invoice, Subscription
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -43,16 +42,25 @@ def settle_url(live_server, demo) -> str:
 
 def test_admin_settles_the_visa_balance_with_the_mastercard(page: Page, live_server, demo):
     sign_in(page, live_server, "admin@contoso.example")
-    page.goto(settle_url(live_server, demo))
-    expect(page.locator("#settle-total")).to_have_text("€376.50")
-    page.get_by_label(re.compile("Mastercard ending 4444")).check()
-    expect(page.locator("#settle-total")).to_have_text("€390.50")
-    expect(page.locator("#chosen-method-charges")).to_contain_text("€14.00")
+    page.goto(f"{live_server.url}/a/{demo['account'].pk}/products/")
+    product_list = page.locator("#product-list")
+    expect(product_list.get_by_text("Subscription has a past due payment")).to_have_count(4)
+    page.evaluate("window.__sameDocument = true")  # gone if the page reloads
+    product_list.get_by_role("link", name="Settle balance").first.click()
+    pane = page.locator("#side-pane .pane")
+    expect(pane).to_be_visible()
+    expect(pane.locator("#settle-total")).to_have_text("€376.50")
+    pane.get_by_label(re.compile("Mastercard ending 4444")).check()
+    expect(pane.locator("#settle-total")).to_have_text("€390.50")
+    expect(pane.locator("#chosen-method-charges")).to_contain_text("€14.00")
     # A double click sends one request: the button disables itself while it works.
-    page.locator("#settle-submit").dblclick()
-    expect(page.get_by_role("heading", name="Payment received")).to_be_visible()
-    reference = page.locator("#receipt-reference").inner_text()
+    pane.locator("#settle-submit").dblclick()
+    expect(pane.get_by_text("Payment received").first).to_be_visible()
+    reference = pane.locator("#receipt-reference").inner_text()
     assert reference.startswith("PAY-")
+    # The product list behind the pane updated itself, without a reload.
+    expect(product_list.get_by_text("Subscription has a past due payment")).to_have_count(0)
+    assert page.evaluate("window.__sameDocument") is True
     assert SimCharge.objects.count() == 1
     attempt = PaymentAttempt.objects.get(status=PaymentAttempt.Status.SUCCEEDED)
     assert attempt.amount_minor == 39050
@@ -67,7 +75,10 @@ def test_admin_settles_the_visa_balance_with_the_mastercard(page: Page, live_ser
     )
     assert {s.status for s in subs} == {"active"}
     assert {s.payment_method_id for s in subs} == {demo["mastercard"].pk}
-    assert not payment_methods_declined(account=demo["account"]).exists()
+    # The declined-card warning on Payment methods is gone.
+    pane.locator("[data-pane-close]").first.click()
+    page.goto(f"{live_server.url}/a/{demo['account'].pk}/billing/payment-methods/")
+    expect(page.get_by_text("Your Visa ending 0341 was declined")).to_have_count(0)
 
 
 def test_finance_adds_a_card_and_settles(page: Page, live_server, demo):
@@ -127,21 +138,30 @@ def test_3ds_failed_challenge_pays_nothing(page: Page, live_server, demo):
 def test_pay_now_on_the_teams_invoice(page: Page, live_server, demo):
     sign_in(page, live_server, "admin@contoso.example")
     invoice = Invoice.objects.get(account=demo["account"], subscription__product__code="teams-essentials")
-    page.goto(f"{live_server.url}/a/{demo['account'].pk}/billing/invoices/{invoice.number}/pay/")
-    expect(page.locator("#pay-total")).to_have_text("€36.00")
-    page.get_by_label(re.compile("Mastercard ending 4444")).check()
-    page.locator("#pay-submit").click()
-    expect(page.get_by_role("heading", name="Payment received")).to_be_visible()
+    page.goto(f"{live_server.url}/a/{demo['account'].pk}/billing/invoices/")
+    row = page.locator("tr", has_text=invoice.number)
+    row.get_by_role("link", name="Pay now").click()
+    pane = page.locator("#side-pane .pane")
+    expect(pane.locator("#pay-total")).to_have_text("€36.00")
+    pane.get_by_label(re.compile("Mastercard ending 4444")).check()
+    pane.locator("#pay-submit").click()
+    expect(pane.get_by_text("Payment received").first).to_be_visible()
     invoice.refresh_from_db()
     assert invoice.status == Invoice.Status.PAID
+    assert PaymentAttempt.objects.get(status="succeeded").amount_minor == 3600
 
 
 def test_reader_sees_no_pay_actions(page: Page, live_server, demo):
     sign_in(page, live_server, "reader@contoso.example")
+    base = f"{live_server.url}/a/{demo['account'].pk}"
+    for path in ("/", "/products/", "/billing/invoices/", "/billing/payment-methods/"):
+        page.goto(base + path)
+        expect(page.get_by_role("link", name="Settle balance")).to_have_count(0)
+        expect(page.get_by_role("link", name="Pay now")).to_have_count(0)
     page.goto(settle_url(live_server, demo))
     expect(page.get_by_text("Only billing account owners and billing admins")).to_be_visible()
     expect(page.locator("#settle-submit")).to_have_count(0)
     expect(page.locator("input[name=method]")).to_have_count(0)
     invoice = Invoice.objects.get(account=demo["account"], subscription__product__code="teams-essentials")
-    page.goto(f"{live_server.url}/a/{demo['account'].pk}/billing/invoices/{invoice.number}/pay/")
+    page.goto(f"{base}/billing/invoices/{invoice.number}/pay/")
     expect(page.locator("#pay-submit")).to_have_count(0)
