@@ -4,4 +4,6 @@ from . import views
 
 app_name = "gateway_sim"
 
-urlpatterns: list = []
+urlpatterns = [
+    path("3ds/<str:reference>/", views.challenge, name="challenge"),
+]

@@ -56,7 +56,9 @@ class PaymentMethod(models.Model):
                 condition=Q(status__in=["valid", "declined", "expired", "detached"]),
                 name="paymentmethod_status_valid",
             ),
-            models.CheckConstraint(condition=Q(last4__regex=r"^[0-9]{4}$"), name="paymentmethod_last4_digits"),
+            models.CheckConstraint(
+                condition=Q(last4__regex=r"^[0-9]{4}$"), name="paymentmethod_last4_digits"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -118,8 +120,12 @@ class PaymentAttempt(models.Model):
     initiated_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
+    # Renewals and retries run without the customer (off-session): a decline there marks invoices past due.
+    off_session = models.BooleanField(default=False)
     initiated_by_label = models.CharField(max_length=120, blank=True, help_text="a job or a person")
-    reference_note = models.CharField(max_length=200, blank=True, help_text="e.g. the bank transfer reference")
+    reference_note = models.CharField(
+        max_length=200, blank=True, help_text="e.g. the bank transfer reference"
+    )
     reconcile_count = models.PositiveIntegerField(default=0)
     reconcile_after = models.DateTimeField(null=True, blank=True, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -171,6 +177,9 @@ class PaymentAllocation(models.Model):
             models.CheckConstraint(condition=Q(amount_minor__gt=0), name="allocation_amount_positive"),
         ]
 
+    def __str__(self) -> str:
+        return f"{self.attempt_id} → {self.invoice_id}: {self.amount_minor}"
+
 
 class WebhookEvent(models.Model):
     """Every gateway event, stored once by its id, with how we handled it."""
@@ -195,3 +204,6 @@ class WebhookEvent(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["gateway", "event_id"], name="webhookevent_unique_per_gateway"),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.gateway} {self.event_id} {self.type}"

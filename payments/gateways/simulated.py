@@ -1,0 +1,148 @@
+"""The simulated gateway: the default, offline adapter in front of the gateway_sim bank.
+
+It can be made to time out (settings.SIMULATED_GATEWAY_TIMEOUT_CARDS: the bank takes the charge
+but we never hear back, the real-world failure mode reconciliation exists for) or to lose the
+request altogether (settings.SIMULATED_GATEWAY_UNREACHABLE_CARDS: nothing reaches the bank).
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.urls import reverse
+from django.utils.translation import gettext as _
+
+from gateway_sim import services as bank
+from gateway_sim.models import SimCard, SimCharge
+
+from .base import (
+    CardResult,
+    ChargeOutcome,
+    ChargeResult,
+    card_brand,
+    classify_decline,
+    decline_message,
+    luhn_valid,
+)
+
+
+def _faulty(setting: str, token: str) -> bool:
+    numbers = set(getattr(settings, setting, ()) or ())
+    if not numbers:
+        return False
+    return SimCard.objects.filter(token=token, number__in=numbers).exists()
+
+
+def _result(charge: SimCharge) -> ChargeResult:
+    if charge.status == SimCharge.Status.SUCCEEDED:
+        outcome = ChargeOutcome.SUCCEEDED
+    elif charge.status == SimCharge.Status.DECLINED:
+        outcome = ChargeOutcome.DECLINED
+    elif charge.status == SimCharge.Status.CANCELED:
+        outcome = ChargeOutcome.CANCELED
+    else:
+        outcome = ChargeOutcome.REQUIRES_ACTION
+    return ChargeResult(
+        outcome=outcome,
+        reference=charge.reference,
+        decline_code=charge.decline_code if outcome == ChargeOutcome.DECLINED else "",
+        decline_category=classify_decline(charge.decline_code) if outcome == ChargeOutcome.DECLINED else None,
+        action_url=(
+            reverse("gateway_sim:challenge", args=[charge.reference])
+            if outcome == ChargeOutcome.REQUIRES_ACTION
+            else ""
+        ),
+        amount_minor=charge.amount_minor,
+        currency=charge.currency,
+    )
+
+
+class SimulatedGateway:
+    name = "simulated"
+
+    def charge(
+        self,
+        *,
+        token: str,
+        amount_minor: int,
+        currency: str,
+        idempotency_key: str,
+        off_session: bool,
+        return_url: str = "",
+        description: str = "",
+    ) -> ChargeResult:
+        if _faulty("SIMULATED_GATEWAY_UNREACHABLE_CARDS", token):
+            return ChargeResult.unknown("simulated: connection failed before the request reached the bank")
+        try:
+            charge = bank.sim_charge_create(
+                token=token,
+                amount_minor=amount_minor,
+                currency=currency,
+                idempotency_key=idempotency_key,
+                off_session=off_session,
+                return_url=return_url,
+                description=description,
+            )
+        except SimCard.DoesNotExist:
+            return ChargeResult.declined("invalid_account", message="simulated: unknown card token")
+        if _faulty("SIMULATED_GATEWAY_TIMEOUT_CARDS", token):
+            # The bank acted on it, but the answer never reached us.
+            return ChargeResult.unknown("simulated: read timed out")
+        return _result(charge)
+
+    def confirm(self, *, reference: str) -> ChargeResult:
+        try:
+            return _result(bank.sim_charge_get(reference=reference))
+        except bank.SimChargeNotFound:
+            return ChargeResult(outcome=ChargeOutcome.NOT_FOUND, reference=reference)
+
+    def lookup(self, *, idempotency_key: str, reference: str = "") -> ChargeResult:
+        try:
+            charge = bank.sim_charge_get(reference=reference, idempotency_key=idempotency_key)
+        except bank.SimChargeNotFound:
+            return ChargeResult(outcome=ChargeOutcome.NOT_FOUND, reference=reference)
+        return _result(charge)
+
+    def cancel(self, *, reference: str) -> ChargeResult:
+        try:
+            return _result(bank.sim_charge_cancel(reference=reference))
+        except SimCharge.DoesNotExist:
+            return ChargeResult(outcome=ChargeOutcome.NOT_FOUND, reference=reference)
+
+    def add_card(
+        self, *, number: str, exp_month: int, exp_year: int, cvc: str, holder_name: str
+    ) -> CardResult:
+        number = "".join(c for c in number if not c.isspace() and c != "-")
+        errors: dict[str, str] = {}
+        if not luhn_valid(number):
+            errors["number"] = _("This card number is not valid. Check the digits and try again.")
+        if not (cvc.isdigit() and len(cvc) in (3, 4)):
+            errors["cvc"] = _("Enter the 3 or 4 digit security code from the back of the card.")
+        if errors:
+            return CardResult(ok=False, errors=errors)
+        if number in bank.DECLINED_ON_ATTACH:
+            return CardResult(ok=False, errors={"number": decline_message(bank.DECLINED_ON_ATTACH[number])})
+        token = bank.sim_card_register(
+            number=number, exp_month=exp_month, exp_year=exp_year, holder_name=holder_name
+        )
+        return CardResult(
+            ok=True,
+            token=token,
+            brand=card_brand(number),
+            last4=number[-4:],
+            exp_month=exp_month,
+            exp_year=exp_year,
+        )
+
+    def update_expiry(self, *, token: str, exp_month: int, exp_year: int) -> CardResult:
+        try:
+            card = bank.sim_card_update_expiry(token=token, exp_month=exp_month, exp_year=exp_year)
+        except SimCard.DoesNotExist:
+            return CardResult(ok=False, errors={"__all__": _("The bank does not know this card.")})
+        return CardResult(
+            ok=True,
+            token=token,
+            brand=card_brand(card.number),
+            last4=card.number[-4:],
+            exp_month=exp_month,
+            exp_year=exp_year,
+        )
