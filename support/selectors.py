@@ -86,7 +86,9 @@ def search_keys(query: str) -> list[str]:
         keys.append("card_last4")
     if DIGITS_RE.match(q):
         keys.append("subscription_id")
-    keys.append("name_domain")
+    # One letter would match most of the database; a name needs at least two.
+    if len(q) >= 2:
+        keys.append("name_domain")
     return keys
 
 
@@ -151,8 +153,6 @@ def support_search(*, query: str) -> list[SearchResult]:
     """Accounts matching a name, domain, member e-mail, invoice number, subscription id, payment
     reference (PAY-00000042) or card last4. One query per applicable key, then one for the rows."""
     q = query.strip()
-    if len(q) < 2:
-        return []
     matched: dict[int, list[str]] = {}
     for key in search_keys(q):
         for account_id in _account_ids_for_key(key, q):
