@@ -2,9 +2,8 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-# Django 6 needs Python 3.12+: take one from PATH, else from pyenv.
-PYTHON ?= $(firstword $(shell command -v python3.13 python3.12 2>/dev/null) \
-	$(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13 $(HOME)/.pyenv/versions/3.12*/bin/python3.12))
+# Django 6 needs Python 3.12+: bin/find-python probes PATH, then pyenv's versions.
+PYTHON ?= $(shell bin/find-python)
 UV ?= $(firstword $(shell command -v uv 2>/dev/null) $(wildcard $(HOME)/.local/bin/uv))
 export UV_PYTHON := $(PYTHON)
 export UV_PROJECT_ENVIRONMENT := .venv
@@ -48,7 +47,7 @@ bench: install
 
 # Production settings must pass Django's deployment checks.
 deploy-check: install
-	DEBUG=0 SECRET_KEY=$$(openssl rand -hex 40) ALLOWED_HOSTS=billing.example \
+	DEBUG=0 SECRET_KEY=$$(openssl rand -hex 40) ALLOWED_HOSTS=billing.example EMAIL_HOST=smtp.billing.example \
 		$(VENV)/python manage.py check --deploy --fail-level WARNING
 
 clean:

@@ -6,7 +6,11 @@ class AuditEvent(models.Model):
     """Who did what, and when. Written by services, never edited."""
 
     account = models.ForeignKey(
-        "accounts.BillingAccount", on_delete=models.CASCADE, null=True, blank=True, related_name="audit_events"
+        "accounts.BillingAccount",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="audit_events",
     )
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"

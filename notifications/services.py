@@ -16,7 +16,9 @@ from accounts.models import BillingAccount
 from .models import Notice
 
 
-def notice_send(*, account: BillingAccount, kind: str, dedupe_key: str, context: dict[str, Any]) -> Notice | None:
+def notice_send(
+    *, account: BillingAccount, kind: str, dedupe_key: str, context: dict[str, Any]
+) -> Notice | None:
     """Queue one mail to the account's notification address, at most once per dedupe_key.
 
     Returns the new Notice, or None when this event was already notified. The mail itself goes

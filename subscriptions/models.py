@@ -48,7 +48,9 @@ class Subscription(models.Model):
         related_name="subscriptions",
     )
     current_period_start = models.DateField()
-    current_period_end = models.DateField(help_text="last day of the period; renewal is invoiced the day after")
+    current_period_end = models.DateField(
+        help_text="last day of the period; renewal is invoiced the day after"
+    )
     # Lifecycle dates (PRODUCT.md flow 7). Set by lifecycle services only.
     past_due_since = models.DateTimeField(null=True, blank=True, help_text="first failed charge")
     grace_ends_at = models.DateTimeField(null=True, blank=True, help_text="disabled after this")
@@ -69,7 +71,9 @@ class Subscription(models.Model):
                 name="subscription_status_valid",
             ),
             models.CheckConstraint(condition=Q(quantity__gte=1), name="subscription_quantity_positive"),
-            models.CheckConstraint(condition=Q(unit_price_minor__gte=0), name="subscription_price_not_negative"),
+            models.CheckConstraint(
+                condition=Q(unit_price_minor__gte=0), name="subscription_price_not_negative"
+            ),
             models.CheckConstraint(
                 condition=Q(current_period_end__gte=F("current_period_start")),
                 name="subscription_period_ordered",

@@ -89,7 +89,9 @@ def subscription_mark_past_due(*, subscription_id: int, at: dt.datetime) -> Subs
 
 
 @transaction.atomic
-def subscription_restore(*, subscription_id: int, at: dt.datetime, actor=None, actor_label: str = "") -> Subscription:
+def subscription_restore(
+    *, subscription_id: int, at: dt.datetime, actor=None, actor_label: str = ""
+) -> Subscription:
     """past_due/disabled → active once nothing on it is unpaid. Cancelled ones stay cancelled."""
     sub = _locked_subscription(subscription_id)
     if sub.status == Subscription.Status.ACTIVE:

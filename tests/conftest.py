@@ -7,11 +7,6 @@ os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
 @pytest.fixture(autouse=True)
-def _locmem_email(settings):
-    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
-
-
-@pytest.fixture(autouse=True)
 def _no_axes_lockouts(settings):
     # Sign-in rate limiting has its own tests; elsewhere it would only make tests order-dependent.
     settings.AXES_ENABLED = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import factory
 from django.utils import timezone
@@ -24,7 +25,7 @@ class UserFactory(factory.django.DjangoModelFactory):
     password = factory.PostGenerationMethodCall("set_password", PASSWORD)
 
     @factory.post_generation
-    def _save(obj, create, extracted, **kwargs):  # noqa: N805
+    def _save(obj: Any, create: bool, extracted: Any, **kwargs: Any) -> None:
         if create:
             obj.save()
 
@@ -95,6 +96,7 @@ class SubscriptionFactory(factory.django.DjangoModelFactory):
 class InvoiceFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Invoice
+        skip_postgeneration_save = True
 
     account = factory.SelfAttribute("subscription.account")
     subscription = factory.SubFactory(SubscriptionFactory)
@@ -106,7 +108,7 @@ class InvoiceFactory(factory.django.DjangoModelFactory):
     due_on = factory.LazyAttribute(lambda i: i.issued_on + dt.timedelta(days=30))
 
     @factory.post_generation
-    def lines(obj, create, extracted, **kwargs):  # noqa: N805
+    def lines(obj: Any, create: bool, extracted: Any, **kwargs: Any) -> None:
         if not create or extracted is False:
             return
         sub = obj.subscription

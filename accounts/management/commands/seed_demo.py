@@ -84,7 +84,9 @@ class Command(BaseCommand):
         existing = PaymentMethod.objects.filter(account=account, brand=brand, last4=number[-4:]).first()
         if existing:
             return existing
-        token = register_demo_card(number=number, exp_month=exp[0], exp_year=exp[1], holder=owner.display_name)
+        token = register_demo_card(
+            number=number, exp_month=exp[0], exp_year=exp[1], holder=owner.display_name
+        )
         return PaymentMethod.objects.create(
             account=account,
             brand=brand,
@@ -184,10 +186,7 @@ class Command(BaseCommand):
 
     def _seed(self) -> bool:
         now = timezone.now()
-        if BillingAccount.objects.filter(domain="contoso.example").exists():
-            created_any = False
-        else:
-            created_any = True
+        created_any = not BillingAccount.objects.filter(domain="contoso.example").exists()
         for code, name in PRODUCTS.items():
             Product.objects.get_or_create(code=code, defaults={"name": name})
 
@@ -236,9 +235,14 @@ class Command(BaseCommand):
         ):
             self._subscription(contoso, visa, spec, now)
         self._subscription(
-            contoso, mastercard, DemoSub("visio-plan-2", 1, 1400, "INV-2026-100004", 3, "processing_error"), now
+            contoso,
+            mastercard,
+            DemoSub("visio-plan-2", 1, 1400, "INV-2026-100004", 3, "processing_error"),
+            now,
         )
-        self._subscription(contoso, mastercard, DemoSub("teams-essentials", 9, 400, "INV-2026-100005", -10), now)
+        self._subscription(
+            contoso, mastercard, DemoSub("teams-essentials", 9, 400, "INV-2026-100005", -10), now
+        )
 
         # Fabrikam BV: the owner's Visa expired in 10/2026, so its renewal was declined (expired_card).
         fabrikam = self._account(
@@ -267,7 +271,10 @@ class Command(BaseCommand):
             is_default=True,
         )
         self._subscription(
-            fabrikam, fab_visa, DemoSub("m365-business-basic", 12, 600, "INV-2026-200001", 20, "expired_card"), now
+            fabrikam,
+            fab_visa,
+            DemoSub("m365-business-basic", 12, 600, "INV-2026-200001", 20, "expired_card"),
+            now,
         )
 
         # Northwind Traders pays by bank transfer: its Azure invoice is 45 days overdue, so it is disabled.
@@ -304,4 +311,4 @@ def register_demo_card(*, number: str, exp_month: int, exp_year: int, holder: st
     """Register a test card at the simulated bank and return its token (our records keep only the token)."""
     from gateway_sim.services import sim_card_register
 
-    return sim_card_register(number=number, exp_month=exp_month, exp_year=exp_year)
+    return sim_card_register(number=number, exp_month=exp_month, exp_year=exp_year, holder_name=holder)

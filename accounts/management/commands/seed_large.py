@@ -51,10 +51,14 @@ class Command(BaseCommand):
             self.stdout.write("Large data already present (large-big.example); nothing to do.")
             return
         products = [
-            Product.objects.get_or_create(code=f"large-product-{i}", defaults={"name": f"Large product {i:02d}"})[0]
+            Product.objects.get_or_create(
+                code=f"large-product-{i}", defaults={"name": f"Large product {i:02d}"}
+            )[0]
             for i in range(20)
         ]
-        user = User.objects.create_user(email="admin@large-big.example", password=PASSWORD, full_name="Big Admin")
+        user = User.objects.create_user(
+            email="admin@large-big.example", password=PASSWORD, full_name="Big Admin"
+        )
         with transaction.atomic():
             big = BillingAccount.objects.create(
                 name="Large Big Corp",
@@ -141,12 +145,13 @@ class Command(BaseCommand):
                 [
                     InvoiceLine(
                         invoice=inv,
-                        description=inv.subscription.product.name,
-                        quantity=inv.subscription.quantity,
-                        unit_price_minor=inv.subscription.unit_price_minor,
+                        description=sub.product.name,
+                        quantity=sub.quantity,
+                        unit_price_minor=sub.unit_price_minor,
                         amount_minor=inv.total_minor,
                     )
-                    for inv in created
+                    for i, inv in zip(chunk, created, strict=True)
+                    for sub in [subs[i % len(subs)]]
                 ],
                 batch_size=BATCH,
             )

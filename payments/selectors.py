@@ -1,0 +1,109 @@
+"""Reads for the payment pages. Every query is scoped to one billing account."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from django.db.models import QuerySet
+
+from accounts.models import BillingAccount
+from billing_portal.money import Money
+from subscriptions.models import Invoice
+
+from .models import PaymentAttempt, PaymentMethod
+
+
+@dataclass(frozen=True)
+class SettleQuote:
+    """What one Settle balance payment clears. The server computes it; the form never carries amounts."""
+
+    failed_method: PaymentMethod
+    chosen_method: PaymentMethod | None
+    # Past-due invoices of every subscription on the failed method.
+    invoices: list[Invoice]
+    # Past-due invoices of subscriptions on the chosen method: they join the total (PRODUCT.md flow 3).
+    chosen_method_invoices: list[Invoice] = field(default_factory=list)
+    currency: str = "EUR"
+
+    @property
+    def failed_total(self) -> Money:
+        return Money(sum(i.amount_due_minor for i in self.invoices), self.currency)
+
+    @property
+    def chosen_method_total(self) -> Money:
+        return Money(sum(i.amount_due_minor for i in self.chosen_method_invoices), self.currency)
+
+    @property
+    def total(self) -> Money:
+        return self.failed_total + self.chosen_method_total
+
+    @property
+    def invoice_ids(self) -> list[int]:
+        return [i.pk for i in self.invoices + self.chosen_method_invoices]
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.invoices and not self.chosen_method_invoices
+
+
+def _past_due_on_method(*, account: BillingAccount, method_id: int) -> list[Invoice]:
+    return list(
+        Invoice.objects.filter(
+            account=account,
+            status=Invoice.Status.PAST_DUE,
+            amount_due_minor__gt=0,
+            subscription__payment_method_id=method_id,
+        )
+        .select_related("subscription__product")
+        .order_by("subscription__product__name", "pk")
+    )
+
+
+def settle_quote(
+    *, account: BillingAccount, failed_method: PaymentMethod, chosen_method: PaymentMethod | None
+) -> SettleQuote:
+    invoices = _past_due_on_method(account=account, method_id=failed_method.pk)
+    extra: list[Invoice] = []
+    if chosen_method is not None and chosen_method.pk != failed_method.pk:
+        extra = _past_due_on_method(account=account, method_id=chosen_method.pk)
+    return SettleQuote(
+        failed_method=failed_method,
+        chosen_method=chosen_method,
+        invoices=invoices,
+        chosen_method_invoices=extra,
+        currency=account.currency,
+    )
+
+
+def payment_methods_usable(*, account: BillingAccount) -> QuerySet[PaymentMethod]:
+    """Cards a payer may choose (removed ones are gone)."""
+    return (
+        PaymentMethod.objects.filter(account=account)
+        .exclude(status=PaymentMethod.Status.DETACHED)
+        .select_related("owner")
+        .order_by("-is_default", "pk")
+    )
+
+
+def payment_methods_declined(*, account: BillingAccount) -> QuerySet[PaymentMethod]:
+    """Declined cards that still pay subscriptions with something past due: the warning's subject."""
+    return (
+        PaymentMethod.objects.filter(
+            account=account,
+            status__in=[PaymentMethod.Status.DECLINED, PaymentMethod.Status.EXPIRED],
+            subscriptions__invoices__status=Invoice.Status.PAST_DUE,
+        )
+        .distinct()
+        .order_by("pk")
+    )
+
+
+def payment_method_past_due_total(*, account: BillingAccount, method_id: int) -> Money:
+    total = sum(i.amount_due_minor for i in _past_due_on_method(account=account, method_id=method_id))
+    return Money(total, account.currency)
+
+
+def attempts_due_for_reconcile(*, now, limit: int = 100) -> QuerySet[PaymentAttempt]:
+    return PaymentAttempt.objects.filter(
+        status=PaymentAttempt.Status.UNKNOWN, reconcile_after__lte=now
+    ).order_by("reconcile_after", "pk")[:limit]
