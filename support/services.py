@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 from dataclasses import dataclass
 from decimal import InvalidOperation
 from typing import Any
@@ -20,7 +21,7 @@ from accounts.models import BillingAccount
 from audit.services import audit_record
 from billing_portal.money import Money
 from payments.models import PaymentAllocation, PaymentAttempt
-from payments.services import account_lock
+from payments.services import account_lock, invoices_charge
 from subscriptions.models import Invoice, Subscription
 from subscriptions.services import invoice_apply_payment, subscription_restore
 
@@ -30,6 +31,7 @@ from .selectors import in_flight_invoice_ids, support_payable_invoices
 SUPPORT_STAFF_GROUP = "Support staff"
 GRACE_EXTENSION_DAYS = range(1, 31)
 REASON_MAX_LENGTH = 500
+AMOUNT_RE = re.compile(r"^-?(\d{1,3}(,\d{3})+|\d+)(\.\d+)?$")
 
 
 class SupportActionError(Exception):
@@ -115,9 +117,14 @@ def bank_transfer_parse_amount(*, amount: str, currency: str, account: BillingAc
             f"{account.name} is billed in {account.currency}; a transfer in {currency.upper()} "
             "cannot be applied to its invoices. Ask finance to convert it first."
         )
-    text = (amount or "").strip().replace(",", "")
+    text = (amount or "").strip()
+    # "1250.00" or "1,250.00"; a comma anywhere else ("1.250,00") is refused rather than guessed.
+    if not AMOUNT_RE.match(text):
+        raise SupportActionError(
+            f"Enter the amount as a number with at most two decimals, e.g. 1250.00 ({account.currency})."
+        )
     try:
-        money = Money.from_decimal(text, account.currency)
+        money = Money.from_decimal(text.replace(",", ""), account.currency)
     except (InvalidOperation, ValueError):
         raise SupportActionError(
             f"Enter the amount as a number with at most two decimals, e.g. 1250.00 ({account.currency})."
@@ -396,9 +403,11 @@ def invoice_retry_now(
 ) -> PaymentAttempt:
     """Charge a past-due invoice now, off-session, to its subscription's card, through the same
     locked payment service as every other charge (payments.services.invoices_charge)."""
-    from payments import services as payment_services
-
     reason = _clean_reason(reason)
+    # A double submit of the confirmation carries the same key: answer with the first attempt.
+    existing = PaymentAttempt.objects.filter(idempotency_key=idempotency_key, account_id=account_id).first()
+    if existing is not None:
+        return existing
     invoice = (
         Invoice.objects.select_related("subscription__payment_method", "account")
         .filter(pk=invoice_id, account_id=account_id)
@@ -423,7 +432,7 @@ def invoice_retry_now(
             data={"reason": reason, "invoice": invoice.number, "payment_method": method.pk},
             ip_address=ip_address,
         )
-    return payment_services.invoices_charge(  # type: ignore[attr-defined]
+    return invoices_charge(
         account_id=account_id,
         invoice_ids=[invoice.pk],
         payment_method_id=method.pk,

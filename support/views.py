@@ -22,6 +22,7 @@ from django.views.decorators.http import require_http_methods
 from django_htmx.middleware import HtmxDetails
 
 from accounts.models import BillingAccount
+from payments.services import PaymentError
 from subscriptions.models import Invoice, Subscription
 
 from . import dashboard as dashboard_charts
@@ -270,13 +271,9 @@ def invoice_retry(request: HttpRequest, account_id: int, invoice_id: int) -> Htt
                     idempotency_key=f"support-retry-{invoice.pk}-{form.cleaned_data['token']}",
                     ip_address=_ip(request),
                 )
-            except SupportActionError as exc:
+            except (SupportActionError, PaymentError) as exc:
+                # PaymentError: the engine's own refusals, e.g. a payment already in flight.
                 form.add_error(None, str(exc))
-            except Exception as exc:  # the payment service's own refusals (e.g. already in flight)
-                if type(exc).__module__.startswith("payments"):
-                    form.add_error(None, str(exc))
-                else:
-                    raise
             else:
                 level = messages.SUCCESS if attempt.status == attempt.Status.SUCCEEDED else messages.WARNING
                 messages.add_message(

@@ -114,7 +114,9 @@ def test_results_are_limited(db):
     assert len(support_search(query="many co")) == 50
 
 
-@pytest.mark.parametrize("query", ["northw", "admin@northwind.example", "INV-2026-300001", "0341", "PAY-00000001"])
+@pytest.mark.parametrize(
+    "query", ["northw", "admin@northwind.example", "INV-2026-300001", "0341", "PAY-00000001"]
+)
 def test_search_query_count_does_not_grow_with_data(accounts, query):
     with CaptureQueriesContext(connection) as small:
         support_search(query=query)
