@@ -129,7 +129,8 @@ def test_timeline_merges_everything_newest_first_and_pages(support_user):
     SupportNote.objects.create(account=account, author=support_user, body="latest")
     first = support_timeline(account=account, page=1)
     assert len(first.entries) == TIMELINE_PAGE_SIZE
-    assert first.has_next and not first.has_previous
+    assert first.has_next
+    assert not first.has_previous
     assert first.entries[0].kind == "note"
     assert [e.at for e in first.entries] == sorted((e.at for e in first.entries), reverse=True)
     second = support_timeline(account=account, page=2)

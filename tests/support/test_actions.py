@@ -100,7 +100,7 @@ def test_bank_transfer_pays_invoice_and_reactivates_subscription(northwind, supp
 
 
 def test_same_transfer_cannot_be_recorded_twice(northwind, support_user):
-    account, _sub, invoice = northwind
+    account, _sub, _invoice = northwind
     past_due_subscription(account, amount_minor=5000, days_ago=10, number="INV-2026-300002")
     record(account, support_user, amount="100.00", reference="BANKREF 778")
     with pytest.raises(SupportActionError, match="already recorded"):
@@ -109,7 +109,7 @@ def test_same_transfer_cannot_be_recorded_twice(northwind, support_user):
 
 
 def test_over_payment_is_refused_and_changes_nothing(northwind, support_user):
-    account, sub, invoice = northwind
+    account, _sub, invoice = northwind
     with pytest.raises(SupportActionError, match="more than everything the account owes"):
         record(account, support_user, amount="1250.01")
     invoice.refresh_from_db()
@@ -148,8 +148,10 @@ def test_reference_naming_an_invoice_pays_that_one_first(northwind, support_user
 
 
 def test_transfer_covering_two_invoices_pays_both(northwind, support_user):
-    account, sub, invoice = northwind
-    sub2, invoice2 = past_due_subscription(account, amount_minor=20000, days_ago=5, number="INV-2026-300009")
+    account, _sub, _invoice = northwind
+    _sub2, _invoice2 = past_due_subscription(
+        account, amount_minor=20000, days_ago=5, number="INV-2026-300009"
+    )
     record(account, support_user, amount="1,450.00", reference="WIRE-2")
     assert Invoice.objects.filter(account=account, status=Invoice.Status.PAID).count() == 2
     assert Subscription.objects.filter(account=account, status=Subscription.Status.ACTIVE).count() == 2
@@ -189,7 +191,7 @@ def test_card_accounts_cannot_record_transfers(support_user):
 
 
 def test_bank_transfer_view_confirms_then_records(support_client, northwind):
-    account, sub, invoice = northwind
+    account, sub, _invoice = northwind
     url = reverse("support:bank_transfer", args=[account.pk])
     data = {
         "amount": "1250.00",
@@ -201,7 +203,8 @@ def test_bank_transfer_view_confirms_then_records(support_client, northwind):
     review = support_client.post(url, data)
     body = review.content.decode()
     assert review.status_code == 200
-    assert "$1,250.00" in body and "Pays INV-2026-300001" in body
+    assert "$1,250.00" in body
+    assert "Pays INV-2026-300001" in body
     assert not PaymentAttempt.objects.exists()
     done = support_client.post(url, {**data, "confirm": "yes"})
     assert done.status_code == 302
