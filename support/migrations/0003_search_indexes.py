@@ -15,14 +15,19 @@ TRIGRAM_INDEXES = [
 ]
 
 
+def create_statements():
+    """The SQL, also used by bench/support_search.py to rebuild the indexes after a bulk load."""
+    return ["CREATE EXTENSION IF NOT EXISTS pg_trgm"] + [
+        f'CREATE INDEX IF NOT EXISTS "{name}" ON "{table}" USING gin ((UPPER("{column}"::text)) gin_trgm_ops)'
+        for name, table, column in TRIGRAM_INDEXES
+    ]
+
+
 def create_trigram_indexes(apps, schema_editor):
     if schema_editor.connection.vendor != "postgresql":
         return
-    schema_editor.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
-    for name, table, column in TRIGRAM_INDEXES:
-        schema_editor.execute(
-            f'CREATE INDEX IF NOT EXISTS "{name}" ON "{table}" USING gin ((UPPER("{column}"::text)) gin_trgm_ops)'
-        )
+    for statement in create_statements():
+        schema_editor.execute(statement)
 
 
 def drop_trigram_indexes(apps, schema_editor):
