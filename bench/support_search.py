@@ -102,7 +102,7 @@ def _load_sql(n: int) -> list[tuple[str, str]]:
             INSERT INTO payments_paymentmethod (id, account_id, brand, last4, exp_month, exp_year, holder_name,
               owner_id, status, last_decline_code, is_default, gateway, gateway_token, created_at)
             SELECT i, i, CASE WHEN i % 2 = 0 THEN 'visa' ELSE 'mastercard' END,
-              lpad(((i * 7919) % 10000)::text, 4, '0'), 1 + i % 12, 2027 + i % 5, '', i,
+              lpad(((i::bigint * 7919) % 10000)::text, 4, '0'), 1 + i % 12, 2027 + i % 5, '', i,
               CASE WHEN i % 17 = 0 THEN 'declined' ELSE 'valid' END,
               CASE WHEN i % 17 = 0 THEN 'card_declined' ELSE '' END, true, 'simulated', 'bench_tok_' || i, now()
             FROM generate_series(1, {n}) AS i WHERE i % 10 <> 0

@@ -117,11 +117,11 @@ def line_chart(
         ),
         format_html_join(
             "",
-            '<text x="{}" y="{}" fill="{}" font-size="12" text-anchor="middle">{}</text>',
+            '<text x="{}" y="{}" fill="{}" font-size="12" text-anchor="{}">{}</text>',
             (
-                (x(i), height - bottom + 18, INK, label)
-                for i, label in enumerate(x_labels)
-                if i in (0, len(x_labels) // 2, len(x_labels) - 1)
+                (x(i), height - bottom + 18, INK, anchor, x_labels[i])
+                for i, anchor in ((0, "start"), (len(x_labels) // 2, "middle"), (len(x_labels) - 1, "end"))
+                if 0 <= i < len(x_labels)
             ),
         ),
     ]

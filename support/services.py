@@ -67,6 +67,17 @@ def support_account_viewed(*, account: BillingAccount, actor: Any, ip_address: s
     )
 
 
+def support_searched(*, query: str, result_count: int, actor: Any, ip_address: str | None = None) -> None:
+    """Searches are looks too: who looked for what is on record (with no account: it spans them)."""
+    audit_record(
+        actor=actor,
+        action="support.searched",
+        message=f"Support ({actor.email}) searched for “{query[:200]}”: {result_count} result(s)",
+        data={"query": query[:200], "results": result_count},
+        ip_address=ip_address,
+    )
+
+
 # -- notes --------------------------------------------------------------------------------------
 
 

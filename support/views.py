@@ -42,6 +42,7 @@ from .services import (
     subscription_grace_extend,
     support_account_viewed,
     support_note_add,
+    support_searched,
 )
 
 View = Callable[..., HttpResponse]
@@ -92,6 +93,8 @@ def _account(account_id: int) -> BillingAccount:
 def search(request: HtmxHttpRequest) -> HttpResponse:
     query = request.GET.get("q", "").strip()[:200]
     results = support_search(query=query) if query else []
+    if query:
+        support_searched(query=query, result_count=len(results), actor=request.user, ip_address=_ip(request))
     context = {
         "query": query,
         "results": results,

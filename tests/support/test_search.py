@@ -145,3 +145,13 @@ def test_search_page_htmx_fragment(support_client, accounts):
     body = response.content.decode()
     assert "Northwind Traders" in body
     assert "<html" not in body
+
+
+def test_every_search_is_audited(support_client, support_user, accounts):
+    from audit.models import AuditEvent
+
+    support_client.get(reverse("support:search"), {"q": "northw"})
+    event = AuditEvent.objects.get(action="support.searched")
+    assert event.actor == support_user
+    assert event.data == {"query": "northw", "results": 1}
+    assert event.account is None
