@@ -19,7 +19,8 @@ from django.utils import timezone
 
 from accounts.models import BillingAccount
 from audit.services import audit_record
-from billing_portal.money import Money
+from billing_portal.money import Money, format_money
+from notifications.services import notice_send
 from payments.models import PaymentAllocation, PaymentAttempt
 from payments.services import account_lock, invoices_charge
 from subscriptions.models import Invoice, Subscription
@@ -336,6 +337,19 @@ def _bank_transfer_record(
             "invoices": {a.invoice.number: a.amount_minor for a in plan.allocations},
         },
         ip_address=ip_address,
+    )
+    # The same receipt a card payment sends, so the customer knows the wire arrived.
+    notice_send(
+        account=account,
+        kind="payment_received",
+        dedupe_key=f"payment_received:{attempt.pk}",
+        context={
+            "reference": attempt.reference,
+            "amount": format_money(attempt.amount_minor, attempt.currency, account.language),
+            "method": f"Bank transfer (ref. {plan.reference})",
+            "invoices": ", ".join(a.invoice.number for a in plan.allocations),
+            "paid_on": plan.received_on.isoformat(),
+        },
     )
     restorable = Subscription.objects.filter(
         pk__in=subscription_ids, status__in=[Subscription.Status.PAST_DUE, Subscription.Status.DISABLED]

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from gateway_sim.services import sim_card_register
+from notifications.models import Notice
 from payments.models import PaymentAllocation, PaymentAttempt
 from subscriptions.models import Invoice, Subscription
 from support.models import SupportNote
@@ -97,6 +98,9 @@ def test_bank_transfer_pays_invoice_and_reactivates_subscription(northwind, supp
     assert event.data["reason"] == "Wire arrived at the bank, statement line 17"
     assert event.data["invoices"] == {"INV-2026-300001": 125000}
     assert AuditEvent.objects.filter(action="subscription.reactivated", account=account).exists()
+    receipt = Notice.objects.get(account=account, kind=Notice.Kind.PAYMENT_RECEIVED)
+    assert receipt.recipient == account.notification_email
+    assert "$1,250.00" in receipt.subject
 
 
 def test_same_transfer_cannot_be_recorded_twice(northwind, support_user):
