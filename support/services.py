@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from decimal import InvalidOperation
 from typing import Any
 
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, Permission
+from django.contrib.contenttypes.models import ContentType
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -26,7 +27,7 @@ from payments.services import account_lock, invoices_charge
 from subscriptions.models import Invoice, Subscription
 from subscriptions.services import invoice_apply_payment, subscription_restore
 
-from .models import SupportNote
+from .models import SupportConsole, SupportNote
 from .selectors import in_flight_invoice_ids, support_payable_invoices
 
 SUPPORT_STAFF_GROUP = "Support staff"
@@ -40,8 +41,21 @@ class SupportActionError(Exception):
 
 
 def support_staff_group() -> Group:
-    """The group holding every support permission (created by support's migration 0002)."""
-    return Group.objects.get(name=SUPPORT_STAFF_GROUP)
+    """The "Support staff" group with every support permission, created or completed if needed.
+
+    Migration 0002 creates it; this also runs after every migrate/flush (post_migrate), because a
+    flushed test database keeps Django's permissions but loses a data migration's rows.
+    """
+    content_type = ContentType.objects.get_for_model(SupportConsole, for_concrete_model=False)
+    group, _ = Group.objects.get_or_create(name=SUPPORT_STAFF_GROUP)
+    permissions = [
+        Permission.objects.get_or_create(
+            content_type=content_type, codename=codename, defaults={"name": str(name)}
+        )[0]
+        for codename, name in SupportConsole._meta.permissions
+    ]
+    group.permissions.add(*permissions)
+    return group
 
 
 def _clean_reason(reason: str) -> str:
