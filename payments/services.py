@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -35,7 +36,7 @@ from subscriptions.services import (
 )
 
 from .gateways.base import ChargeOutcome, ChargeResult, decline_message, get_gateway
-from .models import PaymentAllocation, PaymentAttempt, PaymentMethod
+from .models import PaymentAllocation, PaymentAttempt, PaymentMethod, WebhookEvent
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ RECONCILE_BACKOFF = (
 )
 # A `pending` attempt older than this lost its process between phase 1 and 3; reconcile it too.
 PENDING_STALE_AFTER = dt.timedelta(minutes=5)
+# For gateways whose lookup is a search (Stripe), a miss is believed only after this long.
+NOT_FOUND_TRUSTED_AFTER = dt.timedelta(minutes=10)
 
 
 class PaymentError(Exception):
@@ -176,6 +179,7 @@ def invoices_charge(
 
     method = attempt.payment_method
     assert method is not None
+    return_url = return_url.replace("{attempt}", str(attempt.pk))
     result = _gateway_charge(attempt=attempt, method=method, return_url=return_url, description=description)
     return attempt_apply_result(attempt_id=attempt.pk, result=result)
 
@@ -288,7 +292,9 @@ def attempt_apply_result(*, attempt_id: int, result: ChargeResult, actor: Any = 
         account_id = PaymentAttempt.objects.values_list("account_id", flat=True).get(pk=attempt_id)
         account = account_lock(account_id=account_id)
         attempt = (
-            PaymentAttempt.objects.select_for_update(of=("self",)).select_related("payment_method").get(pk=attempt_id)
+            PaymentAttempt.objects.select_for_update(of=("self",))
+            .select_related("payment_method")
+            .get(pk=attempt_id)
         )
         if attempt.status == Status.SUCCEEDED:
             return attempt
@@ -526,6 +532,7 @@ def attempt_reconcile(*, attempt_id: int) -> PaymentAttempt:
     if attempt.status not in (Status.UNKNOWN, Status.PENDING):
         return attempt
     method = attempt.payment_method
+    gateway: Any = None
     try:
         gateway = get_gateway(attempt.gateway or (method.gateway if method else None))
         result = gateway.lookup(idempotency_key=attempt.idempotency_key, reference=attempt.gateway_reference)
@@ -533,7 +540,14 @@ def attempt_reconcile(*, attempt_id: int) -> PaymentAttempt:
         logger.exception("gateway lookup for attempt %s raised", attempt.pk)
         result = ChargeResult.unknown(str(exc))
     if result.outcome == ChargeOutcome.NOT_FOUND:
-        result = ChargeResult(outcome=ChargeOutcome.CANCELED)
+        trusted = (
+            getattr(gateway, "lookup_is_immediate", False)
+            or attempt.created_at < now - NOT_FOUND_TRUSTED_AFTER
+        )
+        # A search index may lag behind a charge that did arrive: only an old enough miss releases.
+        result = (
+            ChargeResult(outcome=ChargeOutcome.CANCELED) if trusted else ChargeResult.unknown("not found yet")
+        )
     if result.outcome != ChargeOutcome.UNKNOWN:
         return attempt_apply_result(attempt_id=attempt.pk, result=result)
     with transaction.atomic():
@@ -699,6 +713,46 @@ def payment_method_add(
     )
 
 
+def payment_method_add_from_setup(
+    *, account_id: int, actor: Any, setup_intent_id: str, holder_name: str = ""
+) -> PaymentMethod:
+    """Stripe mode: Elements confirmed a SetupIntent in the browser; record the card it created."""
+    _require_payer(account_id=account_id, actor=actor)
+    if not setup_intent_id:
+        raise InvalidCardInput(_("Enter the card details."), errors={"number": _("Enter the card details.")})
+    gateway = get_gateway("stripe")
+    result = gateway.card_from_setup_intent(setup_intent_id=setup_intent_id)  # type: ignore[attr-defined]
+    if not result.ok:
+        if result.unavailable:
+            raise PaymentError(_("The card could not be added just now. Try again in a moment."))
+        raise InvalidCardInput(_("Check the card details."), errors=result.errors or {})
+    return _payment_method_record(
+        account_id=account_id, actor=actor, gateway_name="stripe", card=result, holder_name=holder_name
+    )
+
+
+def card_setup_start(*, account_id: int, actor: Any) -> str:
+    """Stripe mode: a SetupIntent for Elements on the account's Stripe customer; returns its client secret."""
+    from .models import GatewayCustomer
+
+    _require_payer(account_id=account_id, actor=actor)
+    account = BillingAccount.objects.get(pk=account_id)
+    gateway: Any = get_gateway("stripe")
+    customer = GatewayCustomer.objects.filter(account=account, gateway="stripe").first()
+    if customer is None:
+        # The key makes a retried request reuse the customer Stripe already created for this account.
+        customer_id = gateway.customer_create(
+            name=account.name, email=account.notification_email, idempotency_key=f"customer:{account.pk}"
+        )
+        customer, _created = GatewayCustomer.objects.get_or_create(
+            account=account, gateway="stripe", defaults={"customer_id": customer_id}
+        )
+    _intent_id, client_secret = gateway.setup_intent_create(
+        customer=customer.customer_id, idempotency_key=f"setup:{account.pk}:{uuid.uuid4()}"
+    )
+    return client_secret
+
+
 def _payment_method_record(
     *, account_id: int, actor: Any, gateway_name: str, card: Any, holder_name: str
 ) -> PaymentMethod:
@@ -767,3 +821,64 @@ def payment_method_update_expiry(
             target=method,
         )
     return method
+
+
+# ---------------------------------------------------------------------------------------------
+# Webhooks
+
+HANDLED_EVENTS = {
+    "payment_intent.succeeded",
+    "payment_intent.payment_failed",
+    "payment_intent.canceled",
+    "payment_intent.requires_action",
+}
+
+
+def webhook_event_record(*, gateway: str, event: dict[str, Any]) -> tuple[WebhookEvent, bool]:
+    """Store a verified event once by its id. Returns (event, created); a replay is not created."""
+    try:
+        with transaction.atomic():
+            return (
+                WebhookEvent.objects.create(
+                    gateway=gateway, event_id=str(event["id"]), type=str(event["type"])[:100], payload=event
+                ),
+                True,
+            )
+    except IntegrityError:
+        return WebhookEvent.objects.get(gateway=gateway, event_id=str(event["id"])), False
+
+
+def webhook_event_process(*, webhook_event_id: int) -> WebhookEvent:
+    """Apply one stored event through the same phase 3 as every payment. Safe to run again, and in any
+    order with other events: a succeeded attempt stays succeeded, a final one is not reopened."""
+    from .gateways.stripe import intent_result
+
+    event = WebhookEvent.objects.get(pk=webhook_event_id)
+    if event.status in (WebhookEvent.Status.PROCESSED, WebhookEvent.Status.IGNORED):
+        return event
+    status, error = WebhookEvent.Status.IGNORED, ""
+    if event.type in HANDLED_EVENTS:
+        intent = (event.payload.get("data") or {}).get("object") or {}
+        key = (intent.get("metadata") or {}).get("idempotency_key", "")
+        attempt = None
+        if intent.get("id"):
+            attempt = PaymentAttempt.objects.filter(
+                gateway=event.gateway, gateway_reference=intent["id"]
+            ).first()
+        if attempt is None and key:
+            attempt = PaymentAttempt.objects.filter(gateway=event.gateway, idempotency_key=key).first()
+        if attempt is not None:
+            result = intent_result(intent)
+            if result.amount_minor is not None and result.amount_minor != attempt.amount_minor:
+                status, error = WebhookEvent.Status.FAILED, "amount differs from the attempt's"
+            elif result.outcome == ChargeOutcome.REQUIRES_ACTION and attempt.status not in (
+                Status.PENDING,
+                Status.UNKNOWN,
+            ):
+                status = WebhookEvent.Status.PROCESSED  # nothing new: the customer already has the challenge
+            else:
+                attempt_apply_result(attempt_id=attempt.pk, result=result)
+                status = WebhookEvent.Status.PROCESSED
+    event.status, event.error, event.processed_at = status, error, timezone.now()
+    event.save(update_fields=["status", "error", "processed_at"])
+    return event

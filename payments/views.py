@@ -1,0 +1,433 @@
+"""Payment pages: the Settle balance pane, Pay now, 3-D Secure return, receipts, webhooks.
+
+Every customer view starts with membership_for_user() (404 for outsiders) and looks every id up
+scoped to that account. Readers see no pay actions and get 403 on POST. Amounts never come from
+the request: the server computes them.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponseRedirect,
+    JsonResponse,
+)
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.utils.translation import gettext as _
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_http_methods, require_POST
+from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
+from django_htmx.middleware import HtmxDetails
+
+from accounts.decorators import account_member_required
+from accounts.models import Membership
+from accounts.selectors import membership_for_user
+from subscriptions.models import Invoice
+from subscriptions.selectors import past_due_summary
+
+from . import services
+from .forms import ExpiryForm, PayForm, new_form_key
+from .gateways.base import decline_message, decline_reason
+from .models import PaymentAttempt, PaymentMethod
+from .selectors import payment_methods_for_account, payment_methods_usable, settle_quote
+
+logger = logging.getLogger(__name__)
+
+
+@account_member_required
+def methods(request: HttpRequest, membership: Membership) -> HttpResponse:
+    """Bills & payments → Payment methods: every card, and a warning naming each declined one."""
+    account = membership.account
+    summary = past_due_summary(account=account)
+    cards = list(payment_methods_for_account(account=account))
+    declined = []
+    for card in cards:
+        card.past_due = summary.for_method(card.pk)  # type: ignore[attr-defined]
+        card.decline_reason = decline_reason(card.last_decline_code)  # type: ignore[attr-defined]
+        if card.status in (card.Status.DECLINED, card.Status.EXPIRED):
+            declined.append(card)
+    return render(
+        request,
+        "payments/methods.html",
+        {
+            "membership": membership,
+            "account": account,
+            "cards": cards,
+            "declined": declined,
+            "past_due": summary,
+        },
+    )
+
+
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails
+
+
+def _membership(request: HtmxHttpRequest, account_id: int) -> Membership:
+    return membership_for_user(user=request.user, account_id=account_id)  # type: ignore[arg-type]
+
+
+def _require_pay(membership: Membership) -> None:
+    if not membership.can_pay:
+        raise PermissionDenied
+
+
+def _stripe_context() -> dict[str, Any]:
+    return {
+        "stripe_mode": settings.PAYMENT_GATEWAY == "stripe",
+        "stripe_publishable_key": settings.STRIPE_PUBLISHABLE_KEY,
+    }
+
+
+def _method_from_form(*, request: HtmxHttpRequest, membership: Membership, form: PayForm) -> PaymentMethod:
+    """The chosen method, or a new card added now (its number goes to the gateway, not to us)."""
+    choice = form.cleaned_data["method"]
+    account_id = membership.account_id
+    if choice != "new":
+        return get_object_or_404(
+            PaymentMethod.objects.exclude(status=PaymentMethod.Status.DETACHED),
+            account_id=account_id,
+            pk=int(choice),
+        )
+    if settings.PAYMENT_GATEWAY == "stripe":
+        return services.payment_method_add_from_setup(
+            account_id=account_id,
+            actor=request.user,
+            setup_intent_id=form.cleaned_data["setup_intent"],
+            holder_name=form.cleaned_data["holder_name"],
+        )
+    return services.payment_method_add(
+        account_id=account_id,
+        actor=request.user,
+        number=form.cleaned_data["number"],
+        exp_month=form.cleaned_data["exp_month"],
+        exp_year=form.cleaned_data["exp_year"],
+        cvc=form.cleaned_data["cvc"],
+        holder_name=form.cleaned_data["holder_name"],
+    )
+
+
+def _render_pane(
+    request: HtmxHttpRequest, template: str, context: dict[str, Any], status: int = 200
+) -> HttpResponse:
+    name = f"{template}#pane" if request.htmx else template
+    return render(request, name, context, status=status)
+
+
+def _after_attempt(
+    request: HtmxHttpRequest, membership: Membership, attempt: PaymentAttempt, template: str, context
+):
+    """Success: the receipt in the pane (and tell the page its balance changed). Action: to the bank's
+    challenge. Decline or unknown: the pane again, with the reason in plain words."""
+    if attempt.status == PaymentAttempt.Status.REQUIRES_ACTION and attempt.action_url:
+        if request.htmx:
+            return HttpResponseClientRedirect(attempt.action_url)
+        return HttpResponseRedirect(attempt.action_url, status=303)
+    if attempt.status == PaymentAttempt.Status.SUCCEEDED:
+        return _receipt_response(request, membership, attempt)
+    if attempt.status == PaymentAttempt.Status.FAILED:
+        context["error"] = attempt.decline_message
+    elif attempt.status == PaymentAttempt.Status.UNKNOWN:
+        context["error"] = _(
+            "We did not get an answer from the bank. Nothing will be charged twice: we are checking "
+            "what happened and will update this balance. Reference: %(ref)s"
+        ) % {"ref": attempt.reference}
+    elif attempt.status == PaymentAttempt.Status.CANCELED:
+        context["error"] = _("The payment was canceled; nothing was charged.")
+    context["form_key"] = new_form_key()
+    return _render_pane(request, template, context)
+
+
+def _receipt_response(
+    request: HtmxHttpRequest, membership: Membership, attempt: PaymentAttempt
+) -> HttpResponse:
+    context = {
+        "membership": membership,
+        "account": membership.account,
+        "attempt": attempt,
+        "allocations": attempt.allocations.select_related("invoice__subscription__product").order_by(
+            "invoice_id"
+        ),
+    }
+    if request.htmx:
+        response = render(request, "payments/receipt.html#pane", context)
+        return trigger_client_event(response, "balanceChanged")
+    return render(request, "payments/receipt.html", context)
+
+
+# ------------------------------------------------------------------------------------------------
+# Settle balance
+
+
+def _settle_context(
+    *, request: HtmxHttpRequest, membership: Membership, failed: PaymentMethod, chosen: PaymentMethod | None
+) -> dict[str, Any]:
+    account = membership.account
+    methods = list(payment_methods_usable(account=account))
+    quote = settle_quote(account=account, failed_method=failed, chosen_method=chosen or failed)
+    return {
+        "membership": membership,
+        "account": account,
+        "failed": failed,
+        "chosen": chosen or failed,
+        "methods": methods,
+        "quote": quote,
+        "failed_message": decline_message(failed.last_decline_code) if failed.last_decline_code else "",
+        "can_edit_expiry": failed.owner_id is not None and failed.owner_id == request.user.pk,
+        "form_key": new_form_key(),
+        "expiry_years": range(_this_year(), _this_year() + 16),
+        **_stripe_context(),
+    }
+
+
+def _this_year() -> int:
+    from django.utils import timezone
+
+    return timezone.localdate().year
+
+
+@require_http_methods(["GET", "POST"])
+def settle_balance(request: HtmxHttpRequest, account_id: int, failed_method_id: int) -> HttpResponse:
+    membership = _membership(request, account_id)
+    failed = get_object_or_404(PaymentMethod, account=membership.account, pk=failed_method_id)
+    template = "payments/settle.html"
+    if request.method == "GET":
+        chosen = None
+        choice = request.GET.get("method", "")
+        if choice.isdigit():
+            chosen = get_object_or_404(
+                PaymentMethod.objects.exclude(status=PaymentMethod.Status.DETACHED),
+                account=membership.account,
+                pk=int(choice),
+            )
+        context = _settle_context(request=request, membership=membership, failed=failed, chosen=chosen)
+        context["new_selected"] = choice == "new"
+        return _render_pane(request, template, context)
+
+    _require_pay(membership)
+    form = PayForm(request.POST)
+    context = _settle_context(request=request, membership=membership, failed=failed, chosen=None)
+    if not form.is_valid():
+        context["form_errors"] = form.errors
+        context["error"] = next(iter(form.errors.values()))[0]
+        return _render_pane(request, template, context)
+    key = f"settle:{membership.account_id}:{form.cleaned_data['form_key']}"
+    existing = PaymentAttempt.objects.filter(account=membership.account, idempotency_key=key).first()
+    if existing is not None:  # a double submit: show what the first one did
+        return _after_attempt(request, membership, existing, template, context)
+    try:
+        chosen = _method_from_form(request=request, membership=membership, form=form)
+        context = _settle_context(request=request, membership=membership, failed=failed, chosen=chosen)
+        shown = form.cleaned_data.get("shown_total_minor")
+        if shown is not None and shown != context["quote"].total.amount_minor:
+            context["error"] = _(
+                "The total is %(total)s with this payment method, including its own past-due charges. "
+                "Check it and select Settle balance again."
+            ) % {"total": context["quote"].total}
+            return _render_pane(request, template, context)
+        attempt = services.balance_settle(
+            account_id=membership.account_id,
+            failed_method_id=failed.pk,
+            chosen_method_id=chosen.pk,
+            actor=request.user,
+            idempotency_key=key,
+            return_url=_return_url(membership.account_id),
+        )
+    except services.PaymentError as exc:
+        context["error"] = exc.message
+        context["form_errors"] = exc.errors
+        context["new_selected"] = form.cleaned_data["method"] == "new"
+        context["form_data"] = {
+            k: v for k, v in form.cleaned_data.items() if k in ("holder_name", "exp_month")
+        }
+        context["form_key"] = new_form_key()
+        return _render_pane(request, template, context)
+    return _after_attempt(request, membership, attempt, template, context)
+
+
+@require_POST
+def settle_expiry(request: HtmxHttpRequest, account_id: int, failed_method_id: int) -> HttpResponse:
+    """The failed card's owner enters a new expiry date in the pane. Nobody else may."""
+    membership = _membership(request, account_id)
+    _require_pay(membership)
+    failed = get_object_or_404(PaymentMethod, account=membership.account, pk=failed_method_id)
+    if failed.owner_id != request.user.pk:
+        raise PermissionDenied
+    form = ExpiryForm(request.POST)
+    notice = error = ""
+    errors: dict[str, Any] = {}
+    if form.is_valid():
+        try:
+            failed = services.payment_method_update_expiry(
+                account_id=membership.account_id,
+                method_id=failed.pk,
+                actor=request.user,
+                exp_month=form.cleaned_data["exp_month"],
+                exp_year=form.cleaned_data["exp_year"],
+            )
+            notice = _("The expiry date of %(card)s is now %(expiry)s.") % {
+                "card": failed.label,
+                "expiry": failed.expiry,
+            }
+        except services.NotCardOwner as exc:
+            raise PermissionDenied from exc
+        except services.PaymentError as exc:
+            error, errors = exc.message, exc.errors
+    else:
+        error = _("Enter the new expiry month and year.")
+        errors = {k: v[0] for k, v in form.errors.items()}
+    context = _settle_context(request=request, membership=membership, failed=failed, chosen=failed)
+    context.update({"notice": notice, "expiry_error": error, "expiry_errors": errors})
+    return _render_pane(request, "payments/settle.html", context)
+
+
+# ------------------------------------------------------------------------------------------------
+# Pay now
+
+
+def _pay_context(*, membership: Membership, invoice: Invoice) -> dict[str, Any]:
+    return {
+        "membership": membership,
+        "account": membership.account,
+        "invoice": invoice,
+        "methods": list(payment_methods_usable(account=membership.account)),
+        "default_method_id": invoice.subscription.payment_method_id if invoice.subscription else None,
+        "form_key": new_form_key(),
+        "expiry_years": range(_this_year(), _this_year() + 16),
+        **_stripe_context(),
+    }
+
+
+@require_http_methods(["GET", "POST"])
+def invoice_pay(request: HtmxHttpRequest, account_id: int, number: str) -> HttpResponse:
+    membership = _membership(request, account_id)
+    invoice = get_object_or_404(
+        Invoice.objects.select_related("subscription__product"), account=membership.account, number=number
+    )
+    template = "payments/pay.html"
+    context = _pay_context(membership=membership, invoice=invoice)
+    if request.method == "GET":
+        return _render_pane(request, template, context)
+    _require_pay(membership)
+    form = PayForm(request.POST)
+    if not form.is_valid():
+        context["error"] = next(iter(form.errors.values()))[0]
+        return _render_pane(request, template, context)
+    key = f"paynow:{membership.account_id}:{form.cleaned_data['form_key']}"
+    existing = PaymentAttempt.objects.filter(account=membership.account, idempotency_key=key).first()
+    if existing is not None:
+        return _after_attempt(request, membership, existing, template, context)
+    try:
+        method = _method_from_form(request=request, membership=membership, form=form)
+        attempt = services.invoice_pay(
+            account_id=membership.account_id,
+            invoice_id=invoice.pk,
+            payment_method_id=method.pk,
+            actor=request.user,
+            idempotency_key=key,
+            return_url=_return_url(membership.account_id),
+        )
+    except services.PaymentError as exc:
+        context["error"] = exc.message
+        context["form_errors"] = exc.errors
+        context["new_selected"] = form.cleaned_data["method"] == "new"
+        return _render_pane(request, template, context)
+    return _after_attempt(request, membership, attempt, template, context)
+
+
+# ------------------------------------------------------------------------------------------------
+# After the bank: 3-D Secure return and receipts
+
+
+def _return_url(account_id: int) -> str:
+    # The engine fills in {attempt} once the attempt exists (before the gateway is called).
+    return reverse("payments:attempt_return", args=[account_id]) + "?attempt={attempt}"
+
+
+def attempt_return(request: HtmxHttpRequest, account_id: int) -> HttpResponse:
+    """Where the bank's challenge sends the customer back. Completes the payment, then shows it."""
+    membership = _membership(request, account_id)
+    raw = request.GET.get("attempt", "")
+    if not raw.isdigit():
+        raise Http404
+    attempt_id = int(raw)
+    attempt = get_object_or_404(PaymentAttempt, account=membership.account, pk=attempt_id)
+    if membership.can_pay:
+        attempt = services.attempt_complete_action(attempt_id=attempt.pk, account_id=membership.account_id)
+    return HttpResponseRedirect(reverse("payments:attempt_detail", args=[account_id, attempt.pk]), status=303)
+
+
+def attempt_detail(request: HtmxHttpRequest, account_id: int, attempt_id: int) -> HttpResponse:
+    membership = _membership(request, account_id)
+    attempt = get_object_or_404(
+        PaymentAttempt.objects.select_related("payment_method", "replaces_method"),
+        account=membership.account,
+        pk=attempt_id,
+    )
+    if attempt.status == PaymentAttempt.Status.SUCCEEDED:
+        return _receipt_response(request, membership, attempt)
+    retry_url = ""
+    if attempt.replaces_method_id:
+        retry_url = reverse("payments:settle", args=[account_id, attempt.replaces_method_id])
+    else:
+        first = attempt.allocations.select_related("invoice").first()
+        if first:
+            retry_url = reverse("payments:invoice_pay", args=[account_id, first.invoice.number])
+    return render(
+        request,
+        "payments/attempt.html",
+        {"membership": membership, "account": membership.account, "attempt": attempt, "retry_url": retry_url},
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# Webhooks
+
+
+@csrf_exempt
+@require_POST
+def stripe_webhook(request: HttpRequest) -> HttpResponse:
+    """Stripe's signed events: verified, stored once by id, applied idempotently. 400 if unsigned."""
+    from .gateways.stripe import WebhookInvalid, webhook_verify
+
+    try:
+        event = webhook_verify(payload=request.body, signature=request.headers.get("Stripe-Signature", ""))
+    except WebhookInvalid as exc:
+        logger.warning("stripe webhook refused: %s", exc)
+        return HttpResponseBadRequest("invalid signature")
+    stored, created = services.webhook_event_record(gateway="stripe", event=event)
+    if created or stored.status in (stored.Status.RECEIVED, stored.Status.FAILED):
+        try:
+            services.webhook_event_process(webhook_event_id=stored.pk)
+        except Exception:
+            logger.exception("stripe webhook %s failed", stored.event_id)
+            stored.status, stored.error = stored.Status.FAILED, "handler raised"
+            stored.save(update_fields=["status", "error"])
+            return HttpResponse(status=500)  # Stripe retries; the stored row makes the retry safe
+    return HttpResponse(status=200)
+
+
+@require_POST
+def card_setup(request: HtmxHttpRequest, account_id: int) -> HttpResponse:
+    """Stripe mode: start a SetupIntent so Elements can collect the card in Stripe's iframe."""
+    membership = _membership(request, account_id)
+    _require_pay(membership)
+    if settings.PAYMENT_GATEWAY != "stripe":
+        raise Http404
+    try:
+        secret = services.card_setup_start(account_id=membership.account_id, actor=request.user)
+    except Exception:
+        logger.exception("setup intent for account %s failed", account_id)
+        return JsonResponse(
+            {"error": _("The card form could not be loaded. Try again in a moment.")}, status=502
+        )
+    return JsonResponse({"client_secret": secret})

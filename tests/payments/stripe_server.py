@@ -1,0 +1,206 @@
+"""A tiny local HTTP server that answers the Stripe SDK with Stripe's JSON shapes (never the network).
+
+Card behaviour follows the payment method id in the request, after Stripe's test payment methods:
+pm_card_visa / pm_card_mastercard succeed, pm_card_chargeDeclined is declined,
+pm_card_authenticationRequired needs the customer (off-session), pm_card_threeDSecure2Required asks
+for 3-D Secure, pm_card_timeout charges but never answers, pm_card_lost never arrives.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qsl, urlparse
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def fixture(name: str) -> dict:
+    return json.loads((FIXTURES / f"{name}.json").read_text())
+
+
+def _nested(pairs: list[tuple[str, str]]) -> dict:
+    """metadata[idempotency_key]=x → {"metadata": {"idempotency_key": "x"}} (one level is enough here)."""
+    out: dict = {}
+    for key, value in pairs:
+        match = re.fullmatch(r"(\w+)\[(\w+)\](?:\[\d*\])?", key)
+        if match:
+            out.setdefault(match[1], {})[match[2]] = value
+        else:
+            out[key] = value
+    return out
+
+
+class FakeStripe:
+    def __init__(self) -> None:
+        self.intents: dict[str, dict] = {}
+        self.by_idempotency_key: dict[str, tuple[int, dict]] = {}
+        self.requests: list[tuple[str, str, dict, dict]] = []
+        self.counter = itertools.count(1)
+        self.lock = threading.Lock()
+
+    @property
+    def creates(self) -> list[dict]:
+        return [
+            body
+            for method, path, body, _h in self.requests
+            if method == "POST" and path == "/v1/payment_intents"
+        ]
+
+    def _new_intent(self, body: dict, template: str) -> dict:
+        intent = fixture(template)
+        intent["id"] = f"pi_fake{next(self.counter):06d}"
+        intent["amount"] = int(body["amount"])
+        intent["currency"] = body["currency"]
+        intent["metadata"] = body.get("metadata", {})
+        intent["payment_method"] = body.get("payment_method")
+        self.intents[intent["id"]] = intent
+        return intent
+
+    def handle(self, method: str, path: str, body: dict, headers: dict) -> tuple[int, dict] | None:
+        """Returns (status, json) or None to drop the connection without answering."""
+        self.requests.append((method, path, body, headers))
+        key = headers.get("idempotency-key")
+        if method == "POST" and key and key in self.by_idempotency_key:
+            return self.by_idempotency_key[key]
+        answer = self._route(method, path, body)
+        if method == "POST" and key and answer is not None:
+            self.by_idempotency_key[key] = answer
+        return answer
+
+    def _route(self, method: str, path: str, body: dict) -> tuple[int, dict] | None:
+        if method == "POST" and path == "/v1/payment_intents":
+            pm = body.get("payment_method", "")
+            if pm == "pm_card_lost":
+                return None
+            if pm == "pm_card_chargeDeclined":
+                return 402, fixture("error_card_declined")
+            if pm == "pm_card_authenticationRequired" and body.get("off_session") == "true":
+                return 402, fixture("error_authentication_required")
+            if pm == "pm_card_threeDSecure2Required" and body.get("off_session") != "true":
+                return 200, self._new_intent(body, "payment_intent_requires_action")
+            intent = self._new_intent(body, "payment_intent_succeeded")
+            if pm == "pm_card_timeout":
+                return None  # charged, but the answer never leaves the building
+            return 200, intent
+        if method == "GET" and path == "/v1/payment_intents/search":
+            wanted = re.search(r"metadata\['idempotency_key'\]:'([^']+)'", body.get("query", ""))
+            data = [
+                i
+                for i in self.intents.values()
+                if wanted and i["metadata"].get("idempotency_key") == wanted[1]
+            ]
+            return 200, {"object": "search_result", "data": data, "has_more": False, "url": path}
+        match = re.fullmatch(r"/v1/payment_intents/(\w+)(/cancel)?", path)
+        if match:
+            found = self.intents.get(match[1])
+            if found is None:
+                return 404, {
+                    "error": {
+                        "type": "invalid_request_error",
+                        "code": "resource_missing",
+                        "message": "No such payment_intent",
+                    }
+                }
+            intent = found
+            if match[2]:
+                if intent["status"] not in ("requires_action", "requires_payment_method"):
+                    return 400, {
+                        "error": {
+                            "type": "invalid_request_error",
+                            "code": "payment_intent_unexpected_state",
+                            "message": f"This PaymentIntent's status is {intent['status']}.",
+                        }
+                    }
+                intent["status"] = "canceled"
+                intent["next_action"] = None
+            return 200, intent
+        match = re.fullmatch(r"/v1/payment_methods/(\w+)", path)
+        if match and method == "POST":
+            card = body.get("card", {})
+            return 200, {
+                "id": match[1],
+                "object": "payment_method",
+                "type": "card",
+                "card": {
+                    "brand": "visa",
+                    "last4": "4242",
+                    "exp_month": int(card.get("exp_month", 1)),
+                    "exp_year": int(card.get("exp_year", 2030)),
+                },
+            }
+        if path == "/v1/customers" and method == "POST":
+            return 200, {
+                "id": f"cus_fake{next(self.counter):06d}",
+                "object": "customer",
+                "name": body.get("name"),
+            }
+        if path == "/v1/setup_intents" and method == "POST":
+            intent = fixture("setup_intent_succeeded")
+            intent["status"] = "requires_payment_method"
+            intent["payment_method"] = None
+            return 200, intent
+        match = re.fullmatch(r"/v1/setup_intents/(\w+)", path)
+        if match:
+            return 200, fixture("setup_intent_succeeded")
+        return 404, {
+            "error": {
+                "type": "invalid_request_error",
+                "message": f"Unrecognized request URL ({method}: {path})",
+            }
+        }
+
+    # Test helpers
+    def authenticate(self, intent_id: str, *, success: bool) -> None:
+        intent = self.intents[intent_id]
+        intent["next_action"] = None
+        if success:
+            intent["status"] = "succeeded"
+        else:
+            intent["status"] = "requires_payment_method"
+            intent["last_payment_error"] = {
+                "code": "payment_intent_authentication_failure",
+                "type": "card_error",
+            }
+
+    def intent_copy(self, intent_id: str) -> dict:
+        return copy.deepcopy(self.intents[intent_id])
+
+
+def serve(fake: FakeStripe) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def _do(self) -> None:
+            url = urlparse(self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length).decode() if length else ""
+            pairs = parse_qsl(raw or url.query, keep_blank_values=True)
+            with fake.lock:
+                answer = fake.handle(
+                    self.command, url.path, _nested(pairs), {k.lower(): v for k, v in self.headers.items()}
+                )
+            if answer is None:
+                self.close_connection = True
+                self.connection.shutdown(2)
+                return
+            status, payload = answer
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Request-Id", "req_fake")
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_DELETE = _do
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server

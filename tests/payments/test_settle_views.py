@@ -1,0 +1,250 @@
+"""The Settle balance and Pay now panes: roles, scoping, bad input, double submit, query counts."""
+
+import uuid
+
+import pytest
+from django.urls import reverse
+
+from gateway_sim.models import SimCharge
+from payments.models import PaymentAttempt, PaymentMethod
+from subscriptions.models import Invoice, Subscription
+from tests.payments.scenario import build_contoso, subscription
+
+pytestmark = pytest.mark.django_db
+
+
+def settle_url(c, method=None):
+    return reverse("payments:settle", args=[c.account.pk, (method or c.visa).pk])
+
+
+def post_settle(client, c, headers=None, **data):
+    payload = {"form_key": str(uuid.uuid4()), "method": str(c.mastercard.pk), "shown_total_minor": "39050"}
+    payload.update(data)
+    return client.post(settle_url(c), payload, headers=headers or {})
+
+
+def test_pane_shows_failed_method_invoices_and_total(client, contoso):
+    client.force_login(contoso.admin)
+    response = client.get(settle_url(contoso) + f"?method={contoso.mastercard.pk}")
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert "Visa ending 0341" in body
+    for inv in ("m365", "exchange", "powerbi", "visio"):
+        assert contoso.invoices[inv].number in body
+    assert "€376.50" in body
+    assert "€14.00" in body
+    assert "€390.50" in body
+    assert "Past-due charges of Mastercard ending 4444" in body
+
+
+def test_pane_with_current_method_totals_only_the_failed_cards_balance(client, contoso):
+    client.force_login(contoso.admin)
+    body = client.get(settle_url(contoso)).content.decode()
+    assert 'id="settle-total">€376.50' in body
+    assert contoso.invoices["visio"].number not in body
+
+
+def test_htmx_get_renders_only_the_pane(client, contoso):
+    client.force_login(contoso.admin)
+    body = client.get(settle_url(contoso), headers={"HX-Request": "true"}).content.decode()
+    assert body.lstrip().startswith("<aside")
+    assert "<html" not in body
+
+
+def test_owner_sees_expiry_fields_others_do_not(client, contoso):
+    client.force_login(contoso.admin)
+    assert "Update the expiry date" in client.get(settle_url(contoso)).content.decode()
+    client.force_login(contoso.finance)
+    assert "Update the expiry date" not in client.get(settle_url(contoso)).content.decode()
+
+
+def test_server_refuses_expiry_change_from_non_owner(client, contoso):
+    client.force_login(contoso.finance)
+    url = reverse("payments:settle_expiry", args=[contoso.account.pk, contoso.visa.pk])
+    response = client.post(url, {"exp_month": "1", "exp_year": "2031"})
+    assert response.status_code == 403
+    assert PaymentMethod.objects.get(pk=contoso.visa.pk).exp_year == 2030
+
+
+def test_owner_changes_expiry_in_the_pane(client, contoso):
+    client.force_login(contoso.admin)
+    url = reverse("payments:settle_expiry", args=[contoso.account.pk, contoso.visa.pk])
+    response = client.post(url, {"exp_month": "3", "exp_year": "2031"})
+    assert "is now 03/2031" in response.content.decode()
+    method = PaymentMethod.objects.get(pk=contoso.visa.pk)
+    assert (method.exp_month, method.exp_year, method.status) == (3, 2031, "valid")
+
+
+@pytest.mark.parametrize(
+    ("month", "year", "message"),
+    [("13", "2031", "1 to 12"), ("1", "2020", "in the past"), ("", "2031", "Enter the new expiry")],
+)
+def test_bad_expiry_gets_a_message_and_changes_nothing(client, contoso, month, year, message):
+    client.force_login(contoso.admin)
+    url = reverse("payments:settle_expiry", args=[contoso.account.pk, contoso.visa.pk])
+    response = client.post(url, {"exp_month": month, "exp_year": year})
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    assert PaymentMethod.objects.get(pk=contoso.visa.pk).exp_year == 2030
+
+
+def test_settle_post_pays_and_tells_the_page(client, contoso):
+    client.force_login(contoso.admin)
+    response = post_settle(client, contoso, amount="1", headers={"HX-Request": "true"})
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert "balanceChanged" in response["HX-Trigger"]
+    assert "Payment received" in body
+    attempt = PaymentAttempt.objects.get(status=PaymentAttempt.Status.SUCCEEDED)
+    assert attempt.reference in body
+    # The tampered amount field was ignored: the server charged what it computed.
+    assert attempt.amount_minor == 39050
+    assert SimCharge.objects.get().amount_minor == 39050
+    assert Subscription.objects.filter(payment_method=contoso.mastercard).count() == 5
+
+
+def test_changed_shown_total_is_shown_again_not_charged(client, contoso):
+    client.force_login(contoso.admin)
+    response = post_settle(client, contoso, shown_total_minor="37650")
+    assert "The total is €390.50" in response.content.decode()
+    assert not SimCharge.objects.exists()
+
+
+def test_double_submit_with_the_same_form_key_charges_once(client, contoso):
+    client.force_login(contoso.admin)
+    key = str(uuid.uuid4())
+    first = post_settle(client, contoso, form_key=key)
+    second = post_settle(client, contoso, form_key=key)
+    assert first.status_code == second.status_code == 200
+    assert "Payment received" in second.content.decode()
+    assert SimCharge.objects.count() == 1
+    assert PaymentAttempt.objects.count() == 1
+
+
+def test_decline_says_why_and_keeps_the_pane(client, contoso):
+    client.force_login(contoso.admin)
+    response = post_settle(client, contoso, method=str(contoso.visa.pk), shown_total_minor="37650")
+    body = response.content.decode()
+    assert "Your bank declined the payment" in body
+    assert 'id="settle-form"' in body
+    assert Invoice.objects.filter(status=Invoice.Status.PAID).count() == 0
+
+
+def test_empty_choice_gets_a_message(client, contoso):
+    client.force_login(contoso.admin)
+    response = post_settle(client, contoso, method="")
+    assert "Choose a payment method" in response.content.decode()
+    assert not PaymentAttempt.objects.exists()
+
+
+def test_new_card_failing_luhn_gets_a_message(client, contoso):
+    client.force_login(contoso.finance)
+    response = post_settle(
+        client, contoso, method="new", number="4242424242424241", exp_month="12", exp_year="2031", cvc="123"
+    )
+    assert "This card number is not valid" in response.content.decode()
+    assert PaymentMethod.objects.count() == 2
+    assert not PaymentAttempt.objects.exists()
+
+
+def test_finance_adds_a_card_and_settles_the_visa_balance(client, contoso):
+    client.force_login(contoso.finance)
+    response = post_settle(
+        client,
+        contoso,
+        method="new",
+        number="4242 4242 4242 4242",
+        exp_month="12",
+        exp_year="2031",
+        cvc="123",
+        shown_total_minor="37650",
+    )
+    assert "Payment received" in response.content.decode()
+    new = PaymentMethod.objects.get(last4="4242")
+    assert new.owner == contoso.finance
+    attempt = PaymentAttempt.objects.get()
+    assert attempt.amount_minor == 37650
+    assert Subscription.objects.filter(payment_method=new).count() == 3
+
+
+def test_reader_sees_no_pay_action_and_is_refused(client, contoso):
+    client.force_login(contoso.reader)
+    body = client.get(settle_url(contoso)).content.decode()
+    assert 'id="settle-form"' not in body
+    assert "Settle balance</button>" not in body
+    assert post_settle(client, contoso).status_code == 403
+    pay_url = reverse("payments:invoice_pay", args=[contoso.account.pk, contoso.invoices["teams"].number])
+    assert 'id="pay-form"' not in client.get(pay_url).content.decode()
+    assert (
+        client.post(pay_url, {"form_key": str(uuid.uuid4()), "method": contoso.mastercard.pk}).status_code
+        == 403
+    )
+    assert not SimCharge.objects.exists()
+
+
+def test_other_accounts_ids_are_404(client, contoso):
+    other = build_contoso(prefix="other-")
+    client.force_login(contoso.admin)
+    # Another account's URL, another account's method in our URL, another account's invoice number.
+    assert client.get(reverse("payments:settle", args=[other.account.pk, other.visa.pk])).status_code == 404
+    assert client.get(reverse("payments:settle", args=[contoso.account.pk, other.visa.pk])).status_code == 404
+    pay_other = reverse("payments:invoice_pay", args=[contoso.account.pk, other.invoices["teams"].number])
+    assert client.get(pay_other).status_code == 404
+    response = post_settle(client, contoso, method=str(other.mastercard.pk))
+    assert response.status_code == 404
+    assert not SimCharge.objects.exists()
+
+
+def test_pay_now_pays_the_invoice(client, contoso):
+    client.force_login(contoso.finance)
+    url = reverse("payments:invoice_pay", args=[contoso.account.pk, contoso.invoices["teams"].number])
+    body = client.get(url).content.decode()
+    assert "€36.00" in body
+    response = client.post(url, {"form_key": str(uuid.uuid4()), "method": contoso.mastercard.pk})
+    assert "Payment received" in response.content.decode()
+    assert Invoice.objects.get(pk=contoso.invoices["teams"].pk).status == Invoice.Status.PAID
+
+
+def test_3ds_redirects_to_the_challenge_and_back(client, contoso):
+    from tests.payments.scenario import card
+
+    sca = card(account=contoso.account, number="4000002500003155", owner=contoso.admin)
+    client.force_login(contoso.admin)
+    response = client.post(
+        settle_url(contoso),
+        {"form_key": str(uuid.uuid4()), "method": str(sca.pk), "shown_total_minor": "37650"},
+        headers={"HX-Request": "true"},
+    )
+    challenge = response["HX-Redirect"]
+    assert challenge.startswith("/gateway/simulated/3ds/")
+    page = client.get(challenge).content.decode()
+    assert "Complete authentication" in page
+    assert "Fail authentication" in page
+    back = client.post(challenge, {"decision": "complete"})
+    assert back.status_code == 302
+    receipt = client.get(back["Location"], follow=True)
+    assert "Payment received" in receipt.content.decode()
+    assert Invoice.objects.filter(status=Invoice.Status.PAID).count() == 3
+
+
+@pytest.mark.parametrize("extra_subscriptions", [0, 199])
+def test_pane_query_count_is_flat(client, contoso, django_assert_num_queries, extra_subscriptions):
+    for i in range(extra_subscriptions):
+        subscription(
+            account=contoso.account,
+            name=f"Extra {i}",
+            quantity=1,
+            unit_price_minor=100,
+            method=contoso.visa,
+            past_due=True,
+        )
+    client.force_login(contoso.admin)
+    url = settle_url(contoso) + f"?method={contoso.mastercard.pk}"
+    client.get(url)  # warm the session
+    with django_assert_num_queries(PANE_QUERIES):
+        response = client.get(url)
+    assert response.status_code == 200
+
+
+# session, user, membership, failed method, usable methods, two invoice lists, + the chosen method
+PANE_QUERIES = 8
