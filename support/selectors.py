@@ -44,6 +44,7 @@ PAYMENT_REFERENCE_RE = re.compile(r"^PAY-?(\d{1,12})$", re.IGNORECASE)
 INVOICE_NUMBER_RE = re.compile(r"^[A-Z]{2,5}-?[0-9][0-9A-Z-]*$", re.IGNORECASE)
 LAST4_RE = re.compile(r"^\d{4}$")
 DIGITS_RE = re.compile(r"^\d{1,18}$")
+DOMAIN_RE = re.compile(r"^[a-z0-9-]+(\.[a-z0-9-]+)+$", re.IGNORECASE)
 
 # Worst first: what a caller most likely phones about. Cancelled and deleted rank below active,
 # because an old cancelled subscription says nothing about the account's standing today.
@@ -72,12 +73,18 @@ class SearchResult:
         return str(self.status.label) if self.status else "No subscriptions"
 
 
+# Keys that name one thing exactly (B-tree lookups), and the partial matches tried only when none
+# of them found anything. A full e-mail or domain shares trigrams such as "exa" and "ple" with most
+# rows, so answering it from the unique index first keeps it fast at a million accounts.
+EXACT_KEYS = ("payment_reference", "invoice_number", "card_last4", "subscription_id", "email", "domain")
+PARTIAL_KEYS = ("email_partial", "name_domain")
+
+
 def search_keys(query: str) -> list[str]:
-    """Which lookups a query is worth. Name/domain is always among them, as the fallback."""
+    """Which lookups a query is worth, exact ones first. Name/domain is the fallback for anything
+    that is not an e-mail address."""
     q = query.strip()
     keys: list[str] = []
-    if "@" in q:
-        keys.append("email")
     if PAYMENT_REFERENCE_RE.match(q):
         keys.append("payment_reference")
     if INVOICE_NUMBER_RE.match(q) and any(c.isdigit() for c in q):
@@ -86,9 +93,14 @@ def search_keys(query: str) -> list[str]:
         keys.append("card_last4")
     if DIGITS_RE.match(q):
         keys.append("subscription_id")
-    # One letter would match most of the database; a name needs at least two.
-    if len(q) >= 2:
-        keys.append("name_domain")
+    if "@" in q:
+        keys += ["email", "email_partial"]
+    else:
+        if DOMAIN_RE.match(q):
+            keys.append("domain")
+        # One letter would match most of the database; a name needs at least two.
+        if len(q) >= 2:
+            keys.append("name_domain")
     return keys
 
 
@@ -99,9 +111,14 @@ def _account_ids_for_key(key: str, q: str) -> QuerySet[Any, Any]:
     instead of sorting every account whose name contains "ltd".
     """
     if key == "email":
-        qs: QuerySet[Any, Any] = Membership.objects.filter(user__email__icontains=q).values_list(
+        # Addresses are stored lower-case (UserManager normalises them).
+        qs: QuerySet[Any, Any] = Membership.objects.filter(user__email=q.lower()).values_list(
             "account_id", flat=True
         )
+    elif key == "email_partial":
+        qs = Membership.objects.filter(user__email__icontains=q).values_list("account_id", flat=True)
+    elif key == "domain":
+        qs = BillingAccount.objects.filter(domain=q.lower()).values_list("pk", flat=True)
     elif key == "payment_reference":
         match = PAYMENT_REFERENCE_RE.match(q)
         assert match
@@ -151,12 +168,17 @@ def _with_standing(qs: QuerySet[BillingAccount]) -> QuerySet[BillingAccount]:
 
 def support_search(*, query: str) -> list[SearchResult]:
     """Accounts matching a name, domain, member e-mail, invoice number, subscription id, payment
-    reference (PAY-00000042) or card last4. One query per applicable key, then one for the rows."""
+    reference (PAY-00000042) or card last4. One query per applicable key, then one for the rows;
+    partial matches only when no exact key found anything."""
     q = query.strip()
     matched: dict[int, list[str]] = {}
-    for key in search_keys(q):
-        for account_id in _account_ids_for_key(key, q):
-            matched.setdefault(account_id, []).append(key)
+    keys = search_keys(q)
+    for tier in (EXACT_KEYS, PARTIAL_KEYS):
+        for key in (k for k in keys if k in tier):
+            for account_id in _account_ids_for_key(key, q):
+                matched.setdefault(account_id, []).append(key)
+        if matched:
+            break
     if not matched:
         return []
     ids = list(matched)[:SEARCH_LIMIT]

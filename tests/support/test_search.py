@@ -101,12 +101,22 @@ def test_no_match_and_too_short_queries(accounts):
 
 
 def test_key_detection():
-    assert search_keys("a@b.c") == ["email", "name_domain"]
+    assert search_keys("a@b.c") == ["email", "email_partial"]
     assert search_keys("PAY-00000042")[0] == "payment_reference"
     assert "invoice_number" in search_keys("INV-2026-300001")
     assert search_keys("4242") == ["card_last4", "subscription_id", "name_domain"]
     assert search_keys("123456") == ["subscription_id", "name_domain"]
     assert search_keys("northw") == ["name_domain"]
+    assert search_keys("northwind.example") == ["domain", "name_domain"]
+
+
+def test_partial_matches_are_the_fallback_when_nothing_exact_matches(accounts):
+    # "0341" is Contoso's card; an account whose name contains 0341 is not listed beside it...
+    BillingAccountFactory(name="Shop 0341 BV", domain="shop0341.example")
+    assert names("0341") == ["Contoso Ltd"]
+    # ...but a partial domain or address still finds accounts through the fallback.
+    assert names("contoso.ex") == ["Contoso Ltd"]
+    assert names("finance@contoso") == ["Contoso Ltd"]
 
 
 def test_results_are_limited(db):
