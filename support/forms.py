@@ -12,20 +12,34 @@ class ReasonForm(forms.Form):
     reason = forms.CharField(
         label=_("Reason (goes into the audit trail)"),
         max_length=REASON_MAX_LENGTH,
-        widget=forms.Textarea(attrs={"rows": 2}),
+        widget=forms.Textarea(attrs={"rows": 2, "class": "input"}),
     )
 
 
 class NoteForm(forms.Form):
     # A note is its own reason: the body is what the audit trail records.
-    body = forms.CharField(label=_("Note"), max_length=2000, widget=forms.Textarea(attrs={"rows": 4}))
+    body = forms.CharField(
+        label=_("Note"), max_length=2000, widget=forms.Textarea(attrs={"rows": 4, "class": "input"})
+    )
 
 
 class BankTransferForm(ReasonForm):
-    amount = forms.CharField(label=_("Amount received"), max_length=32)
-    currency = forms.ChoiceField(label=_("Currency"), choices=CURRENCY_CHOICES)
+    amount = forms.CharField(
+        label=_("Amount received"),
+        max_length=32,
+        help_text=_("As on the bank statement, e.g. 1250.00 or 1,250.00"),
+        widget=forms.TextInput(attrs={"class": "input", "inputmode": "decimal", "autocomplete": "off"}),
+    )
+    currency = forms.ChoiceField(
+        label=_("Currency"), choices=CURRENCY_CHOICES, widget=forms.Select(attrs={"class": "select"})
+    )
     received_on = forms.DateField(label=_("Received on"), widget=forms.DateInput(attrs={"type": "date"}))
-    reference = forms.CharField(label=_("Bank reference"), max_length=200)
+    reference = forms.CharField(
+        label=_("Bank reference"),
+        max_length=200,
+        help_text=_("Customers quote the invoice number; an invoice named here is paid first."),
+        widget=forms.TextInput(attrs={"class": "input", "autocomplete": "off"}),
+    )
 
     field_order = ["amount", "currency", "received_on", "reference", "reason"]
 

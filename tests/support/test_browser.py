@@ -65,7 +65,7 @@ def test_support_finds_northwind_and_records_its_bank_transfer(live_server, page
     page.get_by_role("button", name="Confirm").click()
 
     expect(page.get_by_role("status").first).to_contain_text("Bank transfer of $1,250.00 recorded")
-    azure_row = page.locator("#h-subs ~ table tr", has_text="Azure subscription")
+    azure_row = page.locator("#subscriptions tr", has_text="Azure subscription")
     expect(azure_row).to_contain_text("Active")
 
     azure = Subscription.objects.get(account__domain="northwind.example", product__code="azure-plan")

@@ -114,7 +114,7 @@ def test_dashboard_page_draws_accessible_svg_charts(support_client, history):
         response = support_client.get(reverse("support:dashboard"))
     body = response.content.decode()
     assert response.status_code == 200
-    assert body.count("<svg") == 4  # past due USD and EUR, recovered EUR, declines
+    assert body.count('<svg class="chart"') == 4  # past due USD and EUR, recovered EUR, declines
     assert "<title id=" in body
     assert "<desc id=" in body
     assert "<table" in body
