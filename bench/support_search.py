@@ -343,6 +343,9 @@ def main() -> int:
                 "queries_per_key": RUNS_PER_KEY,
                 "postgres": version,
                 "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                # The machine is shared: a high load average inflates the selector's Python time most.
+                "load_average": [round(x, 2) for x in os.getloadavg()],
+                "cpus": os.cpu_count(),
                 "note": "selector = support.selectors.support_search end to end; bare SQL = the same statements "
                 "replayed on the raw psycopg connection in the same run",
                 "results": rows,
@@ -351,6 +354,7 @@ def main() -> int:
         )
         + "\n"
     )
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     print(f"\nWritten to {out.relative_to(ROOT)}")
     return 0
 

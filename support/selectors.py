@@ -6,6 +6,7 @@ Every selector runs a fixed number of queries, whatever the size of the account 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -166,6 +167,13 @@ def _with_standing(qs: QuerySet[BillingAccount]) -> QuerySet[BillingAccount]:
     )
 
 
+@functools.cache
+def _accounts_with_standing() -> QuerySet[BillingAccount]:
+    """Built once: resolving the annotations is a third of the search's Python time. Every use
+    clones it (filter/order_by), so sharing it is safe."""
+    return _with_standing(BillingAccount.objects.all())
+
+
 def support_search(*, query: str) -> list[SearchResult]:
     """Accounts matching a name, domain, member e-mail, invoice number, subscription id, payment
     reference (PAY-00000042) or card last4. One query per applicable key, then one for the rows;
@@ -182,7 +190,7 @@ def support_search(*, query: str) -> list[SearchResult]:
     if not matched:
         return []
     ids = list(matched)[:SEARCH_LIMIT]
-    accounts = _with_standing(BillingAccount.objects.filter(pk__in=ids)).order_by("name", "pk")
+    accounts = _accounts_with_standing().filter(pk__in=ids).order_by("name", "pk")
     return [
         SearchResult(
             account=account,
@@ -224,7 +232,7 @@ class AccountOverview:
 
 def support_account_get(*, account_id: int) -> BillingAccount:
     """The account with its standing, or 404."""
-    return get_object_or_404(_with_standing(BillingAccount.objects.all()), pk=account_id)
+    return get_object_or_404(_accounts_with_standing(), pk=account_id)
 
 
 def support_account_overview(*, account: BillingAccount) -> AccountOverview:
