@@ -28,7 +28,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 from django_htmx.middleware import HtmxDetails
 
-from accounts.decorators import account_member_required
+from accounts.decorators import account_member_required, is_htmx
 from accounts.models import Membership
 from accounts.selectors import membership_for_user
 from subscriptions.models import Invoice
@@ -55,9 +55,10 @@ def methods(request: HttpRequest, membership: Membership) -> HttpResponse:
         card.decline_reason = decline_reason(card.last_decline_code)  # type: ignore[attr-defined]
         if card.status in (card.Status.DECLINED, card.Status.EXPIRED):
             declined.append(card)
+    template = "payments/methods.html#method-list" if is_htmx(request) else "payments/methods.html"
     return render(
         request,
-        "payments/methods.html",
+        template,
         {
             "membership": membership,
             "account": account,
