@@ -273,9 +273,10 @@ def bank_transfer_record(
                 reason=reason,
                 ip_address=ip_address,
             )
-    except IntegrityError as exc:
+    except IntegrityError:
         # Two operators recording the same transfer at once: the unique key lets one through.
-        if "idempotency" in str(exc).lower() or "unique" in str(exc).lower():
+        key = bank_transfer_idempotency_key(account_id=account_id, reference=reference)
+        if PaymentAttempt.objects.filter(idempotency_key=key).exists():
             raise SupportActionError(
                 f"A transfer with the reference “{reference}” is already recorded on this account."
             ) from None

@@ -365,3 +365,23 @@ def test_retry_now_needs_a_reason(support_user):
             account_id=account.pk, invoice_id=invoice.pk, actor=support_user, reason=" ", idempotency_key="k4"
         )
     assert not PaymentAttempt.objects.exists()
+
+
+def test_a_concurrent_duplicate_hits_the_unique_key(northwind, support_user, monkeypatch):
+    """If two operators pass the check at once, the database's unique key refuses the second."""
+    import support.services as services
+
+    account, _sub, _invoice = northwind
+    past_due_subscription(account, amount_minor=5000, days_ago=10, number="INV-2026-300002")
+    record(account, support_user, amount="10.00", reference="RACE-1")
+    real_preview = services.bank_transfer_preview
+
+    def preview_that_misses_the_first(**kwargs):
+        with monkeypatch.context() as m:
+            m.setattr(PaymentAttempt.objects, "filter", lambda **kw: PaymentAttempt.objects.none())
+            return real_preview(**kwargs)
+
+    monkeypatch.setattr(services, "bank_transfer_preview", preview_that_misses_the_first)
+    with pytest.raises(SupportActionError, match="already recorded"):
+        record(account, support_user, amount="10.00", reference="race-1")
+    assert PaymentAttempt.objects.filter(source=PaymentAttempt.Source.BANK_TRANSFER).count() == 1
