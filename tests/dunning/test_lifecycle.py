@@ -55,11 +55,11 @@ def kinds(account) -> list[str]:
 def assert_unpaid_end_of_life(r, *, first_failure: dt.datetime) -> None:
     sub = Subscription.objects.get(pk=r.sub.pk)
     assert sub.status == Subscription.Status.DELETED
-    assert sub.disabled_at is not None and sub.disabled_at - first_failure < dt.timedelta(days=30, hours=7)
+    assert sub.disabled_at is not None
+    assert sub.disabled_at - first_failure < dt.timedelta(days=30, hours=7)
     assert sub.disabled_at - first_failure >= dt.timedelta(days=30)
-    assert sub.cancelled_at is not None and sub.cancelled_at - sub.disabled_at < dt.timedelta(
-        days=90, hours=7
-    )
+    assert sub.cancelled_at is not None
+    assert sub.cancelled_at - sub.disabled_at < dt.timedelta(days=90, hours=7)
     assert sub.data_deleted_at is not None
     assert sub.data_deleted_at - sub.cancelled_at >= dt.timedelta(days=90)
     method = PaymentMethod.objects.get(pk=r.method.pk)
@@ -78,7 +78,8 @@ def test_soft_decline_retries_on_days_1_3_5_7_then_disables_cancels_and_deletes(
         assert invoice.first_failed_at == START
         assert invoice.next_attempt_at == START + dt.timedelta(days=1)
         first = PaymentAttempt.objects.get(idempotency_key=f"dunning:{invoice.pk}:1")
-        assert first.source == PaymentAttempt.Source.RENEWAL and first.decline_code == "insufficient_funds"
+        assert first.source == PaymentAttempt.Source.RENEWAL
+        assert first.decline_code == "insufficient_funds"
         timeline = subscription_dunning_timeline(
             subscription=Subscription.objects.select_related("account", "product").get(pk=r.sub.pk)
         )
@@ -93,7 +94,8 @@ def test_soft_decline_retries_on_days_1_3_5_7_then_disables_cancels_and_deletes(
         assert [a.source for a in attempts][1:] == [PaymentAttempt.Source.RETRY] * 4
         assert len(bank_charges(r.method)) == 5
         invoice.refresh_from_db()
-        assert invoice.attempt_count == 5 and invoice.next_attempt_at is None
+        assert invoice.attempt_count == 5
+        assert invoice.next_attempt_at is None
         timeline = subscription_dunning_timeline(
             subscription=Subscription.objects.select_related("account", "product").get(pk=r.sub.pk)
         )
@@ -115,7 +117,8 @@ def test_hard_decline_is_never_retried_and_the_customer_is_told_to_act():
         walk(traveller, days=10)
         invoice = renewal_invoice(r.sub)
         assert len(bank_charges(r.method)) == 1
-        assert invoice.next_attempt_at is None and invoice.attempt_count == 1
+        assert invoice.next_attempt_at is None
+        assert invoice.attempt_count == 1
         assert kinds(r.account) == ["payment_failed"]
         body = mail.outbox[0].body
         assert "Your bank declined this card" in body
@@ -158,7 +161,9 @@ def test_unknown_outcome_is_looked_up_not_charged_again(settings):
         invoice = renewal_invoice(r.sub)
         attempt = PaymentAttempt.objects.get(allocations__invoice=invoice)
         assert attempt.status == PaymentAttempt.Status.UNKNOWN
-        assert invoice.status == Invoice.Status.OPEN and invoice.next_attempt_at > START
+        assert invoice.status == Invoice.Status.OPEN
+        assert invoice.next_attempt_at is not None
+        assert invoice.next_attempt_at > START
         # Sweeps before the look-up is due charge nothing.
         traveller.shift(dt.timedelta(seconds=5))
         run_now()
@@ -205,7 +210,8 @@ def test_unknown_outcome_that_stays_unknown_is_left_for_support(settings, monkey
         walk(traveller, days=3, step=dt.timedelta(minutes=30))
         assert len(bank_charges(r.method)) == 1
         attempt = PaymentAttempt.objects.get(account=r.account)
-        assert attempt.status == PaymentAttempt.Status.UNKNOWN and attempt.reconcile_count >= 5
+        assert attempt.status == PaymentAttempt.Status.UNKNOWN
+        assert attempt.reconcile_count >= 5
         sub = Subscription.objects.select_related("account", "product").get(pk=r.sub.pk)
         assert "support is looking into it" in subscription_dunning_timeline(subscription=sub).no_retry_reason
 
@@ -232,7 +238,8 @@ def test_payment_before_cancellation_reactivates_at_once_and_stops_the_lifecycle
         )
         assert attempt.status == PaymentAttempt.Status.SUCCEEDED
         sub.refresh_from_db()
-        assert sub.status == Subscription.Status.ACTIVE and sub.next_lifecycle_at is None
+        assert sub.status == Subscription.Status.ACTIVE
+        assert sub.next_lifecycle_at is None
         walk(traveller, days=200, step=dt.timedelta(days=1))
         sub.refresh_from_db()
         assert sub.status == Subscription.Status.ACTIVE
@@ -255,11 +262,13 @@ def test_bank_transfer_renewal_is_left_open_with_payment_terms_then_goes_past_du
         )
         run_now()
         invoice = renewal_invoice(sub)
-        assert invoice.status == Invoice.Status.OPEN and invoice.next_attempt_at is None
+        assert invoice.status == Invoice.Status.OPEN
+        assert invoice.next_attempt_at is None
         assert invoice.due_on == today + dt.timedelta(days=settings.BILLING_PAYMENT_TERMS_DAYS)
         assert invoice.lines.get().amount_minor == invoice.total_minor
         sub.refresh_from_db()
-        assert sub.current_period_start == today and PaymentAttempt.objects.count() == 0
+        assert sub.current_period_start == today
+        assert PaymentAttempt.objects.count() == 0
         walk(traveller, days=31, step=dt.timedelta(days=1))
         invoice.refresh_from_db()
         assert invoice.status == Invoice.Status.PAST_DUE
