@@ -106,7 +106,7 @@ def test_customer_paying_while_the_job_charges_takes_money_once():
         results = race(
             lambda: account_dunning_run(account_id=r.account.pk, now=timezone.now()),  # noqa: B023
             lambda: payments.invoice_pay(
-                account_id=r.account.pk,
+                account_id=r.account.pk,  # noqa: B023
                 invoice_id=invoice.pk,  # noqa: B023
                 payment_method_id=other.pk,  # noqa: B023
                 actor=owner,  # noqa: B023
