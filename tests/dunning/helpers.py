@@ -68,3 +68,103 @@ def bank_charges(method: PaymentMethod) -> list[SimCharge]:
 
 def renewal_invoice(sub: Subscription) -> Invoice:
     return Invoice.objects.get(subscription=sub, transaction_type=Invoice.TransactionType.RENEW)
+
+
+def seed_past_due(
+    *, accounts: int, invoices_per_account: int, number: str = SUCCEEDS, prefix: str = "bulk", batch: int = 2000
+) -> list[int]:
+    """Many accounts, each with one past-due subscription on its own simulated-bank card and
+    `invoices_per_account` past-due invoices due for a retry now. Bulk inserts, for big numbers.
+    Returns the invoice ids."""
+    import secrets
+
+    from gateway_sim.models import SimCard
+    from subscriptions.models import InvoiceLine
+
+    now = timezone.now()
+    today = timezone.localdate()
+    product, _ = Product.objects.get_or_create(code=f"{prefix}-m365", defaults={"name": "Microsoft 365 Business Basic"})
+    tag = secrets.token_hex(3)
+    invoice_ids: list[int] = []
+    for start in range(0, accounts, batch):
+        n = min(batch, accounts - start)
+        accs = BillingAccount.objects.bulk_create(
+            [
+                BillingAccount(
+                    name=f"{prefix} {tag} {start + i}",
+                    domain=f"{prefix}-{tag}-{start + i}.example",
+                    currency="EUR",
+                    notification_email=f"billing@{prefix}-{tag}-{start + i}.example",
+                )
+                for i in range(n)
+            ]
+        )
+        cards = SimCard.objects.bulk_create(
+            [
+                SimCard(token=f"sim_card_{tag}_{a.pk}", number=number, exp_month=12, exp_year=2030)
+                for a in accs
+            ]
+        )
+        methods = PaymentMethod.objects.bulk_create(
+            [
+                PaymentMethod(
+                    account=a,
+                    brand=PaymentMethod.Brand.VISA,
+                    last4=number[-4:],
+                    exp_month=12,
+                    exp_year=2030,
+                    gateway="simulated",
+                    gateway_token=c.token,
+                    is_default=True,
+                )
+                for a, c in zip(accs, cards, strict=True)
+            ]
+        )
+        subs = Subscription.objects.bulk_create(
+            [
+                Subscription(
+                    account=a,
+                    product=product,
+                    quantity=3,
+                    unit_price_minor=600,
+                    currency="EUR",
+                    status=Subscription.Status.PAST_DUE,
+                    payment_method=m,
+                    current_period_start=today - dt.timedelta(days=10),
+                    current_period_end=today + dt.timedelta(days=20),
+                    past_due_since=now - dt.timedelta(days=1),
+                    grace_ends_at=now + dt.timedelta(days=29),
+                    next_lifecycle_at=now + dt.timedelta(days=26),
+                )
+                for a, m in zip(accs, methods, strict=True)
+            ]
+        )
+        invoices = Invoice.objects.bulk_create(
+            [
+                Invoice(
+                    account_id=s.account_id,
+                    subscription=s,
+                    number=f"B{tag}{s.pk:08d}{k:02d}",
+                    status=Invoice.Status.PAST_DUE,
+                    transaction_type=Invoice.TransactionType.MONTHLY,
+                    currency="EUR",
+                    total_minor=1800,
+                    amount_due_minor=1800,
+                    issued_on=today - dt.timedelta(days=1),
+                    due_on=today - dt.timedelta(days=1),
+                    first_failed_at=now - dt.timedelta(days=1),
+                    attempt_count=1,
+                    next_attempt_at=now,
+                )
+                for s in subs
+                for k in range(invoices_per_account)
+            ]
+        )
+        InvoiceLine.objects.bulk_create(
+            [
+                InvoiceLine(invoice=i, description=product.name, quantity=3, unit_price_minor=600, amount_minor=1800)
+                for i in invoices
+            ]
+        )
+        invoice_ids += [i.pk for i in invoices]
+    return invoice_ids
