@@ -51,8 +51,13 @@ def _pages(big, small):
         ("Invoices", *both("subscriptions:invoices")),
         (
             "Invoice detail",
-            reverse("subscriptions:invoice", kwargs={"account_id": big.pk, "number": big_invoice.number}),
-            reverse("subscriptions:invoice", kwargs={"account_id": small.pk, "number": small_invoice.number}),
+            reverse(
+                "subscriptions:invoice_detail", kwargs={"account_id": big.pk, "number": big_invoice.number}
+            ),
+            reverse(
+                "subscriptions:invoice_detail",
+                kwargs={"account_id": small.pk, "number": small_invoice.number},
+            ),
         ),
         ("Payment methods", *both("payments:methods")),
         ("Billing notifications", *both("accounts:notifications")),
