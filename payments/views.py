@@ -53,6 +53,7 @@ def methods(request: HttpRequest, membership: Membership) -> HttpResponse:
     for card in cards:
         card.past_due = summary.for_method(card.pk)  # type: ignore[attr-defined]
         card.decline_reason = decline_reason(card.last_decline_code)  # type: ignore[attr-defined]
+        card.more_subscriptions = card.live_subscription_count - len(card.first_subscriptions)  # type: ignore[attr-defined]
         if card.status in (card.Status.DECLINED, card.Status.EXPIRED):
             declined.append(card)
     template = "payments/methods.html#method-list" if is_htmx(request) else "payments/methods.html"
