@@ -242,3 +242,23 @@ def test_readers_get_no_settle_or_pay_actions(live_server, demo_page: Page):
     expect(page.get_by_role("link", name="Settle balance")).to_have_count(0)
     page.goto(f"{live_server.url}/a/{contoso.pk}/billing/invoices/")
     expect(page.get_by_role("link", name="Pay now")).to_have_count(0)
+
+
+def test_settling_in_the_pane_updates_the_page_behind_it(live_server, demo_page: Page):
+    """End to end through the shell: Settle balance with the Mastercard; balanceChanged refreshes the banner."""
+    page = demo_page
+    _sign_in(page, live_server.url, "admin@contoso.example")
+    page.locator("#past-due-banner li", has_text="Visa ending 0341").get_by_role(
+        "link", name="Settle balance"
+    ).click()
+    pane = page.locator("#side-pane .pane")
+    expect(pane).to_be_visible()
+    pane.get_by_label(re.compile("Mastercard ending 4444")).check()
+    expect(pane).to_contain_text("€390.50")  # the chosen card's own past-due €14.00 is added
+    pane.get_by_role("button", name="Settle balance").click()
+    expect(page.locator("#past-due-banner")).not_to_contain_text("Visa ending 0341", timeout=10_000)
+    _shot(page, "pane-settle-done")
+    page.keyboard.press("Escape")
+    expect(page.locator("#side-pane-host")).to_be_hidden()
+    expect(page.locator("#past-due-banner")).not_to_contain_text("past due balance")
+    expect(page.locator("#home-body")).to_contain_text("All paid up")
