@@ -11,4 +11,7 @@ urlpatterns = [
     path("a/<int:account_id>/", views.home, name="home"),
     path("a/<int:account_id>/home/past-due-banner/", views.past_due_banner, name="past_due_banner"),
     path("a/<int:account_id>/billing/notifications/", views.notifications, name="notifications"),
+    path(
+        "a/<int:account_id>/billing/notifications/edit/", views.notifications_edit, name="notifications_edit"
+    ),
 ]

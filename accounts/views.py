@@ -9,10 +9,11 @@ from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
+from django_htmx.http import trigger_client_event
 
 from subscriptions.selectors import account_overview, past_due_summary
 
-from .decorators import account_member_required
+from .decorators import account_member_required, is_htmx
 from .forms import NotificationSettingsForm, SignInForm
 from .models import Membership
 from .selectors import memberships_of_user
@@ -72,16 +73,25 @@ def past_due_banner(request: HttpRequest, membership: Membership) -> HttpRespons
     )
 
 
-@require_http_methods(["GET", "POST"])
 @account_member_required
 def notifications(request: HttpRequest, membership: Membership) -> HttpResponse:
+    """Billing notifications: where billing mail goes and in which language. Everyone in the account sees it."""
+    return render(
+        request, "accounts/notifications.html", {"membership": membership, "account": membership.account}
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@account_member_required
+def notifications_edit(request: HttpRequest, membership: Membership) -> HttpResponse:
+    """The "Edit notification settings" pane (a page without JavaScript). Owners and admins only."""
+    if not membership.can_edit_notifications:
+        raise PermissionDenied
     account = membership.account
     if request.method == "POST":
-        if not membership.can_edit_notifications:
-            raise PermissionDenied
         form = NotificationSettingsForm(request.POST)
         if form.is_valid():
-            billing_account_update_notifications(
+            account = billing_account_update_notifications(
                 account=account,
                 actor=request.user,  # type: ignore[arg-type]
                 email=form.cleaned_data["email"],
@@ -89,9 +99,16 @@ def notifications(request: HttpRequest, membership: Membership) -> HttpResponse:
             )
             messages.success(
                 request,
-                _("Billing notifications will go to %(email)s.") % {"email": form.cleaned_data["email"]},
+                _("Billing notifications will go to %(email)s.") % {"email": account.notification_email},
             )
-            return redirect("accounts:notifications", account_id=account.pk)
+            if not is_htmx(request):
+                return redirect("accounts:notifications", account_id=account.pk)
+            # The pane closes (empty body); the settings card and the message bars are swapped out of band.
+            membership.account = account
+            response = render(
+                request, "accounts/notifications_saved.html", {"membership": membership, "account": account}
+            )
+            return trigger_client_event(response, "closePane")
         messages.error(request, _("Nothing was changed. Correct the highlighted field and save again."))
     else:
         form = NotificationSettingsForm(
@@ -99,6 +116,12 @@ def notifications(request: HttpRequest, membership: Membership) -> HttpResponse:
         )
     return render(
         request,
-        "accounts/notifications.html",
-        {"membership": membership, "account": account, "form": form},
+        "accounts/notifications_edit.html",
+        {
+            "membership": membership,
+            "account": account,
+            "form": form,
+            "nav_current": "notifications",
+            "pane_close_url": reverse("accounts:notifications", kwargs={"account_id": account.pk}),
+        },
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from django.db.models import Prefetch, Q, QuerySet
-from django.utils.translation import gettext_lazy as _
 
 from accounts.models import BillingAccount
 from billing_portal.money import Money
@@ -121,26 +120,6 @@ def attempts_abandoned(*, now, limit: int = 100) -> QuerySet[PaymentAttempt]:
     return PaymentAttempt.objects.filter(
         status=PaymentAttempt.Status.REQUIRES_ACTION, created_at__lt=now - ABANDONED_ACTION_AFTER
     ).order_by("created_at", "pk")[:limit]
-
-
-# What a decline code means, in words for the customer (Stripe's codes; the simulated bank uses the same).
-DECLINE_REASONS = {
-    "card_declined": _("card declined"),
-    "insufficient_funds": _("insufficient funds"),
-    "expired_card": _("card expired"),
-    "incorrect_cvc": _("incorrect security code"),
-    "processing_error": _("processing error"),
-    "stolen_card": _("card declined"),
-    "lost_card": _("card declined"),
-    "do_not_honor": _("card declined"),
-    "authentication_required": _("your bank asks you to confirm the payment"),
-}
-
-
-def decline_reason(code: str) -> str:
-    if not code:
-        return ""
-    return str(DECLINE_REASONS.get(code, _("card declined")))
 
 
 def payment_methods_for_account(*, account: BillingAccount) -> QuerySet[PaymentMethod]:

@@ -28,18 +28,46 @@ from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 from django_htmx.middleware import HtmxDetails
 
-from accounts.decorators import account_member_required
+from accounts.decorators import account_member_required, is_htmx
 from accounts.models import Membership
 from subscriptions.models import Invoice
 from subscriptions.selectors import past_due_summary
 
 from . import services
 from .forms import ExpiryForm, PayForm, new_form_key
-from .gateways.base import decline_message
+from .gateways.base import decline_message, decline_reason
 from .models import PaymentAttempt, PaymentMethod
-from .selectors import decline_reason, payment_methods_for_account, payment_methods_usable, settle_quote
+from .selectors import payment_methods_for_account, payment_methods_usable, settle_quote
 
 logger = logging.getLogger(__name__)
+
+
+@account_member_required
+def methods(request: HttpRequest, membership: Membership) -> HttpResponse:
+    """Bills & payments → Payment methods: every card, and a warning naming each declined one."""
+    account = membership.account
+    summary = past_due_summary(account=account)
+    cards = list(payment_methods_for_account(account=account))
+    declined = []
+    for card in cards:
+        card.past_due = summary.for_method(card.pk)  # type: ignore[attr-defined]
+        card.decline_reason = decline_reason(card.last_decline_code)  # type: ignore[attr-defined]
+        # The warning names a declined card while something it pays is still past due; once that
+        # balance is settled (with another card) the warning is gone, the card keeps its status.
+        if card.status in (card.Status.DECLINED, card.Status.EXPIRED) and card.past_due:  # type: ignore[attr-defined]
+            declined.append(card)
+    template = "payments/methods.html#method-list" if is_htmx(request) else "payments/methods.html"
+    return render(
+        request,
+        template,
+        {
+            "membership": membership,
+            "account": account,
+            "cards": cards,
+            "declined": declined,
+            "past_due": summary,
+        },
+    )
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -148,37 +176,6 @@ def _close_url(membership: Membership, attempt: PaymentAttempt | None = None) ->
     if attempt is not None and attempt.source == PaymentAttempt.Source.PAY_NOW:
         return reverse("subscriptions:invoices", args=[membership.account_id])
     return reverse("payments:methods", args=[membership.account_id])
-
-
-# ------------------------------------------------------------------------------------------------
-# Payment methods page
-
-
-@account_member_required
-def methods(request: HttpRequest, membership: Membership) -> HttpResponse:
-    """Bills & payments → Payment methods: every card, and a warning naming each declined one."""
-    account = membership.account
-    summary = past_due_summary(account=account)
-    cards = list(payment_methods_for_account(account=account))
-    declined = []
-    for card in cards:
-        card.past_due = summary.for_method(card.pk)  # type: ignore[attr-defined]
-        card.decline_reason = decline_reason(card.last_decline_code)  # type: ignore[attr-defined]
-        # The warning names a declined card while something it pays is still past due; once that
-        # balance is settled (with another card) the warning is gone, the card keeps its status.
-        if card.status in (card.Status.DECLINED, card.Status.EXPIRED) and card.past_due:  # type: ignore[attr-defined]
-            declined.append(card)
-    return render(
-        request,
-        "payments/methods.html",
-        {
-            "membership": membership,
-            "account": account,
-            "cards": cards,
-            "declined": declined,
-            "past_due": summary,
-        },
-    )
 
 
 # ------------------------------------------------------------------------------------------------

@@ -26,12 +26,9 @@ def products(request: HttpRequest, membership: Membership) -> HttpResponse:
     )
     summary = past_due_summary(account=account)
     for sub in page:
-        # Renewal is invoiced the day after the period ends; cancelled ones do not renew.
-        sub.renews_on = (  # type: ignore[attr-defined]
-            sub.current_period_end + dt.timedelta(days=1)
-            if sub.status != Subscription.Status.CANCELLED
-            else None
-        )
+        # Renewal is invoiced the day after the period ends; disabled and cancelled ones do not renew.
+        renews = sub.status in (Subscription.Status.ACTIVE, Subscription.Status.PAST_DUE)
+        sub.renews_on = sub.current_period_end + dt.timedelta(days=1) if renews else None  # type: ignore[attr-defined]
         sub.balance = summary.for_method(sub.payment_method_id) if sub.payment_method_id else None  # type: ignore[attr-defined]
     template = (
         "subscriptions/products.html#product-list" if is_htmx(request) else "subscriptions/products.html"
@@ -55,7 +52,7 @@ def invoices(request: HttpRequest, membership: Membership) -> HttpResponse:
     query.pop("page", None)
     return render(
         request,
-        "subscriptions/invoices.html",
+        "subscriptions/invoices.html#invoice-list" if is_htmx(request) else "subscriptions/invoices.html",
         {
             "membership": membership,
             "account": account,
@@ -73,7 +70,9 @@ def invoice_detail(request: HttpRequest, membership: Membership, number: str) ->
     invoice = invoice_for_account(account=account, number=number)
     return render(
         request,
-        "subscriptions/invoice_detail.html",
+        "subscriptions/invoice_detail.html#invoice-body"
+        if is_htmx(request)
+        else "subscriptions/invoice_detail.html",
         {
             "membership": membership,
             "account": account,

@@ -8,6 +8,7 @@ from typing import Any
 from django import template
 from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from accounts.selectors import memberships_of_user
 
@@ -57,7 +58,7 @@ def portal_nav(context: template.Context) -> dict[str, Any]:
         return NavItem(key, label, icon, reverse(url_name, kwargs=kwargs), key == current)
 
     return {
-        "home": item("home", _("Home"), "home", "accounts:home"),
+        "home": item("home", pgettext_lazy("navigation", "Home"), "home", "accounts:home"),
         "billing": [
             item("products", _("Your products"), "products", "subscriptions:products"),
             item("bills", _("Bills & payments"), "receipt", "subscriptions:invoices"),

@@ -126,6 +126,10 @@
     var host = paneHost();
     if (!host) return;
     host.classList.remove("is-closing");
+    host.classList.add("is-entering");
+    window.setTimeout(function () {
+      host.classList.remove("is-entering");
+    }, 350);
     host.hidden = false;
     document.documentElement.classList.add("pane-open");
     var main = document.getElementById("shell");
@@ -218,6 +222,7 @@
 
   // ------------------------------------------------------------------ boot
   function boot() {
+    document.documentElement.classList.remove("no-js");
     initNav();
     initMenus();
     initForms();

@@ -19,16 +19,56 @@ def world():
 
 
 def _url(account) -> str:
+    return reverse("accounts:notifications_edit", kwargs={"account_id": account.pk})
+
+
+def _page(account) -> str:
     return reverse("accounts:notifications", kwargs={"account_id": account.pk})
 
 
 def test_page_shows_the_address_mail_goes_to(client, world):
     account, users = world
     client.force_login(users["reader"])
-    body = client.get(_url(account)).content.decode()
+    body = client.get(_page(account)).content.decode()
     assert account.notification_email in body
     assert "Only billing account owners and billing admins can change" in body
-    assert "<form" not in body.split('id="main"')[1].split("</main>")[0]
+    assert "Edit notification settings" not in body
+
+
+def test_owner_sees_the_edit_command(client, world):
+    account, users = world
+    client.force_login(users["owner"])
+    body = client.get(_page(account)).content.decode()
+    assert _url(account) in body
+    assert 'hx-target="#side-pane"' in body
+
+
+def test_edit_pane_is_a_fragment_for_htmx_and_a_page_without(client, world):
+    account, users = world
+    client.force_login(users["admin"])
+    fragment = client.get(_url(account), HTTP_HX_REQUEST="true").content.decode()
+    assert fragment.lstrip().startswith('<section class="pane pane--medium"')
+    assert 'role="dialog"' in fragment
+    assert "<html" not in fragment
+    page = client.get(_url(account)).content.decode()
+    assert "<html" in page
+    assert 'class="pane pane--medium"' in page
+    assert 'aria-level="1"' in page
+
+
+def test_htmx_save_closes_the_pane_and_updates_the_page(client, world):
+    account, users = world
+    client.force_login(users["owner"])
+    response = client.post(
+        _url(account), {"email": "ap@newco.example", "language": "en"}, HTTP_HX_REQUEST="true"
+    )
+    assert response.status_code == 200
+    assert "closePane" in response["HX-Trigger"]
+    body = response.content.decode()
+    assert 'id="notification-settings"' in body
+    assert 'hx-swap-oob="true"' in body
+    assert "ap@newco.example" in body
+    assert 'class="pane' not in body
 
 
 def test_admin_changes_address_and_language_and_it_is_audited(client, world):

@@ -76,16 +76,26 @@ def test_another_accounts_invoice_number_is_404(client, world):
 def test_notification_post_by_role(client, world, who, status):
     account, users, _ = world
     client.force_login(users[who] if who in users else outsider())
-    url = reverse("accounts:notifications", kwargs={"account_id": account.pk})
+    url = reverse("accounts:notifications_edit", kwargs={"account_id": account.pk})
     response = client.post(url, {"email": "new@example.test", "language": "en"})
     assert response.status_code == status
     account.refresh_from_db()
     assert (account.notification_email == "new@example.test") == (status == 302)
 
 
+@pytest.mark.parametrize(
+    ("who", "status"), [("owner", 200), ("admin", 200), ("reader", 403), ("outsider", 404)]
+)
+def test_edit_pane_opens_for_owners_and_admins_only(client, world, who, status):
+    account, users, _ = world
+    client.force_login(users[who] if who in users else outsider())
+    url = reverse("accounts:notifications_edit", kwargs={"account_id": account.pk})
+    assert client.get(url).status_code == status
+
+
 def test_anonymous_post_is_sent_to_sign_in(client, world):
     account, _, _ = world
-    url = reverse("accounts:notifications", kwargs={"account_id": account.pk})
+    url = reverse("accounts:notifications_edit", kwargs={"account_id": account.pk})
     response = client.post(url, {"email": "new@example.test", "language": "en"})
     assert response.status_code == 302
     assert response["Location"].startswith(reverse("accounts:signin"))

@@ -199,3 +199,35 @@ def test_empty_account_shows_what_to_do_next(client):
     ).content.decode()
     assert "No products yet" in products
     assert "No invoices yet" in _invoices(client, account, users)
+
+
+@pytest.mark.parametrize(
+    ("name", "region", "extra"),
+    [
+        ("accounts:past_due_banner", "past-due-banner", {}),
+        ("subscriptions:products", "product-list", {}),
+        ("subscriptions:invoices", "invoice-list", {}),
+        ("subscriptions:invoice_detail", "invoice-body", {"number": "INV-2026-100001"}),
+        ("payments:methods", "payment-method-list", {}),
+    ],
+)
+def test_balance_regions_reload_as_fragments_for_htmx(client, demo, name, region, extra):
+    """After a payment the payments views send HX-Trigger: balanceChanged; each region re-fetches itself."""
+    client.force_login(User.objects.get(email="admin@contoso.example"))
+    account = demo_account("Contoso Ltd")
+    url = reverse(name, kwargs={"account_id": account.pk, **extra})
+    full = client.get(url).content.decode()
+    assert f'id="{region}"' in full
+    assert 'hx-trigger="balanceChanged from:body"' in full
+    fragment = client.get(url, HTTP_HX_REQUEST="true").content.decode().lstrip()
+    assert "<html" not in fragment
+    assert f'id="{region}"' in fragment.split(">", 1)[0]
+
+
+def test_dutch_account_pages_read_in_dutch(client, demo):
+    body = _get(client, "admin@fabrikam.example", "subscriptions:products", "Fabrikam BV")
+    assert "Abonnement heeft een verschuldigd bedrag" in body
+    assert "Uw producten" in body
+    home = _get(client, "admin@fabrikam.example", "accounts:home", "Fabrikam BV")
+    assert ">Start<" in home
+    assert "U hebt een achterstallig saldo van €\xa072,00." in home
