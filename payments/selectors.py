@@ -75,6 +75,19 @@ def settle_quote(
     )
 
 
+def attempts_in_flight(*, account: BillingAccount, invoice_ids: list[int]) -> list[PaymentAttempt]:
+    """Payments still under way for these invoices (pending, waiting for 3-D Secure, or being checked)."""
+    if not invoice_ids:
+        return []
+    return list(
+        PaymentAttempt.objects.filter(
+            account=account, status__in=PaymentAttempt.IN_FLIGHT, allocations__invoice_id__in=invoice_ids
+        )
+        .distinct()
+        .order_by("pk")
+    )
+
+
 def payment_methods_usable(*, account: BillingAccount) -> QuerySet[PaymentMethod]:
     """Cards a payer may choose (removed ones are gone)."""
     return (

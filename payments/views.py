@@ -38,7 +38,7 @@ from . import services
 from .forms import ExpiryForm, PayForm, new_form_key
 from .gateways.base import decline_message, decline_reason
 from .models import PaymentAttempt, PaymentMethod
-from .selectors import payment_methods_for_account, payment_methods_usable, settle_quote
+from .selectors import attempts_in_flight, payment_methods_for_account, payment_methods_usable, settle_quote
 
 logger = logging.getLogger(__name__)
 
@@ -196,6 +196,7 @@ def _settle_context(
         "chosen": chosen or failed,
         "methods": methods,
         "quote": quote,
+        "in_flight": attempts_in_flight(account=account, invoice_ids=quote.invoice_ids),
         "pane_close_url": _close_url(membership),
         "failed_message": decline_message(failed.last_decline_code) if failed.last_decline_code else "",
         "can_edit_expiry": failed.owner_id is not None and failed.owner_id == request.user.pk,
@@ -315,6 +316,7 @@ def _pay_context(*, membership: Membership, invoice: Invoice) -> dict[str, Any]:
         "membership": membership,
         "account": membership.account,
         "invoice": invoice,
+        "in_flight": attempts_in_flight(account=membership.account, invoice_ids=[invoice.pk]),
         "pane_close_url": reverse(
             "subscriptions:invoice_detail", args=[membership.account_id, invoice.number]
         ),
