@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "gateway_sim",
     "notifications",
     "support",
+    "dunning",
 ]
 
 MIDDLEWARE = [
@@ -235,7 +236,18 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
-CELERY_BEAT_SCHEDULE: dict[str, dict] = {}
+CELERY_BEAT_SCHEDULE: dict[str, dict] = {
+    # The dunning sweep: due work lives in the database; this only hands it to workers. A sweep
+    # message older than its period is dropped, so a stopped worker does not find a pile of them.
+    "dunning-sweep": {"task": "dunning.tasks.dunning_sweep", "schedule": 60.0, "options": {"expires": 55}},
+}
+# A broker that does not answer must not hang a web request: give up quickly, the work stays in the DB.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # Tests run tasks inline unless a test starts a real worker.
 CELERY_TASK_ALWAYS_EAGER = TESTING and env_bool("CELERY_TASK_ALWAYS_EAGER", True)
@@ -275,6 +287,20 @@ BILLING_GRACE_PERIOD = timedelta(days=int(os.environ.get("BILLING_GRACE_DAYS", "
 BILLING_DISABLED_PERIOD = timedelta(days=int(os.environ.get("BILLING_DISABLED_DAYS", "90")))
 BILLING_DATA_RETENTION_AFTER_CANCEL = timedelta(days=int(os.environ.get("BILLING_RETENTION_DAYS", "90")))
 BILLING_PAYMENT_TERMS_DAYS = 30
+
+# Dunning (issue 4). Defaults for the RetryPolicy rows, which admins edit in the Django admin.
+# Retry days count from the invoice's first failed charge.
+DUNNING_SOFT_RETRY_DAYS = [1, 3, 5, 7]
+# Declines with a code we do not know.
+DUNNING_UNKNOWN_RETRY_DAYS = [1, 3, 5, 7]
+DUNNING_FINAL_WARNING_DAYS = 3  # days before disabling
+# Reconciliation of unanswered charges backs off 15 s, 1 min, 3 min, 1 h, then daily
+# (payments.services.RECONCILE_BACKOFF); after this many look-ups the timeline says support has it.
+DUNNING_UNKNOWN_SUPPORT_AFTER = 5
+DUNNING_SWEEP_BATCH = int(os.environ.get("DUNNING_SWEEP_BATCH", "500"))
+# An account handed to a worker is not handed out again for this long; a worker that died is covered
+# by the next sweep after it.
+DUNNING_ENQUEUE_LEASE = timedelta(seconds=int(os.environ.get("DUNNING_ENQUEUE_LEASE_SECONDS", "300")))
 
 LOGGING = {
     "version": 1,

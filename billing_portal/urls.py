@@ -10,6 +10,7 @@ urlpatterns = [
     path("a/<int:account_id>/", include("subscriptions.urls")),
     path("a/<int:account_id>/", include("payments.urls")),
     path("a/<int:account_id>/", include("notifications.urls")),
+    path("a/<int:account_id>/", include("dunning.urls")),
     path("gateway/simulated/", include("gateway_sim.urls")),
     # Gateways post here without a session; not under /a/<id>/.
     path("payments/webhooks/", include("payments.webhook_urls")),

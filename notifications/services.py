@@ -3,6 +3,8 @@ sent after the surrounding transaction commits."""
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 from typing import Any
 
 from django.conf import settings
@@ -14,6 +16,8 @@ from django.utils import timezone, translation
 from accounts.models import BillingAccount
 
 from .models import Notice
+
+logger = logging.getLogger(__name__)
 
 
 def notice_send(
@@ -36,27 +40,55 @@ def notice_send(
                 subject=subject[:300],
                 language=account.language,
                 dedupe_key=dedupe_key,
+                context=_serialisable(context),
             )
     except IntegrityError:
         return None
+    transaction.on_commit(lambda: notice_enqueue_delivery(notice_id=notice.pk))
+    return notice
+
+
+def notice_enqueue_delivery(*, notice_id: int) -> bool:
+    """Hand one notice to a worker. A broker that is down must not break the page or job that sent it:
+    the notice stays queued and notices_requeue_stale() hands it out again later."""
     from .tasks import deliver_notice
 
-    # Only JSON-safe scalars travel to the task; it re-renders from the database.
-    transaction.on_commit(lambda: deliver_notice.delay(notice.pk, _serialisable(context)))
-    return notice
+    try:
+        deliver_notice.delay(notice_id)
+    except Exception:
+        logger.exception("notice %s could not be queued for delivery; it stays queued", notice_id)
+        return False
+    return True
+
+
+def notices_requeue_stale(*, older_than: dt.datetime, limit: int = 500) -> int:
+    """Queued notices whose delivery never ran (the broker was down): queue them again. Delivery is
+    idempotent, so a notice that was in fact queued twice is still sent once."""
+    ids = list(
+        Notice.objects.filter(status=Notice.Status.QUEUED, created_at__lt=older_than)
+        .order_by("pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+    return sum(notice_enqueue_delivery(notice_id=i) for i in ids)
 
 
 def _serialisable(context: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in context.items() if isinstance(v, (str, int, float, bool)) or v is None}
 
 
-def notice_deliver(*, notice_id: int, context: dict[str, Any]) -> Notice:
+def notice_deliver(*, notice_id: int, context: dict[str, Any] | None = None) -> Notice:
     """Render and send one queued notice. Safe to call again: a sent notice is not sent twice."""
     with transaction.atomic():
         notice = Notice.objects.select_for_update().select_related("account").get(pk=notice_id)
         if notice.status == Notice.Status.SENT:
             return notice
-        context = {**context, "account": notice.account, "site_url": settings.SITE_URL, "notice": notice}
+        context = {
+            **notice.context,
+            **(context or {}),
+            "account": notice.account,
+            "site_url": settings.SITE_URL,
+            "notice": notice,
+        }
         with translation.override(notice.language):
             text = render_to_string(f"notifications/email/{notice.kind}.txt", context)
             html = render_to_string(f"notifications/email/{notice.kind}.html", context)

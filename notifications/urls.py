@@ -1,3 +1,9 @@
+from django.urls import path
+
+from . import views
+
 app_name = "notifications"
 
-urlpatterns: list = []
+urlpatterns = [
+    path("billing/notifications/sent/", views.sent, name="sent"),
+]

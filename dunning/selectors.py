@@ -1,0 +1,325 @@
+"""Reads for dunning: each past-due subscription's timeline, what the next sweep would do, and a summary."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db.models import Count, Min, Q
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from billing_portal.money import Money
+from notifications.models import Notice
+from payments.models import PaymentAllocation, PaymentAttempt
+from payments.services import PENDING_STALE_AFTER
+from subscriptions.models import Invoice, Subscription
+
+from .models import RetryPolicy
+from .services import KEY_PREFIX, decline_category, due_account_ids, leased_account_ids
+
+UNPAID = (Subscription.Status.PAST_DUE, Subscription.Status.DISABLED)
+
+
+@dataclass
+class DunningTimeline:
+    subscription: Subscription
+    invoices: list[Invoice]
+    amount_due: Money
+    last_attempt: PaymentAttempt | None
+    last_result: str
+    next_retry_at: dt.datetime | None
+    no_retry_reason: str
+    past_due_since: dt.datetime | None
+    final_warning_at: dt.datetime | None
+    disable_at: dt.datetime | None
+    cancel_at: dt.datetime | None
+    delete_at: dt.datetime | None
+    disabled_at: dt.datetime | None = None
+    cancelled_at: dt.datetime | None = None
+    data_deleted_at: dt.datetime | None = None
+    events: list[tuple[dt.datetime, str, bool]] = field(default_factory=list)
+
+
+def _result_text(attempt: PaymentAttempt | None) -> str:
+    if attempt is None:
+        return _("No charge attempted yet")
+    status = attempt.Status
+    if attempt.status == status.SUCCEEDED:
+        return _("Paid")
+    if attempt.status == status.FAILED:
+        return f"{_('Declined')}: {attempt.decline_message or attempt.decline_code}"
+    if attempt.status == status.REQUIRES_ACTION:
+        return _("Waiting for the customer to authenticate")
+    if attempt.status in (status.UNKNOWN, status.PENDING):
+        return _("Outcome unknown; being checked with the bank")
+    return _("Canceled: the charge never reached the bank")
+
+
+def _no_retry_reason(
+    *,
+    sub: Subscription,
+    unpaid: list[Invoice],
+    attempt: PaymentAttempt | None,
+    next_retry: dt.datetime | None,
+    policies: dict[str, RetryPolicy],
+) -> str:
+    if next_retry is not None or not unpaid:
+        return ""
+    if sub.status in (Subscription.Status.CANCELLED, Subscription.Status.DELETED):
+        return _("The subscription is cancelled; it is no longer charged automatically.")
+    if sub.account.pays_by_bank_transfer:
+        return _("This account pays by bank transfer; nothing is charged automatically.")
+    if sub.payment_method_id is None:
+        return _("There is no payment method to charge.")
+    if attempt is None:
+        return _("No automatic charge is scheduled.")
+    if attempt.status in (PaymentAttempt.Status.UNKNOWN, PaymentAttempt.Status.PENDING):
+        if attempt.reconcile_count >= settings.DUNNING_UNKNOWN_SUPPORT_AFTER:
+            return _("The bank has not confirmed the last charge yet; support is looking into it.")
+        return _(
+            "The last charge is being checked with the bank; nothing is charged until its outcome is known."
+        )
+    category = decline_category(attempt.decline_code)
+    if attempt.status == PaymentAttempt.Status.REQUIRES_ACTION or category == "authentication_required":
+        return _("Your bank wants you to confirm the payment yourself: use Settle balance.")
+    if category == "hard":
+        return _(
+            "The card was declined in a way that retrying cannot fix: update the card or choose another one."
+        )
+    if not policies[category].days:
+        return _("This kind of decline is not retried automatically.")
+    return _("All automatic retries have been used: use Settle balance.")
+
+
+def subscriptions_dunning_timelines(
+    *, subscriptions: Sequence[Subscription], now: dt.datetime | None = None
+) -> dict[int, DunningTimeline]:
+    """The dunning timeline of each subscription, in a fixed number of queries however many there are.
+
+    Subscriptions should come with select_related("account", "product").
+    """
+    now = now or timezone.now()
+    ids = [s.pk for s in subscriptions]
+    unpaid_by_sub: dict[int, list[Invoice]] = {i: [] for i in ids}
+    for invoice in Invoice.objects.filter(
+        subscription_id__in=ids, status__in=Invoice.PAYABLE_STATUSES, amount_due_minor__gt=0
+    ).order_by("pk"):
+        unpaid_by_sub[invoice.subscription_id].append(invoice)  # type: ignore[index]
+    # The latest attempt on any of each subscription's invoices (paid ones too: "last attempt and result").
+    latest: dict[int, PaymentAttempt] = {}
+    for allocation in (
+        PaymentAllocation.objects.filter(invoice__subscription_id__in=ids)
+        .select_related("attempt", "invoice")
+        .order_by("attempt_id")
+    ):
+        if (
+            allocation.attempt.source == PaymentAttempt.Source.BANK_TRANSFER
+            and allocation.attempt.status != "succeeded"
+        ):
+            continue
+        latest[allocation.invoice.subscription_id] = allocation.attempt  # type: ignore[index]
+    policies = {p.category: p for p in RetryPolicy.objects.all()}
+    for category in RetryPolicy.Category.values:
+        policies.setdefault(
+            category, RetryPolicy(category=category, retry_days=[], retries_off_session=False)
+        )
+    grace, disabled_for, retention = (
+        settings.BILLING_GRACE_PERIOD,
+        settings.BILLING_DISABLED_PERIOD,
+        settings.BILLING_DATA_RETENTION_AFTER_CANCEL,
+    )
+    result: dict[int, DunningTimeline] = {}
+    for sub in subscriptions:
+        unpaid = unpaid_by_sub[sub.pk]
+        attempt = latest.get(sub.pk)
+        planned = [i.next_attempt_at for i in unpaid if i.next_attempt_at is not None]
+        next_retry = min(planned) if planned else None
+        if attempt is not None and attempt.status in (
+            PaymentAttempt.Status.UNKNOWN,
+            PaymentAttempt.Status.PENDING,
+        ):
+            next_retry = None  # the invoice only waits for the look-up; no charge is planned until then
+        disable_at = sub.grace_ends_at or (sub.past_due_since + grace if sub.past_due_since else None)
+        cancel_at = (
+            sub.next_lifecycle_at
+            if sub.status == Subscription.Status.DISABLED
+            else (
+                sub.disabled_at + disabled_for
+                if sub.disabled_at
+                else (disable_at + disabled_for if disable_at else None)
+            )
+        )
+        delete_at = (
+            sub.cancelled_at + retention
+            if sub.cancelled_at
+            else (cancel_at + retention if cancel_at else None)
+        )
+        final_warning_at = (
+            disable_at - dt.timedelta(days=settings.DUNNING_FINAL_WARNING_DAYS) if disable_at else None
+        )
+        timeline = DunningTimeline(
+            subscription=sub,
+            invoices=unpaid,
+            amount_due=Money(sum(i.amount_due_minor for i in unpaid), sub.currency),
+            last_attempt=attempt,
+            last_result=_result_text(attempt),
+            next_retry_at=next_retry,
+            no_retry_reason=_no_retry_reason(
+                sub=sub, unpaid=unpaid, attempt=attempt, next_retry=next_retry, policies=policies
+            ),
+            past_due_since=sub.past_due_since,
+            final_warning_at=final_warning_at if sub.status == Subscription.Status.PAST_DUE else None,
+            disable_at=disable_at if sub.status == Subscription.Status.PAST_DUE else sub.disabled_at,
+            cancel_at=cancel_at if sub.status in UNPAID else sub.cancelled_at,
+            delete_at=delete_at
+            if sub.status in (*UNPAID, Subscription.Status.CANCELLED)
+            else sub.data_deleted_at,
+            disabled_at=sub.disabled_at,
+            cancelled_at=sub.cancelled_at,
+            data_deleted_at=sub.data_deleted_at,
+        )
+        events = [
+            (sub.past_due_since, _("First failed charge"), True),
+            (attempt.created_at if attempt else None, _("Last attempt"), True),
+            (next_retry, _("Next retry"), False),
+            (timeline.final_warning_at, _("Final warning"), False),
+            (timeline.disable_at, _("Disabled"), sub.disabled_at is not None),
+            (timeline.cancel_at, _("Cancelled"), sub.cancelled_at is not None),
+            (timeline.delete_at, _("Data deleted"), sub.data_deleted_at is not None),
+        ]
+        timeline.events = sorted(
+            ((at, label, done or at <= now) for at, label, done in events if at is not None),
+            key=lambda e: e[0],
+        )
+        result[sub.pk] = timeline
+    return result
+
+
+def subscription_dunning_timeline(
+    *, subscription: Subscription, now: dt.datetime | None = None
+) -> DunningTimeline:
+    return subscriptions_dunning_timelines(subscriptions=[subscription], now=now)[subscription.pk]
+
+
+def notices_sent(*, account_id: int, limit: int = 200) -> list[Notice]:
+    return list(Notice.objects.filter(account_id=account_id).order_by("-created_at", "-pk")[:limit])
+
+
+# ---------------------------------------------------------------------------------------------
+# What the next sweep would do (manage.py run_dunning --dry-run) and due work (dunning_status)
+
+
+@dataclass(frozen=True)
+class PlannedAction:
+    account_id: int
+    kind: str
+    target: str
+    detail: str
+
+
+def dunning_plan(
+    *, now: dt.datetime, progress: Callable[[int, int], None] | None = None
+) -> tuple[list[PlannedAction], dict[str, int]]:
+    """Every action the next sweep would take, without taking any. Reads in batches of accounts."""
+    today = timezone.localdate(now)
+    account_ids = due_account_ids(now=now)
+    leased = leased_account_ids(now=now)
+    actions: list[PlannedAction] = []
+    counts: dict[str, int] = {"accounts": len(account_ids), "leased": len(leased & set(account_ids))}
+    batch = 500
+    for start in range(0, len(account_ids), batch):
+        chunk = account_ids[start : start + batch]
+        for attempt in PaymentAttempt.objects.filter(
+            Q(status=PaymentAttempt.Status.UNKNOWN, reconcile_after__lte=now)
+            | Q(status=PaymentAttempt.Status.PENDING, created_at__lte=now - PENDING_STALE_AFTER),
+            account_id__in=chunk,
+        ).order_by("account_id", "pk"):
+            actions.append(
+                PlannedAction(
+                    attempt.account_id, "reconcile", attempt.reference, f"look up {attempt.idempotency_key}"
+                )
+            )
+        for sub in Subscription.objects.filter(
+            account_id__in=chunk, status__in=["active", "past_due"], current_period_end__lt=today
+        ).select_related("product"):
+            actions.append(
+                PlannedAction(
+                    sub.account_id,
+                    "renew",
+                    f"subscription {sub.pk}",
+                    f"{sub.product.name}, period ended {sub.current_period_end}",
+                )
+            )
+        for invoice in Invoice.objects.filter(
+            account_id__in=chunk, status=Invoice.Status.OPEN, due_on__lt=today, next_attempt_at__isnull=True
+        ):
+            actions.append(
+                PlannedAction(invoice.account_id, "mark_past_due", invoice.number, f"due {invoice.due_on}")
+            )
+        for invoice in Invoice.objects.filter(
+            account_id__in=chunk,
+            next_attempt_at__lte=now,
+            status__in=Invoice.PAYABLE_STATUSES,
+            amount_due_minor__gt=0,
+        ).select_related("subscription__payment_method"):
+            method = invoice.subscription.payment_method if invoice.subscription else None
+            actions.append(
+                PlannedAction(
+                    invoice.account_id,
+                    "charge",
+                    invoice.number,
+                    f"{invoice.amount_due} on {method.label if method else 'no method'}, "
+                    f"key {KEY_PREFIX}{invoice.pk}:{invoice.attempt_count + 1}",
+                )
+            )
+        for sub in Subscription.objects.filter(
+            account_id__in=chunk, next_lifecycle_at__lte=now, status__in=["past_due", "disabled", "cancelled"]
+        ).select_related("product"):
+            step = {
+                "past_due": "final_warning" if sub.grace_ends_at and now < sub.grace_ends_at else "disable",
+                "disabled": "cancel",
+                "cancelled": "delete_data",
+            }[sub.status]
+            actions.append(PlannedAction(sub.account_id, step, f"subscription {sub.pk}", sub.product.name))
+        if progress is not None:
+            progress(min(start + batch, len(account_ids)), len(account_ids))
+    for action in actions:
+        counts[action.kind] = counts.get(action.kind, 0) + 1
+    return actions, counts
+
+
+def dunning_status(*, now: dt.datetime) -> dict[str, object]:
+    """A summary of due and upcoming work for operators."""
+    payable = Invoice.objects.filter(status__in=Invoice.PAYABLE_STATUSES, amount_due_minor__gt=0)
+    tomorrow = now + dt.timedelta(days=1)
+    return {
+        "invoices_due_now": payable.filter(next_attempt_at__lte=now).count(),
+        "invoices_due_24h": payable.filter(next_attempt_at__gt=now, next_attempt_at__lte=tomorrow).count(),
+        "invoices_past_due_without_retry": payable.filter(
+            status=Invoice.Status.PAST_DUE, next_attempt_at__isnull=True
+        ).count(),
+        "next_retry_at": payable.filter(next_attempt_at__gt=now).aggregate(m=Min("next_attempt_at"))["m"],
+        "attempts_to_reconcile": PaymentAttempt.objects.filter(
+            status=PaymentAttempt.Status.UNKNOWN, reconcile_after__lte=now
+        ).count(),
+        "attempts_unknown_for_support": PaymentAttempt.objects.filter(
+            status=PaymentAttempt.Status.UNKNOWN, reconcile_count__gte=settings.DUNNING_UNKNOWN_SUPPORT_AFTER
+        ).count(),
+        "lifecycle_due_now": Subscription.objects.filter(
+            next_lifecycle_at__lte=now, status__in=["past_due", "disabled", "cancelled"]
+        ).count(),
+        "subscriptions_by_status": dict(
+            Subscription.objects.values_list("status").annotate(n=Count("pk")).values_list("status", "n")
+        ),
+        "accounts_due": len(due_account_ids(now=now)),
+        "accounts_leased": len(leased_account_ids(now=now)),
+        "notices_queued": Notice.objects.filter(status=Notice.Status.QUEUED).count(),
+    }
+
+
+def chunked(items: Sequence[int], size: int) -> Iterable[Sequence[int]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

@@ -1,0 +1,726 @@
+"""Scheduled charging: renewals, retries of declined recurring charges, reconciliation of unanswered
+charges, and the lifecycle of unpaid subscriptions (PRODUCT.md flows 7 and 8).
+
+Due work lives in the database, on the rows it is about:
+- Invoice.next_attempt_at: when the invoice is charged off-session next (a renewal or a retry);
+- PaymentAttempt.reconcile_after: when an unanswered charge is looked up again (payments engine);
+- Subscription.next_lifecycle_at: final warning, disable, cancel, delete data.
+
+The beat sweep (dunning_sweep) only finds accounts with due work and hands each to a worker once per
+lease; the worker (account_dunning_run) re-checks everything under the account lock. Every charge goes
+through payments.services.invoices_charge with the key f"dunning:{invoice}:{n}", where n is the
+invoice's next attempt number: a task that runs twice, or a worker that died and is replaced, asks with
+the same key and gets the first attempt back instead of a second charge.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import formats, timezone, translation
+
+from accounts.models import BillingAccount
+from audit.services import audit_record
+from billing_portal.money import format_money
+from notifications.services import notice_send, notices_requeue_stale
+from payments.gateways.base import DeclineCategory, classify_decline, decline_message, get_gateway
+from payments.models import PaymentAttempt, PaymentMethod
+from payments.services import (
+    PENDING_STALE_AFTER,
+    NothingToPay,
+    PaymentError,
+    PaymentInProgress,
+    account_lock,
+    attempt_reconcile,
+    invoices_charge,
+)
+from subscriptions.models import Invoice, InvoiceLine, Product, Subscription
+from subscriptions.services import (
+    InvalidTransition,
+    invoice_mark_past_due,
+    subscription_cancel,
+    subscription_delete_data,
+    subscription_disable,
+    subscription_mark_past_due,
+    subscription_restore,
+)
+
+from .models import AccountSweep, RetryPolicy
+
+logger = logging.getLogger(__name__)
+
+JOB_LABEL = "job: dunning"
+KEY_PREFIX = "dunning:"
+# A charge that never reached the bank (reconciled as canceled) is tried again after these waits,
+# so a gateway that is down is not hammered every minute.
+NEVER_ARRIVED_BACKOFF = (
+    dt.timedelta(0),
+    dt.timedelta(minutes=15),
+    dt.timedelta(hours=1),
+    dt.timedelta(days=1),
+)
+NOTICE_REQUEUE_AFTER = dt.timedelta(minutes=10)
+LIFECYCLE_STATUSES = (
+    Subscription.Status.PAST_DUE,
+    Subscription.Status.DISABLED,
+    Subscription.Status.CANCELLED,
+)
+RENEWING_STATUSES = (Subscription.Status.ACTIVE, Subscription.Status.PAST_DUE)
+
+
+# ---------------------------------------------------------------------------------------------
+# Policy
+
+
+def _policy_defaults() -> dict[str, tuple[list[int], bool]]:
+    return {
+        RetryPolicy.Category.SOFT: (list(settings.DUNNING_SOFT_RETRY_DAYS), True),
+        RetryPolicy.Category.HARD: ([], False),
+        RetryPolicy.Category.AUTHENTICATION_REQUIRED: ([], False),
+        RetryPolicy.Category.UNKNOWN: (list(settings.DUNNING_UNKNOWN_RETRY_DAYS), True),
+    }
+
+
+def retry_policies() -> dict[str, RetryPolicy]:
+    """The four policies, created from the settings' defaults the first time they are needed."""
+    policies = {p.category: p for p in RetryPolicy.objects.all()}
+    for category, (days, off_session) in _policy_defaults().items():
+        if category not in policies:
+            try:
+                with transaction.atomic():
+                    policies[category] = RetryPolicy.objects.create(
+                        category=category, retry_days=days, retries_off_session=off_session
+                    )
+            except IntegrityError:  # another worker created it first
+                policies[category] = RetryPolicy.objects.get(category=category)
+    return policies
+
+
+def decline_category(code: str) -> str:
+    category = classify_decline(code)
+    return str(category) if category in set(DeclineCategory) else RetryPolicy.Category.UNKNOWN
+
+
+def next_retry_at(
+    *, first_failed_at: dt.datetime, days: Iterable[int], now: dt.datetime
+) -> dt.datetime | None:
+    """The first scheduled retry after `now`, counted in days from the first failure; None when none is left.
+
+    Time-based, not count-based: a worker that was down for three days does not fire the missed retries
+    in a burst, it continues with the next one on the schedule.
+    """
+    for day in sorted(days):
+        at = first_failed_at + dt.timedelta(days=day)
+        if at > now:
+            return at
+    return None
+
+
+def attempt_number(key: str) -> int | None:
+    """n of a dunning idempotency key f"dunning:{invoice}:{n}"."""
+    if not key.startswith(KEY_PREFIX):
+        return None
+    try:
+        return int(key.rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Renewals
+
+
+def _period_after(start: dt.date, period: str) -> dt.date:
+    """The last day of a period that starts on `start`."""
+    months = 12 if period == Product.Period.ANNUAL else 1
+    month0 = start.month - 1 + months
+    year, month = start.year + month0 // 12, month0 % 12 + 1
+    day = min(start.day, calendar.monthrange(year, month)[1])
+    return dt.date(year, month, day) - dt.timedelta(days=1)
+
+
+def renewal_invoice_number(*, subscription_id: int, period_start: dt.date) -> str:
+    # Deterministic: a renewal that runs twice hits the unique number instead of invoicing twice.
+    return f"R{subscription_id:07d}-{period_start:%Y%m%d}"
+
+
+def _chargeable_method(sub: Subscription, account: BillingAccount) -> PaymentMethod | None:
+    method = sub.payment_method
+    if account.pays_by_bank_transfer or method is None or method.status == PaymentMethod.Status.DETACHED:
+        return None
+    return method
+
+
+def renewals_invoice_due(*, now: dt.datetime, account_id: int | None = None) -> list[Invoice]:
+    """Invoice the next period of every active or past-due subscription whose period has ended.
+
+    Card accounts' invoices are due at once and get next_attempt_at=now, so the sweep charges them
+    off-session to the subscription's method; bank-transfer accounts get an open invoice due by the
+    payment terms, with the remittance details the invoice page shows.
+    """
+    today = timezone.localdate(now)
+    qs = Subscription.objects.filter(status__in=RENEWING_STATUSES, current_period_end__lt=today)
+    if account_id is not None:
+        qs = qs.filter(account_id=account_id)
+    created: list[Invoice] = []
+    for sub_id, sub_account_id in qs.order_by("account_id", "pk").values_list("pk", "account_id"):
+        created += _subscription_renew(subscription_id=sub_id, account_id=sub_account_id, now=now)
+    return created
+
+
+def _subscription_renew(*, subscription_id: int, account_id: int, now: dt.datetime) -> list[Invoice]:
+    today = timezone.localdate(now)
+    created: list[Invoice] = []
+    with transaction.atomic():
+        account = account_lock(account_id=account_id)
+        sub = (
+            Subscription.objects.select_for_update(of=("self",))
+            .select_related("product", "payment_method")
+            .get(pk=subscription_id)
+        )
+        if sub.status not in RENEWING_STATUSES:
+            return created
+        method = _chargeable_method(sub, account)
+        while sub.current_period_end < today:
+            start = sub.current_period_end + dt.timedelta(days=1)
+            end = _period_after(start, sub.product.billing_period)
+            number = renewal_invoice_number(subscription_id=sub.pk, period_start=start)
+            if not Invoice.objects.filter(number=number).exists():
+                amount = sub.unit_price_minor * sub.quantity
+                invoice = Invoice.objects.create(
+                    account=account,
+                    subscription=sub,
+                    number=number,
+                    status=Invoice.Status.OPEN,
+                    transaction_type=Invoice.TransactionType.RENEW,
+                    currency=sub.currency,
+                    total_minor=amount,
+                    amount_due_minor=amount,
+                    issued_on=today,
+                    due_on=today
+                    if method is not None
+                    else today + dt.timedelta(days=settings.BILLING_PAYMENT_TERMS_DAYS),
+                    period_start=start,
+                    period_end=end,
+                    next_attempt_at=now if (method is not None and amount > 0) else None,
+                )
+                InvoiceLine.objects.create(
+                    invoice=invoice,
+                    description=sub.product.name,
+                    quantity=sub.quantity,
+                    unit_price_minor=sub.unit_price_minor,
+                    amount_minor=amount,
+                    period_start=start,
+                    period_end=end,
+                )
+                created.append(invoice)
+                audit_record(
+                    account=account,
+                    actor_label=JOB_LABEL,
+                    action="invoice.renewal_issued",
+                    message=f"Invoice {number} of {format_money(amount, sub.currency)} for {sub.product.name}, "
+                    f"{start:%d %b %Y} – {end:%d %b %Y}"
+                    + (f", to be charged to {method.label}" if method else ", to be paid by bank transfer"),
+                    target=invoice,
+                )
+            sub.current_period_start, sub.current_period_end = start, end
+        sub.save(update_fields=["current_period_start", "current_period_end"])
+    return created
+
+
+# ---------------------------------------------------------------------------------------------
+# The sweep
+
+
+def due_account_ids(*, now: dt.datetime) -> list[int]:
+    """Every account with work due at `now`, in id order."""
+    today = timezone.localdate(now)
+    queries = [
+        Invoice.objects.filter(
+            next_attempt_at__lte=now, status__in=Invoice.PAYABLE_STATUSES, amount_due_minor__gt=0
+        ).values_list("account_id"),
+        Invoice.objects.filter(
+            status=Invoice.Status.OPEN, due_on__lt=today, next_attempt_at__isnull=True
+        ).values_list("account_id"),
+        PaymentAttempt.objects.filter(
+            Q(status=PaymentAttempt.Status.UNKNOWN, reconcile_after__lte=now)
+            | Q(status=PaymentAttempt.Status.PENDING, created_at__lte=now - PENDING_STALE_AFTER)
+        ).values_list("account_id"),
+        Subscription.objects.filter(next_lifecycle_at__lte=now, status__in=LIFECYCLE_STATUSES).values_list(
+            "account_id"
+        ),
+        Subscription.objects.filter(status__in=RENEWING_STATUSES, current_period_end__lt=today).values_list(
+            "account_id"
+        ),
+    ]
+    ids: set[int] = set()
+    for query in queries:
+        ids.update(row[0] for row in query.order_by().distinct())
+    return sorted(ids)
+
+
+def leased_account_ids(*, now: dt.datetime) -> set[int]:
+    return set(
+        AccountSweep.objects.filter(enqueued_at__gt=now - settings.DUNNING_ENQUEUE_LEASE).values_list(
+            "account_id", flat=True
+        )
+    )
+
+
+@dataclass
+class SweepResult:
+    due: int = 0
+    enqueued: int = 0
+    leased: int = 0
+    batches: int = 0
+    notices_requeued: int = 0
+
+
+def dunning_sweep(*, now: dt.datetime, batch_size: int | None = None) -> SweepResult:
+    """Hand every account with due work to a worker, in batches, after each batch's lease commits.
+
+    An account already handed out within the lease is skipped; its worker is still on it, or died and
+    the lease will run out. A broker that is down loses nothing: the lease is released and the work
+    stays in the database for the next sweep.
+    """
+    batch_size = batch_size or settings.DUNNING_SWEEP_BATCH
+    due = due_account_ids(now=now)
+    leased = leased_account_ids(now=now)
+    todo = [a for a in due if a not in leased]
+    result = SweepResult(due=len(due), leased=len(due) - len(todo))
+    for i in range(0, len(todo), batch_size):
+        chunk = todo[i : i + batch_size]
+        with transaction.atomic():
+            AccountSweep.objects.bulk_create(
+                [AccountSweep(account_id=a, enqueued_at=now) for a in chunk],
+                update_conflicts=True,
+                unique_fields=["account"],
+                update_fields=["enqueued_at"],
+            )
+            transaction.on_commit(partial(_enqueue_accounts, chunk))
+        result.batches += 1
+        result.enqueued += len(chunk)
+    # Mails whose delivery could not be queued (broker down) go out now.
+    result.notices_requeued = notices_requeue_stale(older_than=now - NOTICE_REQUEUE_AFTER)
+    return result
+
+
+def _enqueue_accounts(account_ids: list[int]) -> None:
+    from .tasks import dunning_account
+
+    for n, account_id in enumerate(account_ids):
+        try:
+            dunning_account.delay(account_id)
+        except Exception:
+            # The broker is down. Give the leases back so the next sweep hands these out again.
+            logger.exception("dunning: could not enqueue %d account(s); they stay due", len(account_ids) - n)
+            AccountSweep.objects.filter(account_id__in=account_ids[n:]).update(enqueued_at=None)
+            return
+
+
+def dunning_run_inline(*, now: dt.datetime) -> int:
+    """Run every due account in this process (manage.py run_dunning, tests). Returns the account count."""
+    ids = due_account_ids(now=now)
+    for account_id in ids:
+        account_dunning_run(account_id=account_id, now=now)
+    return len(ids)
+
+
+# ---------------------------------------------------------------------------------------------
+# One account
+
+
+@dataclass
+class RunReport:
+    account_id: int
+    reconciled: list[int] = field(default_factory=list)
+    renewed: list[int] = field(default_factory=list)
+    overdue: list[int] = field(default_factory=list)
+    charged: dict[int, str] = field(default_factory=dict)
+    lifecycle: dict[int, str] = field(default_factory=dict)
+
+
+def account_dunning_run(*, account_id: int, now: dt.datetime) -> RunReport:
+    """Everything due on one account: reconcile, renew, mark overdue, charge, move the lifecycle.
+
+    Safe to run twice at once or again after a crash: each step re-checks under the account lock, and
+    charges reuse the invoice's attempt key.
+    """
+    report = RunReport(account_id=account_id)
+    _reconcile_due(account_id=account_id, now=now, report=report)
+    report.renewed = [i.pk for i in renewals_invoice_due(now=now, account_id=account_id)]
+    _mark_overdue(account_id=account_id, now=now, report=report)
+    due_invoices = (
+        Invoice.objects.filter(
+            account_id=account_id,
+            next_attempt_at__lte=now,
+            status__in=Invoice.PAYABLE_STATUSES,
+            amount_due_minor__gt=0,
+        )
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    policies = retry_policies()
+    for invoice_id in list(due_invoices):
+        report.charged[invoice_id] = invoice_charge_due(invoice_id=invoice_id, now=now, policies=policies)
+    subs = Subscription.objects.filter(
+        account_id=account_id, next_lifecycle_at__lte=now, status__in=LIFECYCLE_STATUSES
+    ).order_by("pk")
+    for sub_id in list(subs.values_list("pk", flat=True)):
+        report.lifecycle[sub_id] = subscription_lifecycle_step(subscription_id=sub_id, now=now)
+    AccountSweep.objects.filter(account_id=account_id).update(enqueued_at=None, finished_at=timezone.now())
+    return report
+
+
+def _reconcile_due(*, account_id: int, now: dt.datetime, report: RunReport) -> None:
+    attempts = PaymentAttempt.objects.filter(
+        Q(status=PaymentAttempt.Status.UNKNOWN, reconcile_after__lte=now)
+        | Q(status=PaymentAttempt.Status.PENDING, created_at__lte=now - PENDING_STALE_AFTER),
+        account_id=account_id,
+    ).order_by("pk")
+    policies: dict[str, RetryPolicy] | None = None
+    for attempt_id in list(attempts.values_list("pk", flat=True)):
+        attempt = attempt_reconcile(attempt_id=attempt_id)
+        report.reconciled.append(attempt_id)
+        if attempt.status in PaymentAttempt.IN_FLIGHT or attempt_number(attempt.idempotency_key) is None:
+            continue
+        # A dunning charge got its real outcome: schedule its invoice as if the answer came at once.
+        policies = policies or retry_policies()
+        for invoice_id in attempt.allocations.values_list("invoice_id", flat=True):
+            invoice_after_attempt(invoice_id=invoice_id, attempt_id=attempt.pk, now=now, policies=policies)
+
+
+def _mark_overdue(*, account_id: int, now: dt.datetime, report: RunReport) -> None:
+    """Open invoices past their due date with nothing scheduled (bank transfer, no card) become past due."""
+    today = timezone.localdate(now)
+    ids = list(
+        Invoice.objects.filter(
+            account_id=account_id, status=Invoice.Status.OPEN, due_on__lt=today, next_attempt_at__isnull=True
+        ).values_list("pk", flat=True)
+    )
+    for invoice_id in ids:
+        with transaction.atomic():
+            account_lock(account_id=account_id)
+            invoice = invoice_mark_past_due(invoice_id=invoice_id, at=now)
+            if invoice.subscription_id:
+                sub = _mark_subscription_past_due(subscription_id=invoice.subscription_id, now=now)
+                if sub is not None:
+                    _schedule_final_warning(sub=sub, now=now)
+        report.overdue.append(invoice_id)
+
+
+def _mark_subscription_past_due(*, subscription_id: int, now: dt.datetime) -> Subscription | None:
+    try:
+        return subscription_mark_past_due(subscription_id=subscription_id, at=now)
+    except InvalidTransition:  # cancelled or deleted: the lifecycle is past this point
+        return None
+
+
+def _schedule_final_warning(*, sub: Subscription, now: dt.datetime) -> None:
+    """Make the lifecycle sweep look at a past-due subscription in time for the final warning."""
+    if sub.status != Subscription.Status.PAST_DUE or sub.grace_ends_at is None:
+        return
+    warn_at = sub.grace_ends_at - dt.timedelta(days=settings.DUNNING_FINAL_WARNING_DAYS)
+    wake = max(warn_at, now) if now < sub.grace_ends_at else sub.grace_ends_at
+    if sub.next_lifecycle_at is None or wake < sub.next_lifecycle_at:
+        Subscription.objects.filter(pk=sub.pk).update(next_lifecycle_at=wake)
+        sub.next_lifecycle_at = wake
+
+
+def invoice_charge_due(
+    *, invoice_id: int, now: dt.datetime, policies: dict[str, RetryPolicy] | None = None
+) -> str:
+    """Charge one due invoice off-session, once. Returns what happened, in a word, for reports."""
+    with transaction.atomic():
+        account = account_lock(
+            account_id=Invoice.objects.values_list("account_id", flat=True).get(pk=invoice_id)
+        )
+        invoice = (
+            Invoice.objects.select_for_update(of=("self",))
+            .select_related("subscription__payment_method", "subscription__product")
+            .get(pk=invoice_id)
+        )
+        # Re-check under the lock: a customer, support or another worker may have been first.
+        if not invoice.is_payable or invoice.next_attempt_at is None or invoice.next_attempt_at > now:
+            return "not_due"
+        sub = invoice.subscription
+        if sub is not None and sub.status in (Subscription.Status.CANCELLED, Subscription.Status.DELETED):
+            invoice.next_attempt_at = None
+            invoice.save(update_fields=["next_attempt_at"])
+            return "subscription_ended"
+        method = _chargeable_method(sub, account) if sub is not None else None
+        if method is None:
+            invoice.next_attempt_at = None
+            invoice.save(update_fields=["next_attempt_at"])
+            return "no_method"
+        in_flight = (
+            PaymentAttempt.objects.filter(
+                account_id=account.pk, status__in=PaymentAttempt.IN_FLIGHT, allocations__invoice=invoice
+            )
+            .order_by("-pk")
+            .first()
+        )
+        number = invoice.attempt_count + 1
+        key = f"{KEY_PREFIX}{invoice.pk}:{number}"
+        if in_flight is not None and in_flight.idempotency_key != key:
+            # Never charge while another charge's outcome is open: look again after its reconciliation.
+            invoice.next_attempt_at = max(in_flight.reconcile_after or now, now) + dt.timedelta(seconds=1)
+            invoice.save(update_fields=["next_attempt_at"])
+            return "in_flight"
+        source = (
+            PaymentAttempt.Source.RENEWAL
+            if invoice.first_failed_at is None and invoice.transaction_type == Invoice.TransactionType.RENEW
+            else PaymentAttempt.Source.RETRY
+        )
+        # The lease: while this charge runs nobody else takes the invoice; if this process dies, the
+        # invoice is due again when the lease ends and asks with the same key.
+        invoice.next_attempt_at = now + settings.DUNNING_ENQUEUE_LEASE
+        invoice.save(update_fields=["next_attempt_at"])
+        method_id = method.pk
+    try:
+        attempt = invoices_charge(
+            account_id=account.pk,
+            invoice_ids=[invoice.pk],
+            payment_method_id=method_id,
+            source=source,
+            off_session=True,
+            idempotency_key=key,
+            actor_label=JOB_LABEL,
+            description=f"Invoice {invoice.number}",
+        )
+    except NothingToPay:
+        Invoice.objects.filter(pk=invoice.pk).exclude(status__in=Invoice.PAYABLE_STATUSES).update(
+            next_attempt_at=None
+        )
+        return "nothing_to_pay"
+    except PaymentInProgress:
+        return "in_flight"
+    except PaymentError:
+        logger.exception("dunning: invoice %s could not be charged", invoice.number)
+        Invoice.objects.filter(pk=invoice.pk).update(next_attempt_at=None)
+        return "error"
+    invoice_after_attempt(invoice_id=invoice.pk, attempt_id=attempt.pk, now=now, policies=policies)
+    return str(attempt.status)
+
+
+def invoice_after_attempt(
+    *, invoice_id: int, attempt_id: int, now: dt.datetime, policies: dict[str, RetryPolicy] | None = None
+) -> Invoice:
+    """Schedule what comes after an off-session attempt on an invoice, by its outcome and decline category.
+
+    Idempotent: the attempt number only moves forward, and each notice has its attempt in its dedupe key.
+    """
+    policies = policies or retry_policies()
+    with transaction.atomic():
+        account = account_lock(
+            account_id=Invoice.objects.values_list("account_id", flat=True).get(pk=invoice_id)
+        )
+        invoice = Invoice.objects.select_for_update().get(pk=invoice_id)
+        attempt = PaymentAttempt.objects.select_related("payment_method").get(pk=attempt_id)
+        number = attempt_number(attempt.idempotency_key) or 0
+        fields = set()
+        if number > invoice.attempt_count:
+            invoice.attempt_count = number
+            fields.add("attempt_count")
+        if number and number < invoice.attempt_count:
+            pass  # an old attempt's late answer: scheduling belongs to the newer one
+        elif not invoice.is_payable:
+            invoice.next_attempt_at = None
+            fields.add("next_attempt_at")
+        elif attempt.status in (PaymentAttempt.Status.PENDING, PaymentAttempt.Status.UNKNOWN):
+            # Outcome open: no charge until reconciliation has the real answer.
+            invoice.next_attempt_at = max(attempt.reconcile_after or now, now) + dt.timedelta(seconds=1)
+            fields.add("next_attempt_at")
+        elif attempt.status == PaymentAttempt.Status.CANCELED:
+            # Reconciliation found that the charge never reached the bank: try again, with a fresh key.
+            never_arrived = PaymentAttempt.objects.filter(
+                allocations__invoice=invoice,
+                status=PaymentAttempt.Status.CANCELED,
+                idempotency_key__startswith=f"{KEY_PREFIX}{invoice.pk}:",
+            ).count()
+            wait = NEVER_ARRIVED_BACKOFF[min(max(never_arrived - 1, 0), len(NEVER_ARRIVED_BACKOFF) - 1)]
+            invoice.next_attempt_at = now + wait
+            fields.add("next_attempt_at")
+        elif attempt.status in (PaymentAttempt.Status.FAILED, PaymentAttempt.Status.REQUIRES_ACTION):
+            code = attempt.decline_code or (
+                "authentication_required" if attempt.status == PaymentAttempt.Status.REQUIRES_ACTION else ""
+            )
+            category = decline_category(code)
+            failed_at = attempt.completed_at or now
+            if invoice.first_failed_at is None:
+                invoice.first_failed_at = failed_at
+                fields.add("first_failed_at")
+            invoice.next_attempt_at = next_retry_at(
+                first_failed_at=invoice.first_failed_at, days=policies[category].days, now=now
+            )
+            fields.add("next_attempt_at")
+            invoice.save(update_fields=sorted(fields))
+            fields.clear()
+            if invoice.status == Invoice.Status.OPEN:
+                invoice = invoice_mark_past_due(invoice_id=invoice.pk, at=failed_at)
+            sub = None
+            if invoice.subscription_id:
+                sub = _mark_subscription_past_due(subscription_id=invoice.subscription_id, now=failed_at)
+                if sub is not None:
+                    _schedule_final_warning(sub=sub, now=now)
+            _notify_failure(account=account, invoice=invoice, attempt=attempt, category=category, sub=sub)
+        if fields:
+            invoice.save(update_fields=sorted(fields))
+    return invoice
+
+
+# ---------------------------------------------------------------------------------------------
+# Lifecycle
+
+
+def subscription_lifecycle_step(*, subscription_id: int, now: dt.datetime) -> str:
+    """Move one unpaid subscription along: final warning → disabled → cancelled → data deleted."""
+    detached: list[tuple[str, str]] = []
+    with transaction.atomic():
+        account = account_lock(
+            account_id=Subscription.objects.values_list("account_id", flat=True).get(pk=subscription_id)
+        )
+        sub = (
+            Subscription.objects.select_for_update(of=("self",))
+            .select_related("product")
+            .get(pk=subscription_id)
+        )
+        if sub.next_lifecycle_at is None or sub.next_lifecycle_at > now:
+            return "not_due"
+        if sub.status == Subscription.Status.PAST_DUE:
+            if not sub.invoices.filter(status=Invoice.Status.PAST_DUE).exists():
+                subscription_restore(subscription_id=sub.pk, at=now, actor_label=JOB_LABEL)
+                return "restored"
+            assert sub.grace_ends_at is not None
+            if now < sub.grace_ends_at:
+                warn_at = sub.grace_ends_at - dt.timedelta(days=settings.DUNNING_FINAL_WARNING_DAYS)
+                if now >= warn_at:
+                    _notify(
+                        account=account,
+                        kind="final_warning",
+                        dedupe_key=f"final_warning:{sub.pk}:{sub.grace_ends_at:%Y%m%d}",
+                        sub=sub,
+                        context={"disable_on": _date(sub.grace_ends_at, account)},
+                    )
+                    sub.next_lifecycle_at = sub.grace_ends_at
+                    result = "final_warning"
+                else:
+                    sub.next_lifecycle_at = warn_at
+                    result = "waiting"
+                sub.save(update_fields=["next_lifecycle_at"])
+                return result
+            sub = subscription_disable(subscription_id=sub.pk, at=now)
+            assert sub.next_lifecycle_at is not None
+            _notify(
+                account=account,
+                kind="disabled",
+                dedupe_key=f"disabled:{sub.pk}:{now:%Y%m%d}",
+                sub=sub,
+                context={"cancel_on": _date(sub.next_lifecycle_at, account)},
+            )
+            return "disabled"
+        if sub.status == Subscription.Status.DISABLED:
+            sub = subscription_cancel(subscription_id=sub.pk, at=now)
+            assert sub.next_lifecycle_at is not None
+            # From here on a payment no longer reactivates it: stop charging its invoices.
+            sub.invoices.filter(next_attempt_at__isnull=False).update(next_attempt_at=None)
+            _notify(
+                account=account,
+                kind="cancelled",
+                dedupe_key=f"cancelled:{sub.pk}",
+                sub=sub,
+                context={"delete_on": _date(sub.next_lifecycle_at, account)},
+            )
+            return "cancelled"
+        if sub.status == Subscription.Status.CANCELLED:
+            sub, detached = subscription_delete_data(subscription_id=sub.pk, at=now)
+            transaction.on_commit(partial(_detach_at_gateway, detached))
+            return "data_deleted"
+        sub.next_lifecycle_at = None
+        sub.save(update_fields=["next_lifecycle_at"])
+        return "nothing"
+
+
+def _detach_at_gateway(tokens: list[tuple[str, str]]) -> None:
+    """Best effort: ask gateways that can forget a card to do so. Our rows already forgot the token."""
+    for gateway_name, token in tokens:
+        try:
+            gateway: Any = get_gateway(gateway_name)
+            detach = getattr(gateway, "detach", None)
+            if detach is not None:
+                detach(token=token)
+        except Exception:
+            logger.exception("dunning: could not detach a %s token at the gateway", gateway_name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Notices
+
+
+def _date(value: dt.datetime, account: BillingAccount) -> str:
+    with translation.override(account.language):
+        return formats.date_format(timezone.localtime(value), "DATE_FORMAT")
+
+
+def settle_url(*, account_id: int, method_id: int | None) -> str:
+    if method_id is None:
+        return f"{settings.SITE_URL}/a/{account_id}/billing/payment-methods/"
+    return f"{settings.SITE_URL}/a/{account_id}/billing/settle/{method_id}/"
+
+
+def _notify(
+    *, account: BillingAccount, kind: str, dedupe_key: str, sub: Subscription, context: dict[str, Any]
+) -> None:
+    due = sum(
+        sub.invoices.filter(status__in=Invoice.PAYABLE_STATUSES).values_list("amount_due_minor", flat=True)
+    )
+    notice_send(
+        account=account,
+        kind=kind,
+        dedupe_key=dedupe_key,
+        context={
+            "product": sub.product.name,
+            "amount": format_money(due, sub.currency, account.language),
+            "settle_url": settle_url(account_id=account.pk, method_id=sub.payment_method_id),
+            **context,
+        },
+    )
+
+
+def _notify_failure(
+    *,
+    account: BillingAccount,
+    invoice: Invoice,
+    attempt: PaymentAttempt,
+    category: str,
+    sub: Subscription | None,
+) -> None:
+    method = attempt.payment_method
+    with translation.override(account.language):
+        reason = decline_message(attempt.decline_code or category)
+    auth = category == RetryPolicy.Category.AUTHENTICATION_REQUIRED
+    kind = "authentication_required" if auth else "payment_failed"
+    notice_send(
+        account=account,
+        kind=kind,
+        dedupe_key=f"{kind}:{attempt.pk}",
+        context={
+            "product": sub.product.name if sub else invoice.number,
+            "invoice": invoice.number,
+            "amount": format_money(invoice.amount_due_minor, invoice.currency, account.language),
+            "method": method.label if method else "",
+            "reason": reason,
+            "retry_on": _date(invoice.next_attempt_at, account) if invoice.next_attempt_at else "",
+            "disable_on": _date(sub.grace_ends_at, account) if sub and sub.grace_ends_at else "",
+            "settle_url": settle_url(account_id=account.pk, method_id=attempt.payment_method_id),
+        },
+    )

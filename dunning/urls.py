@@ -1,0 +1,9 @@
+from django.urls import path
+
+from . import views
+
+app_name = "dunning"
+
+urlpatterns = [
+    path("products/<int:subscription_id>/timeline/", views.subscription_timeline, name="timeline"),
+]

@@ -1,0 +1,168 @@
+"""Retry scheduling, re-checks under the lock, notices once, policies from settings and the admin."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+import time_machine
+from django.core.exceptions import ValidationError
+from django.test import TestCase
+from django.utils import timezone
+
+from accounts.models import Membership
+from dunning.models import AccountSweep, RetryPolicy
+from dunning.services import (
+    account_dunning_run,
+    dunning_sweep,
+    invoice_after_attempt,
+    next_retry_at,
+    retry_policies,
+)
+from notifications.models import Notice
+from payments.models import PaymentAttempt
+from payments.services import invoice_pay
+from subscriptions.models import Invoice
+from tests.payments.scenario import card
+
+from .helpers import INSUFFICIENT_FUNDS, SUCCEEDS, bank_charges, renewal_invoice, renewing_subscription
+
+pytestmark = pytest.mark.django_db
+
+START = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
+
+
+def test_next_retry_is_the_first_scheduled_day_after_now_counted_from_the_first_failure():
+    first = START
+    assert next_retry_at(first_failed_at=first, days=[1, 3, 5, 7], now=first) == first + dt.timedelta(days=1)
+    assert next_retry_at(first_failed_at=first, days=[1, 3, 5, 7], now=first + dt.timedelta(days=2)) == (
+        first + dt.timedelta(days=3)
+    )
+    # A worker that was down for days continues with the next retry, not a burst of missed ones.
+    assert next_retry_at(first_failed_at=first, days=[1, 3, 5, 7], now=first + dt.timedelta(days=6)) == (
+        first + dt.timedelta(days=7)
+    )
+    assert next_retry_at(first_failed_at=first, days=[1, 3, 5, 7], now=first + dt.timedelta(days=7)) is None
+
+
+def test_policies_come_from_settings_and_an_admin_edit_changes_the_schedule(settings):
+    settings.DUNNING_SOFT_RETRY_DAYS = [2, 4]
+    policies = retry_policies()
+    assert policies["soft"].days == [2, 4]
+    assert policies["hard"].days == []
+    assert policies["authentication_required"].retries_off_session is False
+    RetryPolicy.objects.filter(category="soft").update(retry_days=[1, 10])
+    with time_machine.travel(START, tick=False):
+        r = renewing_subscription(number=INSUFFICIENT_FUNDS)
+        account_dunning_run(account_id=r.account.pk, now=timezone.now())
+        assert renewal_invoice(r.sub).next_attempt_at == START + dt.timedelta(days=1)
+        RetryPolicy.objects.filter(category="soft").update(retries_off_session=False)
+        with time_machine.travel(START + dt.timedelta(days=1), tick=False):
+            account_dunning_run(account_id=r.account.pk, now=timezone.now())
+        assert renewal_invoice(r.sub).next_attempt_at is None
+
+
+def test_policy_days_are_validated():
+    policy = RetryPolicy(category="soft", retry_days=[3, 1])
+    with pytest.raises(ValidationError):
+        policy.full_clean()
+    policy.retry_days = [1, 3, 5, 7]
+    policy.full_clean()
+
+
+def test_a_retry_rechecks_under_the_lock_and_charges_nothing_once_the_customer_paid():
+    with time_machine.travel(START, tick=False) as traveller:
+        r = renewing_subscription(number=INSUFFICIENT_FUNDS)
+        account_dunning_run(account_id=r.account.pk, now=timezone.now())
+        invoice = renewal_invoice(r.sub)
+        traveller.shift(dt.timedelta(days=1))
+        # The sweep hands the account to a worker, but the message waits in the queue...
+        with TestCase.captureOnCommitCallbacks(execute=False) as callbacks:
+            result = dunning_sweep(now=timezone.now())
+        assert result.enqueued == 1
+        # ...while the customer pays with another card.
+        owner = Membership.objects.get(account=r.account, role="owner").user
+        good = card(account=r.account, number=SUCCEEDS, owner=owner)
+        invoice_pay(
+            account_id=r.account.pk,
+            invoice_id=invoice.pk,
+            payment_method_id=good.pk,
+            actor=owner,
+            idempotency_key="k",
+        )
+        for callback in callbacks:
+            callback()  # the worker finally runs it (eagerly here)
+        assert len(bank_charges(r.method)) == 1  # only the first, failed renewal charge
+        invoice.refresh_from_db()
+        assert invoice.status == Invoice.Status.PAID
+        assert invoice.next_attempt_at is None
+
+
+def test_the_sweep_hands_an_account_out_once_per_lease(settings):
+    with time_machine.travel(START, tick=False) as traveller:
+        r = renewing_subscription(number=SUCCEEDS)
+        with TestCase.captureOnCommitCallbacks(execute=False) as first:
+            assert dunning_sweep(now=timezone.now()).enqueued == 1
+        assert len(first) == 1
+        with TestCase.captureOnCommitCallbacks(execute=False):
+            again = dunning_sweep(now=timezone.now())
+        assert (again.enqueued, again.leased) == (0, 1)
+        # The worker died: after the lease the next sweep hands it out again.
+        traveller.shift(settings.DUNNING_ENQUEUE_LEASE + dt.timedelta(seconds=1))
+        with TestCase.captureOnCommitCallbacks(execute=True):
+            assert dunning_sweep(now=timezone.now()).enqueued == 1
+        assert renewal_invoice(r.sub).status == Invoice.Status.PAID
+        assert AccountSweep.objects.get(account=r.account).enqueued_at is None
+
+
+def test_the_sweep_batches_accounts():
+    with time_machine.travel(START, tick=False):
+        for _ in range(5):
+            renewing_subscription(number=SUCCEEDS)
+        with TestCase.captureOnCommitCallbacks(execute=False) as callbacks:
+            result = dunning_sweep(now=timezone.now(), batch_size=2)
+        assert (result.enqueued, result.batches, len(callbacks)) == (5, 3, 3)
+
+
+def test_a_failure_is_notified_once_however_often_it_is_scheduled():
+    with time_machine.travel(START, tick=False):
+        r = renewing_subscription(number=INSUFFICIENT_FUNDS)
+        account_dunning_run(account_id=r.account.pk, now=timezone.now())
+        attempt = PaymentAttempt.objects.get(account=r.account)
+        invoice = renewal_invoice(r.sub)
+        for _ in range(3):
+            invoice_after_attempt(invoice_id=invoice.pk, attempt_id=attempt.pk, now=timezone.now())
+            account_dunning_run(account_id=r.account.pk, now=timezone.now())
+        assert Notice.objects.filter(account=r.account, kind="payment_failed").count() == 1
+        assert len(bank_charges(r.method)) == 1
+
+
+def test_a_repeated_task_reuses_the_attempt_key_instead_of_charging_again():
+    """A worker that died after the charge but before recording it: the rerun asks with the same key."""
+    with time_machine.travel(START, tick=False):
+        r = renewing_subscription(number=INSUFFICIENT_FUNDS)
+        account_dunning_run(account_id=r.account.pk, now=timezone.now())
+        invoice = renewal_invoice(r.sub)
+        # Roll the invoice's own bookkeeping back as if the process died before invoice_after_attempt.
+        Invoice.objects.filter(pk=invoice.pk).update(attempt_count=0, next_attempt_at=timezone.now())
+        account_dunning_run(account_id=r.account.pk, now=timezone.now())
+        assert len(bank_charges(r.method)) == 1
+        invoice.refresh_from_db()
+        assert invoice.attempt_count == 1
+        assert invoice.next_attempt_at == START + dt.timedelta(days=1)
+
+
+def test_dutch_account_gets_dutch_mail():
+    from django.core import mail
+
+    with time_machine.travel(START, tick=False):
+        r = renewing_subscription(number=INSUFFICIENT_FUNDS, language="nl")
+        with TestCase.captureOnCommitCallbacks(execute=True):
+            account_dunning_run(account_id=r.account.pk, now=timezone.now())
+        notice = Notice.objects.get(account=r.account)
+        assert notice.language == "nl"
+        assert notice.subject.startswith("Betaling mislukt")
+        message = mail.outbox[-1]
+        assert message.to == [r.account.notification_email]
+        assert "Saldo vereffenen" in message.body
+        assert "Saldo vereffenen" in message.alternatives[0][0]
