@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Prefetch, Q, QuerySet
 
 from accounts.models import BillingAccount
 from billing_portal.money import Money
@@ -104,9 +104,22 @@ def payment_method_past_due_total(*, account: BillingAccount, method_id: int) ->
 
 
 def attempts_due_for_reconcile(*, now, limit: int = 100) -> QuerySet[PaymentAttempt]:
+    """Unknown attempts whose next look-up is due, and pending ones a crashed process left behind."""
+    from .services import PENDING_STALE_AFTER
+
     return PaymentAttempt.objects.filter(
-        status=PaymentAttempt.Status.UNKNOWN, reconcile_after__lte=now
-    ).order_by("reconcile_after", "pk")[:limit]
+        Q(status=PaymentAttempt.Status.UNKNOWN, reconcile_after__lte=now)
+        | Q(status=PaymentAttempt.Status.PENDING, created_at__lt=now - PENDING_STALE_AFTER)
+    ).order_by("created_at", "pk")[:limit]
+
+
+def attempts_abandoned(*, now, limit: int = 100) -> QuerySet[PaymentAttempt]:
+    """3-D Secure challenges nobody finished: canceled at the gateway so they block no retry."""
+    from .services import ABANDONED_ACTION_AFTER
+
+    return PaymentAttempt.objects.filter(
+        status=PaymentAttempt.Status.REQUIRES_ACTION, created_at__lt=now - ABANDONED_ACTION_AFTER
+    ).order_by("created_at", "pk")[:limit]
 
 
 def payment_methods_for_account(*, account: BillingAccount) -> QuerySet[PaymentMethod]:
