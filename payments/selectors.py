@@ -75,6 +75,19 @@ def settle_quote(
     )
 
 
+def attempts_in_flight(*, account: BillingAccount, invoice_ids: list[int]) -> list[PaymentAttempt]:
+    """Payments still under way for these invoices (pending, waiting for 3-D Secure, or being checked)."""
+    if not invoice_ids:
+        return []
+    return list(
+        PaymentAttempt.objects.filter(
+            account=account, status__in=PaymentAttempt.IN_FLIGHT, allocations__invoice_id__in=invoice_ids
+        )
+        .distinct()
+        .order_by("pk")
+    )
+
+
 def payment_methods_usable(*, account: BillingAccount) -> QuerySet[PaymentMethod]:
     """Cards a payer may choose (removed ones are gone)."""
     return (
@@ -104,9 +117,22 @@ def payment_method_past_due_total(*, account: BillingAccount, method_id: int) ->
 
 
 def attempts_due_for_reconcile(*, now, limit: int = 100) -> QuerySet[PaymentAttempt]:
+    """Unknown attempts whose next look-up is due, and pending ones a crashed process left behind."""
+    from .services import PENDING_STALE_AFTER
+
     return PaymentAttempt.objects.filter(
-        status=PaymentAttempt.Status.UNKNOWN, reconcile_after__lte=now
-    ).order_by("reconcile_after", "pk")[:limit]
+        Q(status=PaymentAttempt.Status.UNKNOWN, reconcile_after__lte=now)
+        | Q(status=PaymentAttempt.Status.PENDING, created_at__lt=now - PENDING_STALE_AFTER)
+    ).order_by("created_at", "pk")[:limit]
+
+
+def attempts_abandoned(*, now, limit: int = 100) -> QuerySet[PaymentAttempt]:
+    """3-D Secure challenges nobody finished: canceled at the gateway so they block no retry."""
+    from .services import ABANDONED_ACTION_AFTER
+
+    return PaymentAttempt.objects.filter(
+        status=PaymentAttempt.Status.REQUIRES_ACTION, created_at__lt=now - ABANDONED_ACTION_AFTER
+    ).order_by("created_at", "pk")[:limit]
 
 
 # Subscriptions a card still pays for (cancelled and deleted ones no longer renew).

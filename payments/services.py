@@ -53,6 +53,8 @@ RECONCILE_BACKOFF = (
 )
 # A `pending` attempt older than this lost its process between phase 1 and 3; reconcile it too.
 PENDING_STALE_AFTER = dt.timedelta(minutes=5)
+# A 3-D Secure challenge still open after this is canceled, so it cannot block retries forever.
+ABANDONED_ACTION_AFTER = dt.timedelta(hours=24)
 # For gateways whose lookup is a search (Stripe), a miss is believed only after this long.
 NOT_FOUND_TRUSTED_AFTER = dt.timedelta(minutes=10)
 
