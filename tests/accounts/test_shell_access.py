@@ -177,3 +177,13 @@ def test_sign_in_is_rate_limited(client, settings, world):
     assert response.status_code == 429
     assert "Too many sign-in attempts" in response.content.decode()
     assert "_auth_user_id" not in client.session
+
+
+def test_shell_prints_no_template_comments(client, world):
+    """A multi-line {# #} comment is printed verbatim; one that mentioned <style> blanked every page."""
+    account, users, _ = world
+    client.force_login(users["owner"])
+    for url in (reverse("accounts:signin"), reverse("accounts:home", kwargs={"account_id": account.pk})):
+        body = client.get(url, follow=True).content.decode()
+        assert "{#" not in body
+        assert "{%" not in body
