@@ -53,6 +53,7 @@ def methods(request: HttpRequest, membership: Membership) -> HttpResponse:
     for card in cards:
         card.past_due = summary.for_method(card.pk)  # type: ignore[attr-defined]
         card.decline_reason = decline_reason(card.last_decline_code)  # type: ignore[attr-defined]
+        card.more_subscriptions = card.live_subscription_count - len(card.first_subscriptions)  # type: ignore[attr-defined]
         # The warning names a declined card while something it pays is still past due; once that
         # balance is settled (with another card) the warning is gone, the card keeps its status.
         if card.status in (card.Status.DECLINED, card.Status.EXPIRED) and card.past_due:  # type: ignore[attr-defined]
