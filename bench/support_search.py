@@ -1,8 +1,9 @@
 """Support search over a million billing accounts on PostgreSQL.
 
-For each search key, ~50 different queries drawn from the loaded data: p50/p95 of the selector
+For each search key, 50 different queries drawn from the loaded data: p50/p95 of the selector
 (support.selectors.support_search, ORM and Python included) and, in the same run, of the bare
-SQL it sends (the very statements, captured and replayed on the raw psycopg connection).
+SQL it sends (the very statements, captured and replayed on the raw psycopg connection). Each
+query is timed three times, selector and SQL alternating, and its best time kept.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/bp_sup_bench .venv/bin/python bench/support_search.py
 
@@ -28,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 RUNS_PER_KEY = 50
+REPEATS = 3
 
 # Per account: 1.25 members, 1 subscription, 2 invoices, 0.9 cards (10% pay by bank transfer),
 # 0.5 payment attempts. First words repeat every 20 accounts, so "northw" matches 5% of them.
@@ -228,7 +230,10 @@ def _queries(connection: Any, n: int, rng: random.Random) -> dict[str, list[str]
         # A fragment shared by 5% of all accounts: the first 50 hits, unsorted, are enough.
         "name (common)": [rng.choice(["northw", "contos", "fabrik", "litwar", "tailsp"]) for _ in ids],
         "domain": domains,
+        # Exact keys miss, so the trigram fallback answers: part of a domain, part of an address.
+        "domain (partial)": [d.split(".")[0][2:] for d in domains],
         "member e-mail": emails,
+        "member e-mail (partial)": [e.split("@")[0][-9:] + "@ben" for e in emails],
         "invoice number": numbers,
         "subscription id": [str(i) for i in ids],
         "payment reference": [f"PAY-{pk:08d}" for pk in attempts],
@@ -255,21 +260,27 @@ def _measure(connection: Any, queries: dict[str, list[str]]) -> list[dict[str, A
         statements = 0
         hits = 0
         for q in qs:
-            support_search(query=q)  # warm: plan cache, buffers
-            t = time.perf_counter()
-            results = support_search(query=q)
-            selector_ms.append((time.perf_counter() - t) * 1000)
-            hits += bool(results)
+            support_search(query=q)  # warm: buffers
             with CaptureQueriesContext(connection) as captured:
-                support_search(query=q)
+                results = support_search(query=q)
+            hits += bool(results)
             sqls = [c["sql"] for c in captured.captured_queries]
             statements = len(sqls)
-            with raw.cursor() as cursor:
+            # Best of REPEATS for each query, alternating selector and bare SQL, so that another
+            # process taking the CPU for a moment (this machine is shared) does not count as ours.
+            best_selector = best_sql = float("inf")
+            for _ in range(REPEATS):
                 t = time.perf_counter()
-                for sql in sqls:
-                    cursor.execute(sql)
-                    cursor.fetchall()
-                sql_ms.append((time.perf_counter() - t) * 1000)
+                support_search(query=q)
+                best_selector = min(best_selector, (time.perf_counter() - t) * 1000)
+                with raw.cursor() as cursor:
+                    t = time.perf_counter()
+                    for sql in sqls:
+                        cursor.execute(sql)
+                        cursor.fetchall()
+                    best_sql = min(best_sql, (time.perf_counter() - t) * 1000)
+            selector_ms.append(best_selector)
+            sql_ms.append(best_sql)
         row = {
             "key": key,
             "queries": len(qs),
@@ -283,7 +294,7 @@ def _measure(connection: Any, queries: dict[str, list[str]]) -> list[dict[str, A
         }
         rows.append(row)
         print(
-            f"{key:<18} {row['selector_p50_ms']:>9.2f} {row['selector_p95_ms']:>9.2f}   "
+            f"{key:<24} {row['selector_p50_ms']:>9.2f} {row['selector_p95_ms']:>9.2f}   "
             f"{row['sql_p50_ms']:>9.2f} {row['sql_p95_ms']:>9.2f}   {statements:>3}  {hits:>3}/{len(qs)}  e.g. {qs[0]}",
             flush=True,
         )
@@ -326,9 +337,9 @@ def main() -> int:
         print(f"Reusing the {present:,} accounts already in {db_name}", flush=True)
 
     queries = _queries(connection, n, random.Random(args.seed))
-    print(f"\nSupport search, {n:,} accounts, {RUNS_PER_KEY} queries per key (milliseconds)")
-    print(f"{'key':<18} {'selector':>9} {'':>9}   {'bare SQL':>9} {'':>9}   {'SQL':>3}  found")
-    print(f"{'':<18} {'p50':>9} {'p95':>9}   {'p50':>9} {'p95':>9}")
+    print(f"\nSupport search, {n:,} accounts, {RUNS_PER_KEY} queries per key, best of {REPEATS} each (ms)")
+    print(f"{'key':<24} {'selector':>9} {'':>9}   {'bare SQL':>9} {'':>9}   {'SQL':>3}  found")
+    print(f"{'':<24} {'p50':>9} {'p95':>9}   {'p50':>9} {'p95':>9}")
     rows = _measure(connection, queries)
 
     with connection.cursor() as cursor:
@@ -347,7 +358,9 @@ def main() -> int:
                 "load_average": [round(x, 2) for x in os.getloadavg()],
                 "cpus": os.cpu_count(),
                 "note": "selector = support.selectors.support_search end to end; bare SQL = the same statements "
-                "replayed on the raw psycopg connection in the same run",
+                "replayed on the raw psycopg connection in the same run; each query timed REPEATS times "
+                "(alternating), best kept; p50/p95 over the queries",
+                "repeats": REPEATS,
                 "results": rows,
             },
             indent=2,

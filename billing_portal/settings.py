@@ -90,6 +90,7 @@ TEMPLATES = [
                 "django.template.context_processors.csp",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "payments.context_processors.gateway",
             ],
             "builtins": ["billing_portal.templatetags.portal"],
         },
@@ -280,6 +281,10 @@ if PAYMENT_GATEWAY == "stripe":
 CELERY_BEAT_SCHEDULE["payments-reconcile-due"] = {
     "task": "payments.tasks.attempts_reconcile_due",
     "schedule": 15.0,
+}
+CELERY_BEAT_SCHEDULE["payments-abandon-stale-challenges"] = {
+    "task": "payments.tasks.attempts_abandon_stale",
+    "schedule": 3600.0,
 }
 
 # Lifecycle of an unpaid subscription (PRODUCT.md flow 7).

@@ -53,6 +53,8 @@ RECONCILE_BACKOFF = (
 )
 # A `pending` attempt older than this lost its process between phase 1 and 3; reconcile it too.
 PENDING_STALE_AFTER = dt.timedelta(minutes=5)
+# A 3-D Secure challenge still open after this is canceled, so it cannot block retries forever.
+ABANDONED_ACTION_AFTER = dt.timedelta(hours=24)
 # For gateways whose lookup is a search (Stripe), a miss is believed only after this long.
 NOT_FOUND_TRUSTED_AFTER = dt.timedelta(minutes=10)
 
@@ -147,8 +149,10 @@ def invoices_charge(
     shown, computed by the server), a different amount under the lock raises BalanceChanged.
     """
     invoice_ids = sorted(set(invoice_ids))
-    existing = PaymentAttempt.objects.filter(idempotency_key=idempotency_key, account_id=account_id).first()
+    existing = PaymentAttempt.objects.filter(idempotency_key=idempotency_key).first()
     if existing is not None:
+        if existing.account_id != account_id:  # keys are global; never answer with another account's attempt
+            raise PaymentError("idempotency key already used by another account")
         return existing
     attempt = None
     for _round in range(2):

@@ -165,3 +165,35 @@ def test_reader_sees_no_pay_actions(page: Page, live_server, demo):
     invoice = Invoice.objects.get(account=demo["account"], subscription__product__code="teams-essentials")
     page.goto(f"{base}/billing/invoices/{invoice.number}/pay/")
     expect(page.locator("#pay-submit")).to_have_count(0)
+
+
+def test_fabrikam_owner_fixes_the_expiry_and_the_same_card_pays(page: Page, live_server, demo):
+    fabrikam = BillingAccount.objects.get(domain="fabrikam.example")
+    visa = PaymentMethod.objects.get(account=fabrikam, last4="1881")
+    sign_in(page, live_server, "admin@fabrikam.example")
+    page.goto(f"{live_server.url}/a/{fabrikam.pk}/billing/settle/{visa.pk}/")
+    expect(page.locator("#settle-total")).to_contain_text("72,00")
+    # Fabrikam's language is Dutch: the pane speaks it and formats € 72,00 the Dutch way.
+    page.get_by_label("Nieuw vervaljaar").fill("2029")
+    page.get_by_role("button", name="Vervaldatum opslaan").click()
+    expect(page.get_by_text("is nu 10/2029")).to_be_visible()
+    page.locator("#settle-submit").click()
+    expect(page.locator("#receipt-reference")).to_be_visible()
+    visa.refresh_from_db()
+    assert (visa.exp_year, visa.status) == (2029, "valid")
+    assert Invoice.objects.filter(account=fabrikam, status="paid").count() == 1
+
+
+def test_settle_and_pay_panes_have_no_serious_accessibility_violations(page: Page, live_server, demo):
+    from axe_playwright_python.sync_playwright import Axe
+
+    sign_in(page, live_server, "admin@contoso.example")
+    invoice = Invoice.objects.get(account=demo["account"], subscription__product__code="teams-essentials")
+    for url in (
+        settle_url(live_server, demo) + f"?method={demo['mastercard'].pk}",
+        f"{live_server.url}/a/{demo['account'].pk}/billing/invoices/{invoice.number}/pay/",
+    ):
+        page.goto(url)
+        results = Axe().run(page)
+        serious = [v for v in results.response["violations"] if v["impact"] in ("serious", "critical")]
+        assert serious == [], [(v["id"], v["help"], [n["html"] for n in v["nodes"]][:3]) for v in serious]

@@ -118,3 +118,28 @@ def test_ids_from_another_account_are_404(support_client, northwind):
         support_client.get(reverse("support:invoice_retry", args=[account.pk, other_invoice.pk])).status_code
         == 404
     )
+
+
+def test_support_staff_do_not_reach_customer_pages(support_client, northwind):
+    """Support looks through the console only; it never acts inside a customer's portal."""
+    account, _sub, _invoice = northwind
+    for url in (
+        reverse("accounts:home", kwargs={"account_id": account.pk}),
+        reverse("subscriptions:invoices", kwargs={"account_id": account.pk}),
+        reverse("payments:methods", kwargs={"account_id": account.pk}),
+    ):
+        assert support_client.get(url).status_code == 404, url
+
+
+def test_account_page_shows_only_brand_last4_expiry_of_cards(support_client):
+    from tests.factories import BillingAccountFactory, PaymentMethodFactory
+
+    account = BillingAccountFactory()
+    PaymentMethodFactory(
+        account=account, last4="4444", holder_name="Adele Vance", gateway_token="pm_secret_token_value"
+    )
+    body = support_client.get(reverse("support:account", args=[account.pk])).content.decode()
+    assert "ending 4444" in body
+    assert "12/2030" in body
+    assert "pm_secret_token_value" not in body
+    assert "Adele Vance" not in body
