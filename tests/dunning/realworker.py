@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -23,7 +24,11 @@ def database_url_for_current_db() -> str:
 
 
 def start_worker(
-    *, concurrency: int = 2, pool: str = "prefork", extra_env: dict[str, str] | None = None, log: Path | None = None
+    *,
+    concurrency: int = 2,
+    pool: str = "prefork",
+    extra_env: dict[str, str] | None = None,
+    log: Path | None = None,
 ) -> subprocess.Popen:
     env = {
         **os.environ,
@@ -61,10 +66,8 @@ def start_worker(
 
 
 def kill_worker(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
