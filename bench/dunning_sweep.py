@@ -117,12 +117,12 @@ def main() -> int:
         broker = redis.Redis.from_url(redis_url)
         queue = app.conf.task_default_queue or "celery"
         worker = start_worker(concurrency=args.concurrency)
-        # Messages a killed worker left unacknowledged stay in "unacked" until Redis's visibility timeout;
-        # count from what is there now. One round trip first, so worker start-up is not measured.
-        unacked = broker.hlen("unacked")
 
+        # Done when the queue is empty: with prefetch 1, at most `concurrency` tasks are still running
+        # then. (Redis's "unacked" hash is no measure: ETA retries and messages of killed workers stay
+        # there until the visibility timeout.) One round trip first, so worker start-up is not measured.
         def drained() -> bool:
-            return broker.llen(queue) == 0 and broker.hlen("unacked") <= unacked
+            return broker.llen(queue) == 0
 
         noop.delay()
         _wait(drained, timeout=120)

@@ -166,3 +166,23 @@ def test_dutch_account_gets_dutch_mail():
         assert message.to == [r.account.notification_email]
         assert "Saldo vereffenen" in message.body
         assert "Saldo vereffenen" in message.alternatives[0][0]
+
+
+def test_final_warning_is_sent_even_when_the_wake_up_was_set_to_the_end_of_grace():
+    """Seed data and support's "extend grace" set next_lifecycle_at to the end of the grace period."""
+    from dunning.services import dunning_run_inline
+    from subscriptions.models import Subscription
+
+    with time_machine.travel(START, tick=False) as traveller:
+        r = renewing_subscription(number=INSUFFICIENT_FUNDS)
+        account_dunning_run(account_id=r.account.pk, now=timezone.now())
+        sub = Subscription.objects.get(pk=r.sub.pk)
+        assert sub.grace_ends_at is not None
+        Subscription.objects.filter(pk=sub.pk).update(next_lifecycle_at=sub.grace_ends_at)
+        while timezone.now() < sub.grace_ends_at + dt.timedelta(hours=1):
+            dunning_run_inline(now=timezone.now())
+            traveller.shift(dt.timedelta(hours=6))
+        warning = Notice.objects.get(account=r.account, kind="final_warning")
+        assert sub.grace_ends_at - warning.created_at <= dt.timedelta(days=3)
+        assert sub.grace_ends_at - warning.created_at > dt.timedelta(days=2)
+        assert Subscription.objects.get(pk=sub.pk).status == Subscription.Status.DISABLED
