@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import NoReverseMatch, reverse
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_http_methods
+from django_htmx.http import trigger_client_event
+
+from subscriptions.selectors import account_overview, past_due_summary
+
+from .decorators import account_member_required, is_htmx
+from .forms import NotificationSettingsForm, SignInForm
+from .models import Membership
+from .selectors import memberships_of_user
+from .services import billing_account_update_notifications
+
+
+class SignInView(auth_views.LoginView):
+    template_name = "accounts/signin.html"
+    authentication_form = SignInForm
+    redirect_authenticated_user = True
+
+
+class SignOutView(auth_views.LogoutView):
+    """POST only (Django's LogoutView refuses GET), so a link or an image can't sign anyone out."""
+
+
+@login_required
+def root(request: HttpRequest) -> HttpResponse:
+    """`/`: the first billing account's Home; support staff go to the console; others learn why there is nothing."""
+    first = memberships_of_user(user=request.user).first()  # type: ignore[arg-type]
+    if first is not None:
+        return redirect("accounts:home", account_id=first.account_id)
+    if request.user.is_staff:
+        try:
+            return redirect(reverse("support:home"))
+        except NoReverseMatch:
+            pass  # the console is not installed in this build
+    return render(request, "accounts/no_account.html", status=200)
+
+
+@account_member_required
+def home(request: HttpRequest, membership: Membership) -> HttpResponse:
+    account = membership.account
+    return render(
+        request,
+        "accounts/home.html",
+        {
+            "membership": membership,
+            "account": account,
+            "past_due": past_due_summary(account=account),
+            "overview": account_overview(account=account),
+        },
+    )
+
+
+@account_member_required
+def past_due_banner(request: HttpRequest, membership: Membership) -> HttpResponse:
+    """Home's banner and summary cards alone, for htmx to refresh after a `balanceChanged` event."""
+    account = membership.account
+    return render(
+        request,
+        "accounts/home.html#home-body",
+        {
+            "membership": membership,
+            "account": account,
+            "past_due": past_due_summary(account=account),
+            "overview": account_overview(account=account),
+        },
+    )
+
+
+@account_member_required
+def notifications(request: HttpRequest, membership: Membership) -> HttpResponse:
+    """Billing notifications: where billing mail goes and in which language. Everyone in the account sees it."""
+    return render(
+        request, "accounts/notifications.html", {"membership": membership, "account": membership.account}
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@account_member_required
+def notifications_edit(request: HttpRequest, membership: Membership) -> HttpResponse:
+    """The "Edit notification settings" pane (a page without JavaScript). Owners and admins only."""
+    if not membership.can_edit_notifications:
+        raise PermissionDenied
+    account = membership.account
+    if request.method == "POST":
+        form = NotificationSettingsForm(request.POST)
+        if form.is_valid():
+            account = billing_account_update_notifications(
+                account=account,
+                actor=request.user,  # type: ignore[arg-type]
+                email=form.cleaned_data["email"],
+                language=form.cleaned_data["language"],
+            )
+            messages.success(
+                request,
+                _("Billing notifications will go to %(email)s.") % {"email": account.notification_email},
+            )
+            if not is_htmx(request):
+                return redirect("accounts:notifications", account_id=account.pk)
+            # The pane closes (empty body); the settings card and the message bars are swapped out of band.
+            membership.account = account
+            response = render(
+                request, "accounts/notifications_saved.html", {"membership": membership, "account": account}
+            )
+            return trigger_client_event(response, "closePane")
+        messages.error(request, _("Nothing was changed. Correct the highlighted field and save again."))
+    else:
+        form = NotificationSettingsForm(
+            initial={"email": account.notification_email, "language": account.language}
+        )
+    return render(
+        request,
+        "accounts/notifications_edit.html",
+        {
+            "membership": membership,
+            "account": account,
+            "form": form,
+            "nav_current": "notifications",
+            "pane_close_url": reverse("accounts:notifications", kwargs={"account_id": account.pk}),
+        },
+    )

@@ -9,6 +9,7 @@ import os
 import sys
 from datetime import timedelta
 from pathlib import Path
+from typing import cast
 
 import dj_database_url
 from django.utils.csp import CSP
@@ -126,7 +127,7 @@ AUTH_PASSWORD_VALIDATORS = [
 if TESTING:
     PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 LOGIN_URL = "accounts:signin"
-LOGIN_REDIRECT_URL = "home"
+LOGIN_REDIRECT_URL = "/"  # accounts:root picks the billing account
 LOGOUT_REDIRECT_URL = "accounts:signin"
 
 # Sign-in rate limiting (django-axes): five failures per e-mail address and IP lock for 15 minutes.
@@ -258,6 +259,32 @@ STRIPE_PUBLISHABLE_KEY = os.environ.get("STRIPE_PUBLISHABLE_KEY", "")
 STRIPE_WEBHOOK_SECRET = os.environ.get("STRIPE_WEBHOOK_SECRET", "")
 STRIPE_API_BASE = os.environ.get("STRIPE_API_BASE", "")  # tests point the SDK at a local server
 STRIPE_WEBHOOK_TOLERANCE = 300  # seconds
+# Simulated gateway fault switches (card numbers), for tests and demos of reconciliation:
+# TIMEOUT: the bank takes the charge but the answer is lost; UNREACHABLE: the request never arrives.
+SIMULATED_GATEWAY_TIMEOUT_CARDS = [
+    n for n in os.environ.get("SIMULATED_GATEWAY_TIMEOUT_CARDS", "").split(",") if n
+]
+SIMULATED_GATEWAY_UNREACHABLE_CARDS = [
+    n for n in os.environ.get("SIMULATED_GATEWAY_UNREACHABLE_CARDS", "").split(",") if n
+]
+if PAYMENT_GATEWAY == "stripe":
+    # Stripe.js and Elements (card fields in Stripe's iframes) and the 3-D Secure redirect, in stripe mode only.
+    for _directive, _sources in {
+        "script-src": ["https://js.stripe.com"],
+        "frame-src": ["https://js.stripe.com", "https://hooks.stripe.com"],
+        "connect-src": ["https://api.stripe.com"],
+        "form-action": ["https://hooks.stripe.com"],
+    }.items():
+        SECURE_CSP[_directive] = list(cast("list[str]", SECURE_CSP.get(_directive, []))) + _sources
+# Payments whose gateway answer was lost are looked up again (payments.tasks).
+CELERY_BEAT_SCHEDULE["payments-reconcile-due"] = {
+    "task": "payments.tasks.attempts_reconcile_due",
+    "schedule": 15.0,
+}
+CELERY_BEAT_SCHEDULE["payments-abandon-stale-challenges"] = {
+    "task": "payments.tasks.attempts_abandon_stale",
+    "schedule": 3600.0,
+}
 
 # Lifecycle of an unpaid subscription (PRODUCT.md flow 7).
 BILLING_GRACE_PERIOD = timedelta(days=int(os.environ.get("BILLING_GRACE_DAYS", "30")))

@@ -207,3 +207,21 @@ class WebhookEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.gateway} {self.event_id} {self.type}"
+
+
+class GatewayCustomer(models.Model):
+    """The gateway's customer object for a billing account (Stripe: cus_…), so saved cards can be
+    charged off-session later."""
+
+    account = models.ForeignKey(BillingAccount, on_delete=models.CASCADE, related_name="gateway_customers")
+    gateway = models.CharField(max_length=20)
+    customer_id = models.CharField(max_length=255)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "gateway"], name="gatewaycustomer_one_per_account"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.gateway} {self.customer_id}"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from django.db.models import QuerySet
+from django.db.models import Count, Prefetch, Q, QuerySet
 
 from accounts.models import BillingAccount
 from billing_portal.money import Money
-from subscriptions.models import Invoice
+from subscriptions.models import Invoice, Subscription
 
 from .models import PaymentAttempt, PaymentMethod
 
@@ -75,6 +75,19 @@ def settle_quote(
     )
 
 
+def attempts_in_flight(*, account: BillingAccount, invoice_ids: list[int]) -> list[PaymentAttempt]:
+    """Payments still under way for these invoices (pending, waiting for 3-D Secure, or being checked)."""
+    if not invoice_ids:
+        return []
+    return list(
+        PaymentAttempt.objects.filter(
+            account=account, status__in=PaymentAttempt.IN_FLIGHT, allocations__invoice_id__in=invoice_ids
+        )
+        .distinct()
+        .order_by("pk")
+    )
+
+
 def payment_methods_usable(*, account: BillingAccount) -> QuerySet[PaymentMethod]:
     """Cards a payer may choose (removed ones are gone)."""
     return (
@@ -104,6 +117,46 @@ def payment_method_past_due_total(*, account: BillingAccount, method_id: int) ->
 
 
 def attempts_due_for_reconcile(*, now, limit: int = 100) -> QuerySet[PaymentAttempt]:
+    """Unknown attempts whose next look-up is due, and pending ones a crashed process left behind."""
+    from .services import PENDING_STALE_AFTER
+
     return PaymentAttempt.objects.filter(
-        status=PaymentAttempt.Status.UNKNOWN, reconcile_after__lte=now
-    ).order_by("reconcile_after", "pk")[:limit]
+        Q(status=PaymentAttempt.Status.UNKNOWN, reconcile_after__lte=now)
+        | Q(status=PaymentAttempt.Status.PENDING, created_at__lt=now - PENDING_STALE_AFTER)
+    ).order_by("created_at", "pk")[:limit]
+
+
+def attempts_abandoned(*, now, limit: int = 100) -> QuerySet[PaymentAttempt]:
+    """3-D Secure challenges nobody finished: canceled at the gateway so they block no retry."""
+    from .services import ABANDONED_ACTION_AFTER
+
+    return PaymentAttempt.objects.filter(
+        status=PaymentAttempt.Status.REQUIRES_ACTION, created_at__lt=now - ABANDONED_ACTION_AFTER
+    ).order_by("created_at", "pk")[:limit]
+
+
+# Subscriptions a card still pays for (cancelled and deleted ones no longer renew).
+_LIVE = [Subscription.Status.ACTIVE, Subscription.Status.PAST_DUE, Subscription.Status.DISABLED]
+
+# How many of a card's subscriptions the card names; the rest are counted ("and 12 more").
+SUBSCRIPTIONS_LISTED_PER_METHOD = 5
+
+
+def payment_methods_for_account(*, account: BillingAccount) -> QuerySet[PaymentMethod]:
+    """The account's cards (removed ones left out), each with how many live subscriptions it pays and the
+    first few of them. Two queries; the prefetch is sliced per card (a window function), so a card that
+    pays 1,000 subscriptions loads five."""
+    live = Q(subscriptions__status__in=_LIVE)
+    first_live = (
+        Subscription.objects.filter(status__in=_LIVE)
+        .select_related("product")
+        .order_by("product__name", "pk")
+    )[:SUBSCRIPTIONS_LISTED_PER_METHOD]
+    return (
+        PaymentMethod.objects.filter(account=account)
+        .exclude(status=PaymentMethod.Status.DETACHED)
+        .select_related("owner")
+        .annotate(live_subscription_count=Count("subscriptions", filter=live))
+        .prefetch_related(Prefetch("subscriptions", queryset=first_live, to_attr="first_subscriptions"))
+        .order_by("-is_default", "pk")
+    )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -52,6 +53,8 @@ RECONCILE_BACKOFF = (
 )
 # A `pending` attempt older than this lost its process between phase 1 and 3; reconcile it too.
 PENDING_STALE_AFTER = dt.timedelta(minutes=5)
+# A 3-D Secure challenge still open after this is canceled, so it cannot block retries forever.
+ABANDONED_ACTION_AFTER = dt.timedelta(hours=24)
 # For gateways whose lookup is a search (Stripe), a miss is believed only after this long.
 NOT_FOUND_TRUSTED_AFTER = dt.timedelta(minutes=10)
 
@@ -728,6 +731,28 @@ def payment_method_add_from_setup(
     return _payment_method_record(
         account_id=account_id, actor=actor, gateway_name="stripe", card=result, holder_name=holder_name
     )
+
+
+def card_setup_start(*, account_id: int, actor: Any) -> str:
+    """Stripe mode: a SetupIntent for Elements on the account's Stripe customer; returns its client secret."""
+    from .models import GatewayCustomer
+
+    _require_payer(account_id=account_id, actor=actor)
+    account = BillingAccount.objects.get(pk=account_id)
+    gateway: Any = get_gateway("stripe")
+    customer = GatewayCustomer.objects.filter(account=account, gateway="stripe").first()
+    if customer is None:
+        # The key makes a retried request reuse the customer Stripe already created for this account.
+        customer_id = gateway.customer_create(
+            name=account.name, email=account.notification_email, idempotency_key=f"customer:{account.pk}"
+        )
+        customer, _created = GatewayCustomer.objects.get_or_create(
+            account=account, gateway="stripe", defaults={"customer_id": customer_id}
+        )
+    _intent_id, client_secret = gateway.setup_intent_create(
+        customer=customer.customer_id, idempotency_key=f"setup:{account.pk}:{uuid.uuid4()}"
+    )
+    return client_secret
 
 
 def _payment_method_record(

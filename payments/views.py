@@ -11,8 +11,16 @@ import logging
 from typing import Any
 
 from django.conf import settings
+from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseRedirect
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponseRedirect,
+    JsonResponse,
+)
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils.translation import gettext as _
@@ -21,25 +29,51 @@ from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 from django_htmx.middleware import HtmxDetails
 
+from accounts.decorators import account_member_required, is_htmx
 from accounts.models import Membership
-from accounts.selectors import membership_for_user
 from subscriptions.models import Invoice
+from subscriptions.selectors import past_due_summary
 
 from . import services
 from .forms import ExpiryForm, PayForm, new_form_key
-from .gateways.base import decline_message
+from .gateways.base import decline_message, decline_reason
 from .models import PaymentAttempt, PaymentMethod
-from .selectors import payment_methods_usable, settle_quote
+from .selectors import attempts_in_flight, payment_methods_for_account, payment_methods_usable, settle_quote
 
 logger = logging.getLogger(__name__)
 
 
+@account_member_required
+def methods(request: HttpRequest, membership: Membership) -> HttpResponse:
+    """Bills & payments → Payment methods: every card, and a warning naming each declined one."""
+    account = membership.account
+    summary = past_due_summary(account=account)
+    cards = list(payment_methods_for_account(account=account))
+    declined = []
+    for card in cards:
+        card.past_due = summary.for_method(card.pk)  # type: ignore[attr-defined]
+        card.decline_reason = decline_reason(card.last_decline_code)  # type: ignore[attr-defined]
+        card.more_subscriptions = card.live_subscription_count - len(card.first_subscriptions)  # type: ignore[attr-defined]
+        # The warning names a declined card while something it pays is still past due; once that
+        # balance is settled (with another card) the warning is gone, the card keeps its status.
+        if card.status in (card.Status.DECLINED, card.Status.EXPIRED) and card.past_due:  # type: ignore[attr-defined]
+            declined.append(card)
+    template = "payments/methods.html#method-list" if is_htmx(request) else "payments/methods.html"
+    return render(
+        request,
+        template,
+        {
+            "membership": membership,
+            "account": account,
+            "cards": cards,
+            "declined": declined,
+            "past_due": summary,
+        },
+    )
+
+
 class HtmxHttpRequest(HttpRequest):
     htmx: HtmxDetails
-
-
-def _membership(request: HtmxHttpRequest, account_id: int) -> Membership:
-    return membership_for_user(user=request.user, account_id=account_id)  # type: ignore[arg-type]
 
 
 def _require_pay(membership: Membership) -> None:
@@ -57,22 +91,21 @@ def _stripe_context() -> dict[str, Any]:
 def _method_from_form(*, request: HtmxHttpRequest, membership: Membership, form: PayForm) -> PaymentMethod:
     """The chosen method, or a new card added now (its number goes to the gateway, not to us)."""
     choice = form.cleaned_data["method"]
-    account_id = membership.account_id
     if choice != "new":
         return get_object_or_404(
             PaymentMethod.objects.exclude(status=PaymentMethod.Status.DETACHED),
-            account_id=account_id,
+            account_id=membership.account_id,
             pk=int(choice),
         )
     if settings.PAYMENT_GATEWAY == "stripe":
         return services.payment_method_add_from_setup(
-            account_id=account_id,
+            account_id=membership.account_id,
             actor=request.user,
             setup_intent_id=form.cleaned_data["setup_intent"],
             holder_name=form.cleaned_data["holder_name"],
         )
     return services.payment_method_add(
-        account_id=account_id,
+        account_id=membership.account_id,
         actor=request.user,
         number=form.cleaned_data["number"],
         exp_month=form.cleaned_data["exp_month"],
@@ -85,8 +118,17 @@ def _method_from_form(*, request: HtmxHttpRequest, membership: Membership, form:
 def _render_pane(
     request: HtmxHttpRequest, template: str, context: dict[str, Any], status: int = 200
 ) -> HttpResponse:
-    name = f"{template}#pane" if request.htmx else template
-    return render(request, name, context, status=status)
+    # includes/pane.html sends just the pane to htmx and the full page otherwise.
+    _pane_target(request, context)
+    return render(request, template, context, status=status)
+
+
+def _pane_target(request: HtmxHttpRequest, context: dict[str, Any]) -> None:
+    """Where the pane's own htmx requests swap: the side pane over a page, or — when the pane is the page
+    (opened without JavaScript, a bookmark) — the pane section in place, so no second pane pops up."""
+    in_side_pane = bool(request.htmx) and request.htmx.target != "pane"
+    context["hx_target"] = "#side-pane" if in_side_pane else "#pane"
+    context["hx_swap"] = "innerHTML" if in_side_pane else "outerHTML"
 
 
 def _after_attempt(
@@ -119,15 +161,23 @@ def _receipt_response(
     context = {
         "membership": membership,
         "account": membership.account,
+        "pane_close_url": _close_url(membership, attempt),
         "attempt": attempt,
         "allocations": attempt.allocations.select_related("invoice__subscription__product").order_by(
             "invoice_id"
         ),
     }
+    response = _render_pane(request, "payments/receipt.html", context)
     if request.htmx:
-        response = render(request, "payments/receipt.html#pane", context)
-        return trigger_client_event(response, "balanceChanged")
-    return render(request, "payments/receipt.html", context)
+        # The page behind the pane reloads its banner and product list (hx-trigger="balanceChanged from:body").
+        trigger_client_event(response, "balanceChanged")
+    return response
+
+
+def _close_url(membership: Membership, attempt: PaymentAttempt | None = None) -> str:
+    if attempt is not None and attempt.source == PaymentAttempt.Source.PAY_NOW:
+        return reverse("subscriptions:invoices", args=[membership.account_id])
+    return reverse("payments:methods", args=[membership.account_id])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -147,6 +197,8 @@ def _settle_context(
         "chosen": chosen or failed,
         "methods": methods,
         "quote": quote,
+        "in_flight": attempts_in_flight(account=account, invoice_ids=quote.invoice_ids),
+        "pane_close_url": _close_url(membership),
         "failed_message": decline_message(failed.last_decline_code) if failed.last_decline_code else "",
         "can_edit_expiry": failed.owner_id is not None and failed.owner_id == request.user.pk,
         "form_key": new_form_key(),
@@ -162,8 +214,8 @@ def _this_year() -> int:
 
 
 @require_http_methods(["GET", "POST"])
-def settle_balance(request: HtmxHttpRequest, account_id: int, failed_method_id: int) -> HttpResponse:
-    membership = _membership(request, account_id)
+@account_member_required
+def settle_balance(request: HtmxHttpRequest, membership: Membership, failed_method_id: int) -> HttpResponse:
     failed = get_object_or_404(PaymentMethod, account=membership.account, pk=failed_method_id)
     template = "payments/settle.html"
     if request.method == "GET":
@@ -221,9 +273,9 @@ def settle_balance(request: HtmxHttpRequest, account_id: int, failed_method_id: 
 
 
 @require_POST
-def settle_expiry(request: HtmxHttpRequest, account_id: int, failed_method_id: int) -> HttpResponse:
+@account_member_required
+def settle_expiry(request: HtmxHttpRequest, membership: Membership, failed_method_id: int) -> HttpResponse:
     """The failed card's owner enters a new expiry date in the pane. Nobody else may."""
-    membership = _membership(request, account_id)
     _require_pay(membership)
     failed = get_object_or_404(PaymentMethod, account=membership.account, pk=failed_method_id)
     if failed.owner_id != request.user.pk:
@@ -265,6 +317,10 @@ def _pay_context(*, membership: Membership, invoice: Invoice) -> dict[str, Any]:
         "membership": membership,
         "account": membership.account,
         "invoice": invoice,
+        "in_flight": attempts_in_flight(account=membership.account, invoice_ids=[invoice.pk]),
+        "pane_close_url": reverse(
+            "subscriptions:invoice_detail", args=[membership.account_id, invoice.number]
+        ),
         "methods": list(payment_methods_usable(account=membership.account)),
         "default_method_id": invoice.subscription.payment_method_id if invoice.subscription else None,
         "form_key": new_form_key(),
@@ -274,8 +330,8 @@ def _pay_context(*, membership: Membership, invoice: Invoice) -> dict[str, Any]:
 
 
 @require_http_methods(["GET", "POST"])
-def invoice_pay(request: HtmxHttpRequest, account_id: int, number: str) -> HttpResponse:
-    membership = _membership(request, account_id)
+@account_member_required
+def invoice_pay(request: HtmxHttpRequest, membership: Membership, number: str) -> HttpResponse:
     invoice = get_object_or_404(
         Invoice.objects.select_related("subscription__product"), account=membership.account, number=number
     )
@@ -319,9 +375,9 @@ def _return_url(account_id: int) -> str:
     return reverse("payments:attempt_return", args=[account_id]) + "?attempt={attempt}"
 
 
-def attempt_return(request: HtmxHttpRequest, account_id: int) -> HttpResponse:
+@account_member_required
+def attempt_return(request: HtmxHttpRequest, membership: Membership) -> HttpResponse:
     """Where the bank's challenge sends the customer back. Completes the payment, then shows it."""
-    membership = _membership(request, account_id)
     raw = request.GET.get("attempt", "")
     if not raw.isdigit():
         raise Http404
@@ -329,11 +385,13 @@ def attempt_return(request: HtmxHttpRequest, account_id: int) -> HttpResponse:
     attempt = get_object_or_404(PaymentAttempt, account=membership.account, pk=attempt_id)
     if membership.can_pay:
         attempt = services.attempt_complete_action(attempt_id=attempt.pk, account_id=membership.account_id)
-    return HttpResponseRedirect(reverse("payments:attempt_detail", args=[account_id, attempt.pk]), status=303)
+    return HttpResponseRedirect(
+        reverse("payments:attempt_detail", args=[membership.account_id, attempt.pk]), status=303
+    )
 
 
-def attempt_detail(request: HtmxHttpRequest, account_id: int, attempt_id: int) -> HttpResponse:
-    membership = _membership(request, account_id)
+@account_member_required
+def attempt_detail(request: HtmxHttpRequest, membership: Membership, attempt_id: int) -> HttpResponse:
     attempt = get_object_or_404(
         PaymentAttempt.objects.select_related("payment_method", "replaces_method"),
         account=membership.account,
@@ -343,15 +401,21 @@ def attempt_detail(request: HtmxHttpRequest, account_id: int, attempt_id: int) -
         return _receipt_response(request, membership, attempt)
     retry_url = ""
     if attempt.replaces_method_id:
-        retry_url = reverse("payments:settle", args=[account_id, attempt.replaces_method_id])
+        retry_url = reverse("payments:settle", args=[membership.account_id, attempt.replaces_method_id])
     else:
         first = attempt.allocations.select_related("invoice").first()
         if first:
-            retry_url = reverse("payments:invoice_pay", args=[account_id, first.invoice.number])
+            retry_url = reverse("payments:invoice_pay", args=[membership.account_id, first.invoice.number])
     return render(
         request,
         "payments/attempt.html",
-        {"membership": membership, "account": membership.account, "attempt": attempt, "retry_url": retry_url},
+        {
+            "membership": membership,
+            "account": membership.account,
+            "attempt": attempt,
+            "retry_url": retry_url,
+            "pane_close_url": _close_url(membership, attempt),
+        },
     )
 
 
@@ -380,3 +444,115 @@ def stripe_webhook(request: HttpRequest) -> HttpResponse:
             stored.save(update_fields=["status", "error"])
             return HttpResponse(status=500)  # Stripe retries; the stored row makes the retry safe
     return HttpResponse(status=200)
+
+
+@require_POST
+@account_member_required
+def card_setup(request: HtmxHttpRequest, membership: Membership) -> HttpResponse:
+    """Stripe mode: start a SetupIntent so Elements can collect the card in Stripe's iframe."""
+    _require_pay(membership)
+    if settings.PAYMENT_GATEWAY != "stripe":
+        raise Http404
+    try:
+        secret = services.card_setup_start(account_id=membership.account_id, actor=request.user)
+    except Exception:
+        logger.exception("setup intent for account %s failed", membership.account_id)
+        return JsonResponse(
+            {"error": _("The card form could not be loaded. Try again in a moment.")}, status=502
+        )
+    return JsonResponse({"client_secret": secret})
+
+
+# ------------------------------------------------------------------------------------------------
+# Payment methods: add a card, edit a card's expiry (its owner only)
+
+
+def _card_saved(request: HtmxHttpRequest, membership: Membership, text: str) -> HttpResponse:
+    messages.success(request, text)
+    if request.htmx:
+        # The pane closes; the card list reloads itself on balanceChanged; the message lands on the page.
+        response = render(request, "includes/oob_messages.html", {"membership": membership})
+        trigger_client_event(response, "balanceChanged")
+        trigger_client_event(response, "closePane")
+        return response
+    return HttpResponseRedirect(reverse("payments:methods", args=[membership.account_id]), status=303)
+
+
+@account_member_required
+@require_http_methods(["GET", "POST"])
+def method_add(request: HtmxHttpRequest, membership: Membership) -> HttpResponse:
+    _require_pay(membership)
+    context: dict[str, Any] = {
+        "membership": membership,
+        "account": membership.account,
+        "pane_close_url": _close_url(membership),
+        "methods": [],
+        "new_selected": True,
+        **_stripe_context(),
+    }
+    if request.method == "POST":
+        data = request.POST
+        try:
+            if settings.PAYMENT_GATEWAY == "stripe":
+                method = services.payment_method_add_from_setup(
+                    account_id=membership.account_id,
+                    actor=request.user,
+                    setup_intent_id=data.get("setup_intent", ""),
+                    holder_name=data.get("holder_name", ""),
+                )
+            else:
+                method = services.payment_method_add(
+                    account_id=membership.account_id,
+                    actor=request.user,
+                    number=data.get("number", ""),
+                    exp_month=data.get("exp_month", ""),
+                    exp_year=data.get("exp_year", ""),
+                    cvc=data.get("cvc", ""),
+                    holder_name=data.get("holder_name", ""),
+                )
+        except services.PaymentError as exc:
+            context.update({"error": exc.message, "form_errors": exc.errors})
+        else:
+            return _card_saved(request, membership, _("%(card)s was added.") % {"card": method.label})
+    return _render_pane(request, "payments/method_add.html", context)
+
+
+@account_member_required
+@require_http_methods(["GET", "POST"])
+def method_edit(request: HtmxHttpRequest, membership: Membership, method_id: int) -> HttpResponse:
+    """Edit a card's expiry date. Only the admin who added the card may; the number is never editable."""
+    _require_pay(membership)
+    method = get_object_or_404(
+        PaymentMethod.objects.exclude(status=PaymentMethod.Status.DETACHED),
+        account=membership.account,
+        pk=method_id,
+    )
+    if method.owner_id != request.user.pk:
+        raise PermissionDenied
+    context: dict[str, Any] = {
+        "membership": membership,
+        "account": membership.account,
+        "method": method,
+        "pane_close_url": _close_url(membership),
+    }
+    if request.method == "POST":
+        try:
+            method = services.payment_method_update_expiry(
+                account_id=membership.account_id,
+                method_id=method.pk,
+                actor=request.user,
+                exp_month=request.POST.get("exp_month", ""),
+                exp_year=request.POST.get("exp_year", ""),
+            )
+        except services.NotCardOwner as exc:
+            raise PermissionDenied from exc
+        except services.PaymentError as exc:
+            context.update({"error": exc.message, "form_errors": exc.errors})
+        else:
+            return _card_saved(
+                request,
+                membership,
+                _("The expiry date of %(card)s is now %(expiry)s.")
+                % {"card": method.label, "expiry": method.expiry},
+            )
+    return _render_pane(request, "payments/method_edit.html", context)

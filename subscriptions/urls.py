@@ -1,3 +1,11 @@
+from django.urls import path
+
+from . import views
+
 app_name = "subscriptions"
 
-urlpatterns: list = []
+urlpatterns = [
+    path("products/", views.products, name="products"),
+    path("billing/invoices/", views.invoices, name="invoices"),
+    path("billing/invoices/<str:number>/", views.invoice_detail, name="invoice_detail"),
+]

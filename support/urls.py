@@ -1,3 +1,23 @@
+from django.urls import path
+
+from . import views
+
 app_name = "support"
 
-urlpatterns: list = []
+urlpatterns = [
+    path("", views.search, name="search"),
+    path("dashboard/", views.dashboard, name="dashboard"),
+    path("accounts/<int:account_id>/", views.account_detail, name="account"),
+    path("accounts/<int:account_id>/notes/", views.note_add, name="note_add"),
+    path("accounts/<int:account_id>/bank-transfer/", views.bank_transfer, name="bank_transfer"),
+    path(
+        "accounts/<int:account_id>/invoices/<int:invoice_id>/retry/",
+        views.invoice_retry,
+        name="invoice_retry",
+    ),
+    path(
+        "accounts/<int:account_id>/subscriptions/<int:subscription_id>/grace/",
+        views.grace_extend,
+        name="grace_extend",
+    ),
+]

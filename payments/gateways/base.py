@@ -120,6 +120,32 @@ def decline_message(code: str) -> str:
     return str(_DECLINE_MESSAGES.get((code or "").strip().lower(), _GENERIC_DECLINE))
 
 
+# A few words for lists and warnings ("Your Visa ending 0341 was declined (card declined)");
+# decline_message() above gives the whole sentence for the pane and mails.
+_DECLINE_REASONS = {
+    "card_declined": _("card declined"),
+    "generic_decline": _("card declined"),
+    "do_not_honor": _("card declined"),
+    "insufficient_funds": _("insufficient funds"),
+    "expired_card": _("card expired"),
+    "incorrect_cvc": _("incorrect security code"),
+    "incorrect_number": _("incorrect card number"),
+    "processing_error": _("processing error"),
+    "try_again_later": _("temporary problem at the bank"),
+    "stolen_card": _("card declined"),
+    "lost_card": _("card declined"),
+    "pickup_card": _("card declined"),
+    "fraudulent": _("card declined"),
+    "authentication_required": _("your bank asks you to confirm the payment"),
+}
+
+
+def decline_reason(code: str) -> str:
+    if not code:
+        return ""
+    return str(_DECLINE_REASONS.get(code, _("card declined")))
+
+
 @dataclass(frozen=True, slots=True)
 class ChargeResult:
     outcome: ChargeOutcome

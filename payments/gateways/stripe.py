@@ -185,6 +185,12 @@ class StripeGateway:
         # Card numbers never reach our server in Stripe mode: cards come in through Elements.
         return CardResult(ok=False, errors={"__all__": _("Add the card with the secure card form.")})
 
+    def customer_create(self, *, name: str, email: str, idempotency_key: str) -> str:
+        customer = self.client.v1.customers.create(
+            params={"name": name, "email": email}, options={"idempotency_key": idempotency_key}
+        )
+        return customer.id
+
     def setup_intent_create(self, *, customer: str = "", idempotency_key: str) -> tuple[str, str]:
         """A SetupIntent for Stripe Elements; returns (id, client_secret)."""
         params: dict[str, Any] = {"usage": "off_session", "payment_method_types": ["card"]}

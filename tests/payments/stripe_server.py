@@ -134,6 +134,12 @@ class FakeStripe:
                     "exp_year": int(card.get("exp_year", 2030)),
                 },
             }
+        if path == "/v1/customers" and method == "POST":
+            return 200, {
+                "id": f"cus_fake{next(self.counter):06d}",
+                "object": "customer",
+                "name": body.get("name"),
+            }
         if path == "/v1/setup_intents" and method == "POST":
             intent = fixture("setup_intent_succeeded")
             intent["status"] = "requires_payment_method"

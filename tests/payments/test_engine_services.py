@@ -505,3 +505,31 @@ def test_other_accounts_method_cannot_be_charged(contoso):
             idempotency_key=key(),
         )
     assert not SimCharge.objects.exists()
+
+
+def test_sweeps_reconcile_lost_attempts_and_cancel_stale_challenges(contoso, settings):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from payments.tasks import attempts_abandon_stale, attempts_reconcile_due
+
+    settings.SIMULATED_GATEWAY_TIMEOUT_CARDS = ["5555555555554444"]
+    lost = services.invoice_pay(
+        account_id=contoso.account.pk,
+        invoice_id=contoso.invoices["teams"].pk,
+        payment_method_id=contoso.mastercard.pk,
+        actor=contoso.finance,
+        idempotency_key=key(),
+    )
+    assert attempts_reconcile_due() == 0  # not due for 15 s
+    PaymentAttempt.objects.filter(pk=lost.pk).update(reconcile_after=timezone.now())
+    assert attempts_reconcile_due() == 1
+    lost.refresh_from_db()
+    assert lost.status == PaymentAttempt.Status.SUCCEEDED
+
+    _sca, stale = _three_ds_settle(contoso)
+    PaymentAttempt.objects.filter(pk=stale.pk).update(created_at=timezone.now() - dt.timedelta(days=2))
+    assert attempts_abandon_stale() == 1
+    stale.refresh_from_db()
+    assert stale.status == PaymentAttempt.Status.CANCELED

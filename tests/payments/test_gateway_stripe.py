@@ -209,3 +209,35 @@ def test_classify_decline_table():
     assert classify_decline("expired_card") == DeclineCategory.HARD
     assert classify_decline("authentication_required") == DeclineCategory.AUTHENTICATION_REQUIRED
     assert classify_decline("something_new") == DeclineCategory.UNKNOWN
+
+
+def test_stripe_mode_adds_a_card_through_a_setup_intent_and_settles(fake_stripe, contoso, client, settings):
+    from django.urls import reverse
+
+    from payments.models import GatewayCustomer, PaymentMethod
+
+    settings.PAYMENT_GATEWAY = "stripe"
+    client.force_login(contoso.finance)
+    setup = client.post(reverse("payments:card_setup", args=[contoso.account.pk]))
+    assert setup.json()["client_secret"].startswith("seti_")
+    assert GatewayCustomer.objects.get(account=contoso.account).customer_id.startswith("cus_fake")
+    pane = client.get(reverse("payments:settle", args=[contoso.account.pk, contoso.visa.pk]))
+    body = pane.content.decode()
+    assert 'id="stripe-card-element"' in body
+    assert 'name="number"' not in body  # no card number field in stripe mode
+    # The browser confirmed the SetupIntent with Elements; only its id comes to us.
+    fake_stripe.intents.clear()
+    response = client.post(
+        reverse("payments:settle", args=[contoso.account.pk, contoso.visa.pk]),
+        {
+            "form_key": str(uuid.uuid4()),
+            "method": "new",
+            "setup_intent": "seti_1QaSetup00000001",
+            "shown_total_minor": "37650",
+        },
+    )
+    assert "Payment received" in response.content.decode()
+    method = PaymentMethod.objects.get(gateway="stripe")
+    assert (method.last4, method.gateway_token) == ("4242", "cus_Contoso001/pm_1QaNewCard0000001")
+    assert fake_stripe.creates[0]["payment_method"] == "pm_1QaNewCard0000001"
+    assert fake_stripe.creates[0]["customer"] == "cus_Contoso001"

@@ -47,7 +47,7 @@ def test_pane_with_current_method_totals_only_the_failed_cards_balance(client, c
 def test_htmx_get_renders_only_the_pane(client, contoso):
     client.force_login(contoso.admin)
     body = client.get(settle_url(contoso), headers={"HX-Request": "true"}).content.decode()
-    assert body.lstrip().startswith("<aside")
+    assert body.lstrip().startswith('<section class="pane')
     assert "<html" not in body
 
 
@@ -246,5 +246,54 @@ def test_pane_query_count_is_flat(client, contoso, django_assert_num_queries, ex
     assert response.status_code == 200
 
 
-# session, user, membership, failed method, usable methods, two invoice lists, + the chosen method
-PANE_QUERIES = 8
+# session, user, membership, failed method, usable methods, chosen method, two invoice lists, + the
+# shell's account switcher, + payments in flight
+PANE_QUERIES = 10
+
+
+def test_without_javascript_3ds_is_a_plain_redirect_chain(client, contoso):
+    from tests.payments.scenario import card
+
+    sca = card(account=contoso.account, number="4000002500003155", owner=contoso.admin)
+    client.force_login(contoso.admin)
+    response = client.post(
+        settle_url(contoso),
+        {"form_key": str(uuid.uuid4()), "method": str(sca.pk), "shown_total_minor": "37650"},
+    )
+    assert response.status_code == 303
+    back = client.post(response["Location"], {"decision": "fail"})
+    page = client.get(back["Location"], follow=True)
+    body = page.content.decode()
+    assert "Nothing was paid" in body
+    assert "Try again" in body
+    assert Invoice.objects.filter(status=Invoice.Status.PAID).count() == 0
+    assert PaymentAttempt.objects.get().decline_code == "authentication_failed"
+
+
+def test_attempt_pages_of_another_account_are_404(client, contoso):
+    other = build_contoso(prefix="other-")
+    client.force_login(other.admin)
+    attempt = PaymentAttempt.objects.create(
+        account=contoso.account,
+        payment_method=contoso.mastercard,
+        amount_minor=100,
+        currency="EUR",
+        source="pay_now",
+        idempotency_key="x",
+    )
+    assert (
+        client.get(reverse("payments:attempt_detail", args=[other.account.pk, attempt.pk])).status_code == 404
+    )
+    url = reverse("payments:attempt_return", args=[other.account.pk]) + f"?attempt={attempt.pk}"
+    assert client.get(url).status_code == 404
+
+
+def test_pane_says_when_a_payment_is_being_checked(client, contoso, settings):
+    settings.SIMULATED_GATEWAY_TIMEOUT_CARDS = ["5555555555554444"]
+    client.force_login(contoso.admin)
+    post_settle(client, contoso)
+    body = client.get(settle_url(contoso) + f"?method={contoso.mastercard.pk}").content.decode()
+    assert "is being checked with the bank" in body
+    again = post_settle(client, contoso)
+    assert "already in progress" in again.content.decode()
+    assert SimCharge.objects.count() == 1

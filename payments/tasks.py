@@ -1,0 +1,36 @@
+"""Payment jobs: thin wrappers that load by id and call one service."""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.utils import timezone
+
+from . import services
+from .selectors import attempts_abandoned, attempts_due_for_reconcile
+
+
+@shared_task(acks_late=True)
+def attempt_reconcile_task(attempt_id: int) -> None:
+    services.attempt_reconcile(attempt_id=attempt_id)
+
+
+@shared_task(acks_late=True)
+def attempts_reconcile_due() -> int:
+    """Every unknown attempt whose reconcile_after has come is looked up (one task each)."""
+    ids = list(attempts_due_for_reconcile(now=timezone.now()).values_list("pk", flat=True))
+    for attempt_id in ids:
+        attempt_reconcile_task.delay(attempt_id)
+    return len(ids)
+
+
+@shared_task(acks_late=True)
+def attempt_abandon_task(attempt_id: int) -> None:
+    services.attempt_abandon(attempt_id=attempt_id)
+
+
+@shared_task(acks_late=True)
+def attempts_abandon_stale() -> int:
+    ids = list(attempts_abandoned(now=timezone.now()).values_list("pk", flat=True))
+    for attempt_id in ids:
+        attempt_abandon_task.delay(attempt_id)
+    return len(ids)

@@ -1,0 +1,169 @@
+"""Reads for the customer pages. Each function costs a fixed number of queries, however large the account."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from django.db.models import Case, Count, IntegerField, Q, QuerySet, Sum, Value, When
+from django.shortcuts import get_object_or_404
+
+from accounts.models import BillingAccount
+from billing_portal.money import Money
+from payments.models import PaymentMethod
+
+from .models import Invoice, Subscription
+
+_UNPAID_METHOD_STATUSES = (PaymentMethod.Status.DECLINED, PaymentMethod.Status.EXPIRED)
+
+
+@dataclass(frozen=True)
+class MethodBalance:
+    """What is past due on the subscriptions that one payment method pays (None: no method, e.g. bank transfer).
+
+    This is the amount Settle balance collects for that method: every past-due invoice of every
+    subscription on it, at once (PRODUCT.md flow 3).
+    """
+
+    method: PaymentMethod | None
+    amount: Money
+    subscription_count: int
+    invoice_count: int
+
+    @property
+    def method_declined(self) -> bool:
+        return self.method is not None and self.method.status in _UNPAID_METHOD_STATUSES
+
+
+@dataclass(frozen=True)
+class PastDueSummary:
+    total: Money
+    by_method: list[MethodBalance] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return self.total.amount_minor > 0
+
+    @property
+    def declined(self) -> list[MethodBalance]:
+        return [b for b in self.by_method if b.method_declined]
+
+    @property
+    def subscription_count(self) -> int:
+        return sum(b.subscription_count for b in self.by_method)
+
+    def for_method(self, method_id: int) -> MethodBalance | None:
+        for balance in self.by_method:
+            if balance.method is not None and balance.method.pk == method_id:
+                return balance
+        return None
+
+
+def past_due_summary(*, account: BillingAccount) -> PastDueSummary:
+    """Everything past due on the account, in total and per payment method. Two queries."""
+    rows = list(
+        Invoice.objects.filter(account=account, status=Invoice.Status.PAST_DUE, amount_due_minor__gt=0)
+        .values("subscription__payment_method", "currency")
+        .annotate(
+            amount=Sum("amount_due_minor"),
+            invoices=Count("pk"),
+            subscriptions=Count("subscription", distinct=True),
+        )
+        .order_by("-amount", "subscription__payment_method")
+    )
+    method_ids = [r["subscription__payment_method"] for r in rows if r["subscription__payment_method"]]
+    methods = PaymentMethod.objects.select_related("owner").in_bulk(method_ids) if method_ids else {}
+    total = Money.zero(account.currency)
+    balances = []
+    for row in rows:
+        amount = Money(int(row["amount"]), row["currency"])
+        total = total + amount  # raises CurrencyMismatch rather than adding euros to dollars
+        balances.append(
+            MethodBalance(
+                method=methods.get(row["subscription__payment_method"]),
+                amount=amount,
+                subscription_count=row["subscriptions"],
+                invoice_count=row["invoices"],
+            )
+        )
+    return PastDueSummary(total=total, by_method=balances)
+
+
+@dataclass(frozen=True)
+class AccountOverview:
+    active_count: int
+    unpaid_count: int
+    total_count: int
+    next_invoice: Invoice | None
+    default_method: PaymentMethod | None
+
+
+def account_overview(*, account: BillingAccount) -> AccountOverview:
+    """The summary cards of Home. Three queries."""
+    counts = Subscription.objects.filter(account=account).aggregate(
+        active=Count("pk", filter=Q(status=Subscription.Status.ACTIVE)),
+        unpaid=Count("pk", filter=Q(status__in=[Subscription.Status.PAST_DUE, Subscription.Status.DISABLED])),
+        total=Count("pk", filter=~Q(status=Subscription.Status.DELETED)),
+    )
+    next_invoice = (
+        Invoice.objects.filter(account=account, status=Invoice.Status.OPEN, amount_due_minor__gt=0)
+        .order_by("due_on", "pk")
+        .first()
+    )
+    default_method = (
+        PaymentMethod.objects.filter(account=account, is_default=True)
+        .exclude(status=PaymentMethod.Status.DETACHED)
+        .first()
+    )
+    return AccountOverview(
+        active_count=counts["active"],
+        unpaid_count=counts["unpaid"],
+        total_count=counts["total"],
+        next_invoice=next_invoice,
+        default_method=default_method,
+    )
+
+
+def subscriptions_for_account(*, account: BillingAccount) -> QuerySet[Subscription]:
+    """Your products: subscriptions that need attention first, then by product name."""
+    attention = Case(
+        When(status=Subscription.Status.PAST_DUE, then=Value(0)),
+        When(status=Subscription.Status.DISABLED, then=Value(1)),
+        When(status=Subscription.Status.ACTIVE, then=Value(2)),
+        default=Value(3),
+        output_field=IntegerField(),
+    )
+    return (
+        Subscription.objects.filter(account=account)
+        .exclude(status=Subscription.Status.DELETED)
+        .select_related("product", "payment_method")
+        .annotate(attention=attention)
+        .order_by("attention", "product__name", "pk")
+    )
+
+
+def invoices_for_account(
+    *,
+    account: BillingAccount,
+    status: str = "",
+    issued_from: dt.date | None = None,
+    issued_to: dt.date | None = None,
+) -> QuerySet[Invoice]:
+    invoices = Invoice.objects.filter(account=account)
+    if status:
+        invoices = invoices.filter(status=status)
+    if issued_from:
+        invoices = invoices.filter(issued_on__gte=issued_from)
+    if issued_to:
+        invoices = invoices.filter(issued_on__lte=issued_to)
+    return invoices.order_by("-issued_on", "-pk")
+
+
+def invoice_for_account(*, account: BillingAccount, number: str) -> Invoice:
+    """One invoice of this account by its number, with its lines; 404 for any other account's number."""
+    return get_object_or_404(
+        Invoice.objects.select_related(
+            "subscription__product", "subscription__payment_method"
+        ).prefetch_related("lines"),
+        account=account,
+        number=number,
+    )

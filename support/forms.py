@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from django import forms
+from django.utils.translation import gettext_lazy as _
+
+from billing_portal.money import CURRENCY_CHOICES
+
+from .services import REASON_MAX_LENGTH
+
+
+class ReasonForm(forms.Form):
+    reason = forms.CharField(
+        label=_("Reason (goes into the audit trail)"),
+        max_length=REASON_MAX_LENGTH,
+        widget=forms.Textarea(attrs={"rows": 2, "class": "input"}),
+    )
+
+
+class NoteForm(forms.Form):
+    # A note is its own reason: the body is what the audit trail records.
+    body = forms.CharField(
+        label=_("Note"), max_length=2000, widget=forms.Textarea(attrs={"rows": 4, "class": "input"})
+    )
+
+
+class BankTransferForm(ReasonForm):
+    amount = forms.CharField(
+        label=_("Amount received"),
+        max_length=32,
+        help_text=_("As on the bank statement, e.g. 1250.00 or 1,250.00"),
+        widget=forms.TextInput(attrs={"class": "input", "inputmode": "decimal", "autocomplete": "off"}),
+    )
+    currency = forms.ChoiceField(
+        label=_("Currency"), choices=CURRENCY_CHOICES, widget=forms.Select(attrs={"class": "select"})
+    )
+    received_on = forms.DateField(label=_("Received on"), widget=forms.DateInput(attrs={"type": "date"}))
+    reference = forms.CharField(
+        label=_("Bank reference"),
+        max_length=200,
+        help_text=_("Customers quote the invoice number; an invoice named here is paid first."),
+        widget=forms.TextInput(attrs={"class": "input", "autocomplete": "off"}),
+    )
+
+    field_order = ["amount", "currency", "received_on", "reference", "reason"]
+
+
+class GraceForm(ReasonForm):
+    days = forms.IntegerField(label=_("Extend by (days)"), min_value=1, max_value=30, initial=7)
+
+    field_order = ["days", "reason"]
+
+
+class RetryForm(ReasonForm):
+    # Rendered into the form when it is shown, so a double submit carries the same key and the
+    # payment service answers the second one with the first attempt instead of charging again.
+    token = forms.CharField(widget=forms.HiddenInput, max_length=40)

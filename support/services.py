@@ -1,0 +1,484 @@
+"""Writes of the support console. Each action is audited in the transaction that makes it.
+
+Money moves only under payments.services.account_lock (the lock every payment path shares), and
+invoices and subscriptions change only through subscriptions.services' transitions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from dataclasses import dataclass
+from decimal import InvalidOperation
+from typing import Any
+
+from django.contrib.auth.models import Group, Permission
+from django.contrib.contenttypes.models import ContentType
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.models import BillingAccount
+from audit.services import audit_record
+from billing_portal.money import Money, format_money
+from notifications.services import notice_send
+from payments.models import PaymentAllocation, PaymentAttempt
+from payments.services import account_lock, invoices_charge
+from subscriptions.models import Invoice, Subscription
+from subscriptions.services import invoice_apply_payment, subscription_restore
+
+from .models import SupportConsole, SupportNote
+from .selectors import in_flight_invoice_ids, support_payable_invoices
+
+SUPPORT_STAFF_GROUP = "Support staff"
+GRACE_EXTENSION_DAYS = range(1, 31)
+REASON_MAX_LENGTH = 500
+AMOUNT_RE = re.compile(r"^-?(\d{1,3}(,\d{3})+|\d+)(\.\d+)?$")
+
+
+class SupportActionError(Exception):
+    """An action was refused; the message is shown to the operator as it is."""
+
+
+def support_staff_group() -> Group:
+    """The "Support staff" group with every support permission, created or completed if needed.
+
+    Migration 0002 creates it; this also runs after every migrate/flush (post_migrate), because a
+    flushed test database keeps Django's permissions but loses a data migration's rows.
+    """
+    content_type = ContentType.objects.get_for_model(SupportConsole, for_concrete_model=False)
+    group, _ = Group.objects.get_or_create(name=SUPPORT_STAFF_GROUP)
+    permissions = [
+        Permission.objects.get_or_create(
+            content_type=content_type, codename=codename, defaults={"name": str(name)}
+        )[0]
+        for codename, name in SupportConsole._meta.permissions
+    ]
+    group.permissions.add(*permissions)
+    return group
+
+
+def _clean_reason(reason: str) -> str:
+    reason = " ".join((reason or "").split())
+    if not reason:
+        raise SupportActionError("Give a reason; it goes into the audit trail.")
+    if len(reason) > REASON_MAX_LENGTH:
+        raise SupportActionError(f"Keep the reason under {REASON_MAX_LENGTH} characters.")
+    return reason
+
+
+# -- looking ------------------------------------------------------------------------------------
+
+
+def support_account_viewed(*, account: BillingAccount, actor: Any, ip_address: str | None = None) -> None:
+    """Every look at an account by an operator is on record."""
+    audit_record(
+        account=account,
+        actor=actor,
+        action="support.account_viewed",
+        message=f"Support ({actor.email}) opened the account",
+        target=account,
+        ip_address=ip_address,
+    )
+
+
+def support_searched(*, query: str, result_count: int, actor: Any, ip_address: str | None = None) -> None:
+    """Searches are looks too: who looked for what is on record (with no account: it spans them)."""
+    audit_record(
+        actor=actor,
+        action="support.searched",
+        message=f"Support ({actor.email}) searched for “{query[:200]}”: {result_count} result(s)",
+        data={"query": query[:200], "results": result_count},
+        ip_address=ip_address,
+    )
+
+
+# -- notes --------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def support_note_add(
+    *, account_id: int, author: Any, body: str, ip_address: str | None = None
+) -> SupportNote:
+    body = (body or "").strip()
+    if not body:
+        raise SupportActionError("Write the note first.")
+    if len(body) > 2000:
+        raise SupportActionError("Keep a note under 2,000 characters.")
+    account = BillingAccount.objects.get(pk=account_id)
+    note = SupportNote.objects.create(account=account, author=author, body=body)
+    audit_record(
+        account=account,
+        actor=author,
+        action="support.note_added",
+        message=f"Support note: {body[:200]}",
+        target=note,
+        data={"reason": body[:REASON_MAX_LENGTH]},
+        ip_address=ip_address,
+    )
+    return note
+
+
+# -- bank transfers -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Allocation:
+    invoice: Invoice
+    amount_minor: int
+
+    @property
+    def amount(self) -> Money:
+        return Money(self.amount_minor, self.invoice.currency)
+
+    @property
+    def settles(self) -> bool:
+        return self.amount_minor == self.invoice.amount_due_minor
+
+
+def bank_transfer_parse_amount(*, amount: str, currency: str, account: BillingAccount) -> Money:
+    """The operator's "1250.00" (or "1,250.00") as Money in the account's currency, or a clear refusal."""
+    if currency and currency.upper() != account.currency:
+        raise SupportActionError(
+            f"{account.name} is billed in {account.currency}; a transfer in {currency.upper()} "
+            "cannot be applied to its invoices. Ask finance to convert it first."
+        )
+    text = (amount or "").strip()
+    # "1250.00" or "1,250.00"; a comma anywhere else ("1.250,00") is refused rather than guessed.
+    if not AMOUNT_RE.match(text):
+        raise SupportActionError(
+            f"Enter the amount as a number with at most two decimals, e.g. 1250.00 ({account.currency})."
+        )
+    try:
+        money = Money.from_decimal(text.replace(",", ""), account.currency)
+    except (InvalidOperation, ValueError):
+        raise SupportActionError(
+            f"Enter the amount as a number with at most two decimals, e.g. 1250.00 ({account.currency})."
+        ) from None
+    if money.amount_minor <= 0:
+        raise SupportActionError("The amount must be more than zero.")
+    return money
+
+
+def bank_transfer_allocate(*, invoices: list[Invoice], amount_minor: int, reference: str) -> list[Allocation]:
+    """Which invoices a transfer pays: an invoice whose number the reference names first, then the
+    oldest due. A partial amount pays the last invoice partly. Over-payment is refused: we hold no
+    credit, so the money has to go back (or be applied by finance) instead of vanishing here."""
+    owed = sum(i.amount_due_minor for i in invoices)
+    if amount_minor > owed:
+        currency = invoices[0].currency if invoices else ""
+        raise SupportActionError(
+            (
+                f"The transfer ({Money(amount_minor, currency)}) is more than everything the account owes "
+                f"({Money(owed, currency)}). We hold no credit: record only what pays invoices, and "
+                "return the rest."
+            )
+            if invoices
+            else "Nothing is owed on this account, so there is nothing to record the transfer against."
+        )
+    ref = reference.upper()
+    named = [i for i in invoices if i.number.upper() in ref]
+    ordered = named + [i for i in invoices if i not in named]
+    allocations: list[Allocation] = []
+    left = amount_minor
+    for invoice in ordered:
+        if left <= 0:
+            break
+        part = min(left, invoice.amount_due_minor)
+        allocations.append(Allocation(invoice, part))
+        left -= part
+    return allocations
+
+
+def bank_transfer_idempotency_key(*, account_id: int, reference: str) -> str:
+    """The same bank reference on the same account is the same transfer, however it is typed."""
+    normalised = " ".join(reference.upper().split())
+    digest = hashlib.sha256(normalised.encode()).hexdigest()[:40]
+    return f"bank-transfer:{account_id}:{digest}"
+
+
+def _clean_reference(reference: str) -> str:
+    reference = " ".join((reference or "").split())
+    if not reference:
+        raise SupportActionError("Enter the bank's reference for the transfer (usually the invoice number).")
+    if len(reference) > 200:
+        raise SupportActionError("The reference is too long (200 characters at most).")
+    return reference
+
+
+def _check_received_on(received_on: dt.date | None) -> dt.date:
+    if received_on is None:
+        raise SupportActionError("Enter the date the transfer arrived.")
+    if received_on > timezone.localdate():
+        raise SupportActionError("The transfer cannot have arrived in the future.")
+    return received_on
+
+
+@dataclass(frozen=True)
+class BankTransferPlan:
+    money: Money
+    reference: str
+    received_on: dt.date
+    allocations: list[Allocation]
+
+
+def bank_transfer_preview(
+    *, account: BillingAccount, amount: str, currency: str, received_on: dt.date | None, reference: str
+) -> BankTransferPlan:
+    """What recording would do, without doing it (the confirmation step shows this)."""
+    if not account.pays_by_bank_transfer:
+        raise SupportActionError(
+            f"{account.name} pays by card; bank transfers are recorded only for accounts that pay by invoice."
+        )
+    money = bank_transfer_parse_amount(amount=amount, currency=currency, account=account)
+    reference = _clean_reference(reference)
+    received_on = _check_received_on(received_on)
+    key = bank_transfer_idempotency_key(account_id=account.pk, reference=reference)
+    if PaymentAttempt.objects.filter(idempotency_key=key).exists():
+        raise SupportActionError(
+            f"A transfer with the reference “{reference}” is already recorded on this account."
+        )
+    invoices = list(support_payable_invoices(account_id=account.pk))
+    allocations = bank_transfer_allocate(
+        invoices=invoices, amount_minor=money.amount_minor, reference=reference
+    )
+    return BankTransferPlan(
+        money=money, reference=reference, received_on=received_on, allocations=allocations
+    )
+
+
+def bank_transfer_record(
+    *,
+    account_id: int,
+    amount: str,
+    currency: str,
+    received_on: dt.date | None,
+    reference: str,
+    actor: Any,
+    reason: str,
+    ip_address: str | None = None,
+) -> PaymentAttempt:
+    """Record money that arrived by bank transfer: pay the invoices it covers, reactivate their
+    subscriptions. The same reference cannot be recorded twice on an account (unique idempotency key)."""
+    reason = _clean_reason(reason)
+    try:
+        with transaction.atomic():
+            return _bank_transfer_record(
+                account_id=account_id,
+                amount=amount,
+                currency=currency,
+                received_on=received_on,
+                reference=reference,
+                actor=actor,
+                reason=reason,
+                ip_address=ip_address,
+            )
+    except IntegrityError:
+        # Two operators recording the same transfer at once: the unique key lets one through.
+        key = bank_transfer_idempotency_key(account_id=account_id, reference=reference)
+        if PaymentAttempt.objects.filter(idempotency_key=key).exists():
+            raise SupportActionError(
+                f"A transfer with the reference “{reference}” is already recorded on this account."
+            ) from None
+        raise
+
+
+def _bank_transfer_record(
+    *,
+    account_id: int,
+    amount: str,
+    currency: str,
+    received_on: dt.date | None,
+    reference: str,
+    actor: Any,
+    reason: str,
+    ip_address: str | None,
+) -> PaymentAttempt:
+    account = account_lock(account_id=account_id)
+    # Under the lock: re-read what is unpaid, so the plan is the truth at this instant.
+    plan = bank_transfer_preview(
+        account=account, amount=amount, currency=currency, received_on=received_on, reference=reference
+    )
+    busy = in_flight_invoice_ids(invoice_ids=[a.invoice.pk for a in plan.allocations])
+    if busy:
+        numbers = ", ".join(a.invoice.number for a in plan.allocations if a.invoice.pk in busy)
+        raise SupportActionError(
+            f"A card payment for {numbers} is still in progress; try again when it has finished."
+        )
+    now = timezone.now()
+    attempt = PaymentAttempt.objects.create(
+        account=account,
+        payment_method=None,
+        amount_minor=plan.money.amount_minor,
+        currency=account.currency,
+        status=PaymentAttempt.Status.SUCCEEDED,
+        source=PaymentAttempt.Source.BANK_TRANSFER,
+        idempotency_key=bank_transfer_idempotency_key(account_id=account.pk, reference=plan.reference),
+        gateway="bank_transfer",
+        initiated_by=actor,
+        initiated_by_label=actor.email,
+        reference_note=plan.reference,
+        completed_at=now,
+    )
+    PaymentAllocation.objects.bulk_create(
+        [
+            PaymentAllocation(attempt=attempt, invoice=a.invoice, amount_minor=a.amount_minor)
+            for a in plan.allocations
+        ]
+    )
+    subscription_ids: list[int] = []
+    for allocation in sorted(plan.allocations, key=lambda a: a.invoice.pk):
+        invoice = invoice_apply_payment(
+            invoice_id=allocation.invoice.pk, amount_minor=allocation.amount_minor, at=now
+        )
+        if invoice.status == Invoice.Status.PAID and invoice.subscription_id:
+            subscription_ids.append(invoice.subscription_id)
+    audit_record(
+        account=account,
+        actor=actor,
+        action="support.bank_transfer_recorded",
+        message=(
+            f"Bank transfer of {plan.money} received on {plan.received_on:%d %b %Y} (ref. {plan.reference}) "
+            f"recorded as {attempt.reference}: "
+            + ", ".join(f"{a.invoice.number} {a.amount}" for a in plan.allocations)
+        ),
+        target=attempt,
+        data={
+            "reason": reason,
+            "amount_minor": plan.money.amount_minor,
+            "currency": plan.money.currency,
+            "received_on": plan.received_on.isoformat(),
+            "reference": plan.reference,
+            "invoices": {a.invoice.number: a.amount_minor for a in plan.allocations},
+        },
+        ip_address=ip_address,
+    )
+    # The same receipt a card payment sends, so the customer knows the wire arrived.
+    notice_send(
+        account=account,
+        kind="payment_received",
+        dedupe_key=f"payment_received:{attempt.pk}",
+        context={
+            "reference": attempt.reference,
+            "amount": format_money(attempt.amount_minor, attempt.currency, account.language),
+            "method": f"Bank transfer (ref. {plan.reference})",
+            "invoices": ", ".join(a.invoice.number for a in plan.allocations),
+            "paid_on": plan.received_on.isoformat(),
+        },
+    )
+    restorable = Subscription.objects.filter(
+        pk__in=subscription_ids, status__in=[Subscription.Status.PAST_DUE, Subscription.Status.DISABLED]
+    ).order_by("pk")
+    for sub_id in restorable.values_list("pk", flat=True):
+        subscription_restore(subscription_id=sub_id, at=now, actor=actor)
+    return attempt
+
+
+# -- grace periods ------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def subscription_grace_extend(
+    *,
+    account_id: int,
+    subscription_id: int,
+    days: int,
+    actor: Any,
+    reason: str,
+    ip_address: str | None = None,
+) -> Subscription:
+    """Give a past-due subscription more days before it is disabled (1 to 30 at a time)."""
+    reason = _clean_reason(reason)
+    if days not in GRACE_EXTENSION_DAYS:
+        raise SupportActionError("Extend the grace period by 1 to 30 days.")
+    account = account_lock(account_id=account_id)
+    try:
+        sub = (
+            Subscription.objects.select_for_update()
+            .select_related("product")
+            .get(pk=subscription_id, account_id=account.pk)
+        )
+    except Subscription.DoesNotExist:
+        raise SupportActionError("That subscription does not belong to this account.") from None
+    if sub.status != Subscription.Status.PAST_DUE:
+        raise SupportActionError(
+            f"{sub.product.name} is {sub.get_status_display().lower()}; only a past-due subscription has a grace period to extend."
+        )
+    delta = dt.timedelta(days=days)
+    previous = sub.grace_ends_at or timezone.now()
+    sub.grace_ends_at = previous + delta
+    sub.next_lifecycle_at = (sub.next_lifecycle_at or previous) + delta
+    sub.save(update_fields=["grace_ends_at", "next_lifecycle_at"])
+    audit_record(
+        account=account,
+        actor=actor,
+        action="support.grace_extended",
+        message=(
+            f"Grace period of {sub.product.name} extended by {days} days, "
+            f"from {previous:%d %b %Y} to {sub.grace_ends_at:%d %b %Y}"
+        ),
+        target=sub,
+        data={
+            "reason": reason,
+            "days": days,
+            "previous_grace_ends_at": previous.isoformat(),
+            "grace_ends_at": sub.grace_ends_at.isoformat(),
+        },
+        ip_address=ip_address,
+    )
+    return sub
+
+
+# -- retry now ----------------------------------------------------------------------------------
+
+
+def invoice_retry_now(
+    *,
+    account_id: int,
+    invoice_id: int,
+    actor: Any,
+    reason: str,
+    idempotency_key: str,
+    ip_address: str | None = None,
+) -> PaymentAttempt:
+    """Charge a past-due invoice now, off-session, to its subscription's card, through the same
+    locked payment service as every other charge (payments.services.invoices_charge)."""
+    reason = _clean_reason(reason)
+    # A double submit of the confirmation carries the same key: answer with the first attempt.
+    existing = PaymentAttempt.objects.filter(idempotency_key=idempotency_key, account_id=account_id).first()
+    if existing is not None:
+        return existing
+    invoice = (
+        Invoice.objects.select_related("subscription__payment_method", "account")
+        .filter(pk=invoice_id, account_id=account_id)
+        .first()
+    )
+    if invoice is None:
+        raise SupportActionError("That invoice does not belong to this account.")
+    if invoice.status != Invoice.Status.PAST_DUE or invoice.amount_due_minor <= 0:
+        raise SupportActionError(f"Invoice {invoice.number} is not past due; there is nothing to retry.")
+    method = invoice.subscription.payment_method if invoice.subscription else None
+    if method is None:
+        raise SupportActionError(
+            f"Invoice {invoice.number} has no card to charge; the account pays by invoice."
+        )
+    with transaction.atomic():
+        audit_record(
+            account=invoice.account,
+            actor=actor,
+            action="support.retry_requested",
+            message=f"Support retried invoice {invoice.number} now on {method.label}",
+            target=invoice,
+            data={"reason": reason, "invoice": invoice.number, "payment_method": method.pk},
+            ip_address=ip_address,
+        )
+    return invoices_charge(
+        account_id=account_id,
+        invoice_ids=[invoice.pk],
+        payment_method_id=method.pk,
+        source=PaymentAttempt.Source.SUPPORT_RETRY,
+        off_session=True,
+        idempotency_key=idempotency_key,
+        actor=actor,
+        actor_label=f"support: {actor.email}",
+    )

@@ -1,0 +1,179 @@
+"""Who may open which page: the role/tenant matrix over every customer URL, sign-in, sign-out, the root."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from accounts.models import Role
+from tests.factories import MembershipFactory, UserFactory
+from tests.pages_helpers import account_with_subscriptions, outsider
+
+pytestmark = pytest.mark.django_db
+
+PAGES = [
+    ("accounts:home", {}),
+    ("accounts:past_due_banner", {}),
+    ("accounts:notifications", {}),
+    ("subscriptions:products", {}),
+    ("subscriptions:invoices", {}),
+    ("subscriptions:invoice_detail", {"number": None}),
+    ("payments:methods", {}),
+]
+MEMBERS = ["owner", "admin", "reader"]
+
+
+@pytest.fixture
+def world():
+    account, users = account_with_subscriptions(3, past_due=2)
+    number = account.invoices.order_by("pk").first().number
+    return account, users, number
+
+
+def _url(name: str, extra: dict, account_id: int, number: str) -> str:
+    kwargs = {"account_id": account_id, **{k: (v or number) for k, v in extra.items()}}
+    return reverse(name, kwargs=kwargs)
+
+
+@pytest.mark.parametrize(("name", "extra"), PAGES)
+@pytest.mark.parametrize("who", [*MEMBERS, "outsider", "anonymous"])
+def test_every_page_answers_members_and_hides_from_everyone_else(client, world, name, extra, who):
+    account, users, number = world
+    url = _url(name, extra, account.pk, number)
+    if who in MEMBERS:
+        client.force_login(users[who])
+    elif who == "outsider":
+        client.force_login(outsider())
+    response = client.get(url)
+    if who in MEMBERS:
+        assert response.status_code == 200
+    elif who == "outsider":
+        assert response.status_code == 404
+    else:
+        assert response.status_code == 302
+        assert response["Location"].startswith(reverse("accounts:signin"))
+
+
+@pytest.mark.parametrize(("name", "extra"), PAGES)
+def test_unknown_account_id_is_404_like_another_tenants(client, world, name, extra):
+    _account, users, number = world
+    client.force_login(users["owner"])
+    assert client.get(_url(name, extra, 999_999, number)).status_code == 404
+
+
+def test_another_accounts_invoice_number_is_404(client, world):
+    account, users, _number = world
+    other_account, _ = account_with_subscriptions(1)
+    foreign = other_account.invoices.get().number
+    client.force_login(users["owner"])
+    url = reverse("subscriptions:invoice_detail", kwargs={"account_id": account.pk, "number": foreign})
+    assert client.get(url).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("who", "status"), [("owner", 302), ("admin", 302), ("reader", 403), ("outsider", 404)]
+)
+def test_notification_post_by_role(client, world, who, status):
+    account, users, _ = world
+    client.force_login(users[who] if who in users else outsider())
+    url = reverse("accounts:notifications_edit", kwargs={"account_id": account.pk})
+    response = client.post(url, {"email": "new@example.test", "language": "en"})
+    assert response.status_code == status
+    account.refresh_from_db()
+    assert (account.notification_email == "new@example.test") == (status == 302)
+
+
+@pytest.mark.parametrize(
+    ("who", "status"), [("owner", 200), ("admin", 200), ("reader", 403), ("outsider", 404)]
+)
+def test_edit_pane_opens_for_owners_and_admins_only(client, world, who, status):
+    account, users, _ = world
+    client.force_login(users[who] if who in users else outsider())
+    url = reverse("accounts:notifications_edit", kwargs={"account_id": account.pk})
+    assert client.get(url).status_code == status
+
+
+def test_anonymous_post_is_sent_to_sign_in(client, world):
+    account, _, _ = world
+    url = reverse("accounts:notifications_edit", kwargs={"account_id": account.pk})
+    response = client.post(url, {"email": "new@example.test", "language": "en"})
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("accounts:signin"))
+
+
+def test_sign_in_with_email_lands_on_first_account_home(client, world):
+    account, users, _ = world
+    response = client.post(
+        reverse("accounts:signin"), {"username": users["admin"].email.upper(), "password": "demo-pass-2026"}
+    )
+    assert response.status_code == 302
+    response = client.get(response["Location"])
+    assert response.status_code == 302
+    assert response["Location"] == reverse("accounts:home", kwargs={"account_id": account.pk})
+
+
+def test_sign_in_page_labels_the_field_email(client):
+    body = client.get(reverse("accounts:signin")).content.decode()
+    assert "E-mail address" in body
+    assert 'type="email"' in body
+
+
+def test_wrong_password_says_so_and_stays(client, world):
+    _, users, _ = world
+    response = client.post(reverse("accounts:signin"), {"username": users["admin"].email, "password": "nope"})
+    assert response.status_code == 200
+    assert "don&#x27;t match an account" in response.content.decode()
+
+
+def test_sign_out_is_post_only(client, world):
+    _, users, _ = world
+    client.force_login(users["owner"])
+    assert client.get(reverse("accounts:signout")).status_code == 405
+    response = client.post(reverse("accounts:signout"))
+    assert response.status_code == 302
+    assert "_auth_user_id" not in client.session
+
+
+def test_member_of_no_account_gets_a_friendly_page(client):
+    client.force_login(UserFactory())
+    response = client.get("/")
+    assert response.status_code == 200
+    assert "not a member of any billing account" in response.content.decode()
+
+
+def test_staff_without_memberships_go_to_support_or_the_friendly_page(client):
+    client.force_login(UserFactory(is_staff=True))
+    response = client.get("/")
+    try:
+        support = reverse("support:home")
+    except Exception:
+        assert response.status_code == 200
+        assert "not a member of any billing account" in response.content.decode()
+    else:
+        assert response.status_code == 302
+        assert response["Location"] == support
+
+
+def test_account_switcher_lists_every_membership(client, world):
+    account, users, _ = world
+    second = MembershipFactory(user=users["reader"], role=Role.OWNER, account__name="Zeta Holding")
+    client.force_login(users["reader"])
+    body = client.get(reverse("accounts:home", kwargs={"account_id": account.pk})).content.decode()
+    assert reverse("accounts:home", kwargs={"account_id": second.account_id}) in body
+    assert "Zeta Holding" in body
+    assert "Change billing account" in body
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sign_in_is_rate_limited(client, settings, world):
+    settings.AXES_ENABLED = True
+    _, users, _ = world
+    url = reverse("accounts:signin")
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        client.post(url, {"username": users["admin"].email, "password": "wrong"}, REMOTE_ADDR="10.0.0.9")
+    response = client.post(
+        url, {"username": users["admin"].email, "password": "demo-pass-2026"}, REMOTE_ADDR="10.0.0.9"
+    )
+    assert response.status_code == 429
+    assert "Too many sign-in attempts" in response.content.decode()
+    assert "_auth_user_id" not in client.session
