@@ -420,7 +420,9 @@ def _lifecycle_due(now: dt.datetime) -> Q:
     seed data or by support extending the grace period): those are rescheduled for the warning."""
     warn = dt.timedelta(days=settings.DUNNING_FINAL_WARNING_DAYS)
     return Q(next_lifecycle_at__lte=now, status__in=LIFECYCLE_STATUSES) | Q(
-        status=Subscription.Status.PAST_DUE, next_lifecycle_at=F("grace_ends_at"), grace_ends_at__gt=now + warn
+        status=Subscription.Status.PAST_DUE,
+        next_lifecycle_at=F("grace_ends_at"),
+        grace_ends_at__gt=now + warn,
     )
 
 
