@@ -396,7 +396,8 @@ def _reconcile_due(*, account_id: int, now: dt.datetime, report: RunReport) -> N
 
 
 def _mark_overdue(*, account_id: int, now: dt.datetime, report: RunReport) -> None:
-    """Open invoices past their due date with nothing scheduled (bank transfer, no card) become past due."""
+    """Open invoices past their due date with nothing scheduled: a card that was never charged for one
+    is charged now (off-session, like a renewal); otherwise (bank transfer, no card) it is past due."""
     today = timezone.localdate(now)
     ids = list(
         Invoice.objects.filter(
@@ -405,7 +406,23 @@ def _mark_overdue(*, account_id: int, now: dt.datetime, report: RunReport) -> No
     )
     for invoice_id in ids:
         with transaction.atomic():
-            account_lock(account_id=account_id)
+            account = account_lock(account_id=account_id)
+            invoice = (
+                Invoice.objects.select_for_update(of=("self",))
+                .select_related("subscription__payment_method")
+                .get(pk=invoice_id)
+            )
+            if invoice.status != Invoice.Status.OPEN or invoice.next_attempt_at is not None:
+                continue
+            sub = invoice.subscription
+            if (
+                invoice.attempt_count == 0
+                and sub is not None
+                and _chargeable_method(sub, account) is not None
+            ):
+                invoice.next_attempt_at = now
+                invoice.save(update_fields=["next_attempt_at"])
+                continue
             invoice = invoice_mark_past_due(invoice_id=invoice_id, at=now)
             if invoice.subscription_id:
                 sub = _mark_subscription_past_due(subscription_id=invoice.subscription_id, now=now)

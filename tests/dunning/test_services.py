@@ -186,3 +186,22 @@ def test_final_warning_is_sent_even_when_the_wake_up_was_set_to_the_end_of_grace
         assert sub.grace_ends_at - warning.created_at <= dt.timedelta(days=3)
         assert sub.grace_ends_at - warning.created_at > dt.timedelta(days=2)
         assert Subscription.objects.get(pk=sub.pk).status == Subscription.Status.DISABLED
+
+
+def test_an_open_card_invoice_past_its_due_date_is_charged_off_session():
+    from tests.factories import InvoiceFactory
+
+    with time_machine.travel(START, tick=False):
+        r = renewing_subscription(number=SUCCEEDS)
+        from subscriptions.models import Subscription
+
+        Subscription.objects.filter(pk=r.sub.pk).update(current_period_end=timezone.localdate())
+        invoice = InvoiceFactory(
+            subscription=r.sub,
+            issued_on=timezone.localdate() - dt.timedelta(days=12),
+            due_on=timezone.localdate() - dt.timedelta(days=2),
+        )
+        account_dunning_run(account_id=r.account.pk, now=timezone.now())
+        invoice.refresh_from_db()
+        assert invoice.status == Invoice.Status.PAID
+        assert len(bank_charges(r.method)) == 1
