@@ -533,7 +533,11 @@ def invoice_charge_due(
         logger.exception("dunning: invoice %s could not be charged", invoice.number)
         Invoice.objects.filter(pk=invoice.pk).update(next_attempt_at=None)
         return "error"
-    invoice_after_attempt(invoice_id=invoice.pk, attempt_id=attempt.pk, now=now, policies=policies)
+    if attempt.status == PaymentAttempt.Status.SUCCEEDED:
+        # Paid: the engine cleared next_attempt_at; only the attempt number is left to record.
+        Invoice.objects.filter(pk=invoice.pk, attempt_count__lt=number).update(attempt_count=number)
+    else:
+        invoice_after_attempt(invoice_id=invoice.pk, attempt_id=attempt.pk, now=now, policies=policies)
     return str(attempt.status)
 
 
