@@ -255,7 +255,7 @@ def due_account_ids(*, now: dt.datetime) -> list[int]:
             Q(status=PaymentAttempt.Status.UNKNOWN, reconcile_after__lte=now)
             | Q(status=PaymentAttempt.Status.PENDING, created_at__lte=now - PENDING_STALE_AFTER)
         ).values_list("account_id"),
-        Subscription.objects.filter(_lifecycle_due(now)).values_list("account_id"),
+        Subscription.objects.filter(lifecycle_due_q(now)).values_list("account_id"),
         Subscription.objects.filter(status__in=RENEWING_STATUSES, current_period_end__lt=today).values_list(
             "account_id"
         ),
@@ -370,7 +370,7 @@ def account_dunning_run(*, account_id: int, now: dt.datetime) -> RunReport:
     policies = retry_policies()
     for invoice_id in list(due_invoices):
         report.charged[invoice_id] = invoice_charge_due(invoice_id=invoice_id, now=now, policies=policies)
-    subs = Subscription.objects.filter(_lifecycle_due(now), account_id=account_id).order_by("pk")
+    subs = Subscription.objects.filter(lifecycle_due_q(now), account_id=account_id).order_by("pk")
     for sub_id in list(subs.values_list("pk", flat=True)):
         report.lifecycle[sub_id] = subscription_lifecycle_step(subscription_id=sub_id, now=now)
     AccountSweep.objects.filter(account_id=account_id).update(enqueued_at=None, finished_at=timezone.now())
@@ -431,7 +431,7 @@ def _mark_overdue(*, account_id: int, now: dt.datetime, report: RunReport) -> No
         report.overdue.append(invoice_id)
 
 
-def _lifecycle_due(now: dt.datetime) -> Q:
+def lifecycle_due_q(now: dt.datetime) -> Q:
     """Subscriptions whose lifecycle step is due, plus past-due ones whose wake-up time skips the final
     warning that is still ahead (next_lifecycle_at set straight to the end of the grace period by
     seed data or by support extending the grace period): those are rescheduled for the warning."""
