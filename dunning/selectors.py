@@ -18,7 +18,7 @@ from payments.services import PENDING_STALE_AFTER
 from subscriptions.models import Invoice, Subscription
 
 from .models import RetryPolicy
-from .services import KEY_PREFIX, lifecycle_due_q, decline_category, due_account_ids, leased_account_ids
+from .services import KEY_PREFIX, decline_category, due_account_ids, leased_account_ids, lifecycle_due_q
 
 UNPAID = (Subscription.Status.PAST_DUE, Subscription.Status.DISABLED)
 
