@@ -27,6 +27,7 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce
 from django.shortcuts import get_object_or_404
+from django.utils.translation import gettext as _
 
 from accounts.models import BillingAccount, Membership
 from audit.models import AuditEvent
@@ -71,7 +72,7 @@ class SearchResult:
 
     @property
     def status_label(self) -> str:
-        return str(self.status.label) if self.status else "No subscriptions"
+        return str(self.status.label) if self.status else _("No subscriptions")
 
 
 # Keys that name one thing exactly (B-tree lookups), and the partial matches tried only when none
@@ -227,7 +228,7 @@ class AccountOverview:
 
     @property
     def status_label(self) -> str:
-        return str(self.status.label) if self.status else "No subscriptions"
+        return str(self.status.label) if self.status else _("No subscriptions")
 
 
 def support_account_get(*, account_id: int) -> BillingAccount:
@@ -367,7 +368,7 @@ def support_timeline(*, account: BillingAccount, page: int = 1) -> TimelinePage:
             if attempt.payment_method:
                 detail += f" · {attempt.payment_method.label}"
             if attempt.reference_note:
-                detail += f" · ref. {attempt.reference_note}"
+                detail += " · " + _("ref. %(reference)s") % {"reference": attempt.reference_note}
             entries.append(
                 TimelineEntry(
                     "attempt",
@@ -384,7 +385,7 @@ def support_timeline(*, account: BillingAccount, page: int = 1) -> TimelinePage:
                 TimelineEntry(
                     "notice",
                     created,
-                    f"Mail: {notice.get_kind_display()}",
+                    _("Mail: %(kind)s") % {"kind": notice.get_kind_display()},
                     f"{notice.subject} → {notice.recipient} ({notice.get_status_display()})",
                     "billing",
                     notice,
@@ -393,7 +394,7 @@ def support_timeline(*, account: BillingAccount, page: int = 1) -> TimelinePage:
         elif kind == "note" and pk in notes:
             note = notes[pk]
             author = note.author.email if note.author else ""
-            entries.append(TimelineEntry("note", created, "Support note", note.body, author, note))
+            entries.append(TimelineEntry("note", created, _("Support note"), note.body, author, note))
     return TimelinePage(entries=entries, page=page, has_next=has_next)
 
 
