@@ -28,6 +28,7 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 from django.shortcuts import get_object_or_404
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy as _lazy
 
 from accounts.models import BillingAccount, Membership
 from audit.models import AuditEvent
@@ -71,6 +72,10 @@ class SearchResult:
     matched_by: tuple[str, ...]
 
     @property
+    def matched_by_labels(self) -> list[str]:
+        return [str(KEY_LABELS.get(key, key)) for key in self.matched_by]
+
+    @property
     def status_label(self) -> str:
         return str(self.status.label) if self.status else _("No subscriptions")
 
@@ -80,6 +85,18 @@ class SearchResult:
 # rows, so answering it from the unique index first keeps it fast at a million accounts.
 EXACT_KEYS = ("payment_reference", "invoice_number", "card_last4", "subscription_id", "email", "domain")
 PARTIAL_KEYS = ("email_partial", "name_domain")
+
+
+KEY_LABELS = {
+    "payment_reference": _lazy("payment reference"),
+    "invoice_number": _lazy("invoice number"),
+    "card_last4": _lazy("card last4"),
+    "subscription_id": _lazy("subscription id"),
+    "email": _lazy("member e-mail"),
+    "domain": _lazy("domain"),
+    "email_partial": _lazy("member e-mail (partial)"),
+    "name_domain": _lazy("name or domain"),
+}
 
 
 def search_keys(query: str) -> list[str]:
