@@ -61,14 +61,16 @@ def home(request: HttpRequest, membership: Membership) -> HttpResponse:
 
 @account_member_required
 def past_due_banner(request: HttpRequest, membership: Membership) -> HttpResponse:
-    """The past-due banner alone, for htmx to refresh after a `balanceChanged` event."""
+    """Home's banner and summary cards alone, for htmx to refresh after a `balanceChanged` event."""
+    account = membership.account
     return render(
         request,
-        "accounts/home.html#past-due-banner",
+        "accounts/home.html#home-body",
         {
             "membership": membership,
-            "account": membership.account,
-            "past_due": past_due_summary(account=membership.account),
+            "account": account,
+            "past_due": past_due_summary(account=account),
+            "overview": account_overview(account=account),
         },
     )
 

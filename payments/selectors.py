@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from django.db.models import Prefetch, Q, QuerySet
+from django.db.models import Count, Prefetch, Q, QuerySet
 
 from accounts.models import BillingAccount
 from billing_portal.money import Money
@@ -75,6 +75,19 @@ def settle_quote(
     )
 
 
+def attempts_in_flight(*, account: BillingAccount, invoice_ids: list[int]) -> list[PaymentAttempt]:
+    """Payments still under way for these invoices (pending, waiting for 3-D Secure, or being checked)."""
+    if not invoice_ids:
+        return []
+    return list(
+        PaymentAttempt.objects.filter(
+            account=account, status__in=PaymentAttempt.IN_FLIGHT, allocations__invoice_id__in=invoice_ids
+        )
+        .distinct()
+        .order_by("pk")
+    )
+
+
 def payment_methods_usable(*, account: BillingAccount) -> QuerySet[PaymentMethod]:
     """Cards a payer may choose (removed ones are gone)."""
     return (
@@ -122,17 +135,28 @@ def attempts_abandoned(*, now, limit: int = 100) -> QuerySet[PaymentAttempt]:
     ).order_by("created_at", "pk")[:limit]
 
 
+# Subscriptions a card still pays for (cancelled and deleted ones no longer renew).
+_LIVE = [Subscription.Status.ACTIVE, Subscription.Status.PAST_DUE, Subscription.Status.DISABLED]
+
+# How many of a card's subscriptions the card names; the rest are counted ("and 12 more").
+SUBSCRIPTIONS_LISTED_PER_METHOD = 5
+
+
 def payment_methods_for_account(*, account: BillingAccount) -> QuerySet[PaymentMethod]:
-    """The account's cards (removed ones left out), each with the live subscriptions it pays. Two queries."""
-    in_use = (
-        Subscription.objects.exclude(status__in=[Subscription.Status.CANCELLED, Subscription.Status.DELETED])
+    """The account's cards (removed ones left out), each with how many live subscriptions it pays and the
+    first few of them. Two queries; the prefetch is sliced per card (a window function), so a card that
+    pays 1,000 subscriptions loads five."""
+    live = Q(subscriptions__status__in=_LIVE)
+    first_live = (
+        Subscription.objects.filter(status__in=_LIVE)
         .select_related("product")
         .order_by("product__name", "pk")
-    )
+    )[:SUBSCRIPTIONS_LISTED_PER_METHOD]
     return (
         PaymentMethod.objects.filter(account=account)
         .exclude(status=PaymentMethod.Status.DETACHED)
         .select_related("owner")
-        .prefetch_related(Prefetch("subscriptions", queryset=in_use, to_attr="live_subscriptions"))
+        .annotate(live_subscription_count=Count("subscriptions", filter=live))
+        .prefetch_related(Prefetch("subscriptions", queryset=first_live, to_attr="first_subscriptions"))
         .order_by("-is_default", "pk")
     )

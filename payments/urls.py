@@ -6,6 +6,8 @@ app_name = "payments"
 
 urlpatterns = [
     path("billing/payment-methods/", views.methods, name="methods"),
+    path("billing/payment-methods/add/", views.method_add, name="method_add"),
+    path("billing/payment-methods/<int:method_id>/edit/", views.method_edit, name="method_edit"),
     path("billing/settle/<int:failed_method_id>/", views.settle_balance, name="settle"),
     path("billing/settle/<int:failed_method_id>/expiry/", views.settle_expiry, name="settle_expiry"),
     path("billing/invoices/<str:number>/pay/", views.invoice_pay, name="invoice_pay"),

@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from django.conf import settings
+from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import (
     Http404,
@@ -37,7 +38,7 @@ from . import services
 from .forms import ExpiryForm, PayForm, new_form_key
 from .gateways.base import decline_message, decline_reason
 from .models import PaymentAttempt, PaymentMethod
-from .selectors import payment_methods_for_account, payment_methods_usable, settle_quote
+from .selectors import attempts_in_flight, payment_methods_for_account, payment_methods_usable, settle_quote
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ def methods(request: HttpRequest, membership: Membership) -> HttpResponse:
     for card in cards:
         card.past_due = summary.for_method(card.pk)  # type: ignore[attr-defined]
         card.decline_reason = decline_reason(card.last_decline_code)  # type: ignore[attr-defined]
+        card.more_subscriptions = card.live_subscription_count - len(card.first_subscriptions)  # type: ignore[attr-defined]
         # The warning names a declined card while something it pays is still past due; once that
         # balance is settled (with another card) the warning is gone, the card keeps its status.
         if card.status in (card.Status.DECLINED, card.Status.EXPIRED) and card.past_due:  # type: ignore[attr-defined]
@@ -195,6 +197,7 @@ def _settle_context(
         "chosen": chosen or failed,
         "methods": methods,
         "quote": quote,
+        "in_flight": attempts_in_flight(account=account, invoice_ids=quote.invoice_ids),
         "pane_close_url": _close_url(membership),
         "failed_message": decline_message(failed.last_decline_code) if failed.last_decline_code else "",
         "can_edit_expiry": failed.owner_id is not None and failed.owner_id == request.user.pk,
@@ -314,6 +317,7 @@ def _pay_context(*, membership: Membership, invoice: Invoice) -> dict[str, Any]:
         "membership": membership,
         "account": membership.account,
         "invoice": invoice,
+        "in_flight": attempts_in_flight(account=membership.account, invoice_ids=[invoice.pk]),
         "pane_close_url": reverse(
             "subscriptions:invoice_detail", args=[membership.account_id, invoice.number]
         ),
@@ -457,3 +461,98 @@ def card_setup(request: HtmxHttpRequest, membership: Membership) -> HttpResponse
             {"error": _("The card form could not be loaded. Try again in a moment.")}, status=502
         )
     return JsonResponse({"client_secret": secret})
+
+
+# ------------------------------------------------------------------------------------------------
+# Payment methods: add a card, edit a card's expiry (its owner only)
+
+
+def _card_saved(request: HtmxHttpRequest, membership: Membership, text: str) -> HttpResponse:
+    messages.success(request, text)
+    if request.htmx:
+        # The pane closes; the card list reloads itself on balanceChanged; the message lands on the page.
+        response = render(request, "includes/oob_messages.html", {"membership": membership})
+        trigger_client_event(response, "balanceChanged")
+        trigger_client_event(response, "closePane")
+        return response
+    return HttpResponseRedirect(reverse("payments:methods", args=[membership.account_id]), status=303)
+
+
+@account_member_required
+@require_http_methods(["GET", "POST"])
+def method_add(request: HtmxHttpRequest, membership: Membership) -> HttpResponse:
+    _require_pay(membership)
+    context: dict[str, Any] = {
+        "membership": membership,
+        "account": membership.account,
+        "pane_close_url": _close_url(membership),
+        "methods": [],
+        "new_selected": True,
+        **_stripe_context(),
+    }
+    if request.method == "POST":
+        data = request.POST
+        try:
+            if settings.PAYMENT_GATEWAY == "stripe":
+                method = services.payment_method_add_from_setup(
+                    account_id=membership.account_id,
+                    actor=request.user,
+                    setup_intent_id=data.get("setup_intent", ""),
+                    holder_name=data.get("holder_name", ""),
+                )
+            else:
+                method = services.payment_method_add(
+                    account_id=membership.account_id,
+                    actor=request.user,
+                    number=data.get("number", ""),
+                    exp_month=data.get("exp_month", ""),
+                    exp_year=data.get("exp_year", ""),
+                    cvc=data.get("cvc", ""),
+                    holder_name=data.get("holder_name", ""),
+                )
+        except services.PaymentError as exc:
+            context.update({"error": exc.message, "form_errors": exc.errors})
+        else:
+            return _card_saved(request, membership, _("%(card)s was added.") % {"card": method.label})
+    return _render_pane(request, "payments/method_add.html", context)
+
+
+@account_member_required
+@require_http_methods(["GET", "POST"])
+def method_edit(request: HtmxHttpRequest, membership: Membership, method_id: int) -> HttpResponse:
+    """Edit a card's expiry date. Only the admin who added the card may; the number is never editable."""
+    _require_pay(membership)
+    method = get_object_or_404(
+        PaymentMethod.objects.exclude(status=PaymentMethod.Status.DETACHED),
+        account=membership.account,
+        pk=method_id,
+    )
+    if method.owner_id != request.user.pk:
+        raise PermissionDenied
+    context: dict[str, Any] = {
+        "membership": membership,
+        "account": membership.account,
+        "method": method,
+        "pane_close_url": _close_url(membership),
+    }
+    if request.method == "POST":
+        try:
+            method = services.payment_method_update_expiry(
+                account_id=membership.account_id,
+                method_id=method.pk,
+                actor=request.user,
+                exp_month=request.POST.get("exp_month", ""),
+                exp_year=request.POST.get("exp_year", ""),
+            )
+        except services.NotCardOwner as exc:
+            raise PermissionDenied from exc
+        except services.PaymentError as exc:
+            context.update({"error": exc.message, "form_errors": exc.errors})
+        else:
+            return _card_saved(
+                request,
+                membership,
+                _("The expiry date of %(card)s is now %(expiry)s.")
+                % {"card": method.label, "expiry": method.expiry},
+            )
+    return _render_pane(request, "payments/method_edit.html", context)

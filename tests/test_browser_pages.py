@@ -202,3 +202,63 @@ def test_balance_changed_event_refreshes_the_banner(live_server, demo_page: Page
     page.evaluate("document.body.dispatchEvent(new CustomEvent('balanceChanged'))")
     expect(page.locator("#past-due-banner")).to_contain_text("€376.50")
     expect(page.locator("#past-due-banner")).not_to_contain_text("€390.50")
+
+
+def test_settle_balance_and_pay_now_open_in_the_side_pane(live_server, demo_page: Page):
+    page = demo_page
+    contoso = demo_account("Contoso Ltd")
+    _sign_in(page, live_server.url, "admin@contoso.example")
+
+    banner_item = page.locator("#past-due-banner li", has_text="Visa ending 0341")
+    opener = banner_item.get_by_role("link", name="Settle balance")
+    opener.click()
+    pane = page.locator("#side-pane .pane")
+    expect(pane).to_be_visible()
+    expect(pane).to_contain_text("€376.50")
+    expect(page.locator("#side-pane-host")).not_to_have_class(re.compile("is-entering"))
+    _shot(page, "pane-settle-balance")
+    _assert_accessible(page, "pane-settle-balance")
+    page.keyboard.press("Escape")
+    expect(page.locator("#side-pane-host")).to_be_hidden()
+    expect(opener).to_be_focused()
+
+    page.goto(f"{live_server.url}/a/{contoso.pk}/billing/invoices/")
+    page.locator("tr", has_text="INV-2026-100005").get_by_role("link", name="Pay now").click()
+    expect(pane).to_be_visible()
+    expect(pane).to_contain_text("€36.00")
+    expect(page.locator("#side-pane-host")).not_to_have_class(re.compile("is-entering"))
+    _shot(page, "pane-pay-now")
+    _assert_accessible(page, "pane-pay-now")
+    pane.get_by_role("link", name="Cancel").click()
+    expect(page.locator("#side-pane-host")).to_be_hidden()
+    assert page.errors == []
+
+
+def test_readers_get_no_settle_or_pay_actions(live_server, demo_page: Page):
+    page = demo_page
+    contoso = demo_account("Contoso Ltd")
+    _sign_in(page, live_server.url, "reader@contoso.example")
+    expect(page.locator("#past-due-banner")).to_contain_text("€376.50")
+    expect(page.get_by_role("link", name="Settle balance")).to_have_count(0)
+    page.goto(f"{live_server.url}/a/{contoso.pk}/billing/invoices/")
+    expect(page.get_by_role("link", name="Pay now")).to_have_count(0)
+
+
+def test_settling_in_the_pane_updates_the_page_behind_it(live_server, demo_page: Page):
+    """End to end through the shell: Settle balance with the Mastercard; balanceChanged refreshes the banner."""
+    page = demo_page
+    _sign_in(page, live_server.url, "admin@contoso.example")
+    page.locator("#past-due-banner li", has_text="Visa ending 0341").get_by_role(
+        "link", name="Settle balance"
+    ).click()
+    pane = page.locator("#side-pane .pane")
+    expect(pane).to_be_visible()
+    pane.get_by_label(re.compile("Mastercard ending 4444")).check()
+    expect(pane).to_contain_text("€390.50")  # the chosen card's own past-due €14.00 is added
+    pane.get_by_role("button", name="Settle balance").click()
+    expect(page.locator("#past-due-banner")).not_to_contain_text("Visa ending 0341", timeout=10_000)
+    _shot(page, "pane-settle-done")
+    page.keyboard.press("Escape")
+    expect(page.locator("#side-pane-host")).to_be_hidden()
+    expect(page.locator("#past-due-banner")).not_to_contain_text("past due balance")
+    expect(page.locator("#home-body")).to_contain_text("All paid up")

@@ -173,9 +173,10 @@ def test_fabrikam_owner_fixes_the_expiry_and_the_same_card_pays(page: Page, live
     sign_in(page, live_server, "admin@fabrikam.example")
     page.goto(f"{live_server.url}/a/{fabrikam.pk}/billing/settle/{visa.pk}/")
     expect(page.locator("#settle-total")).to_contain_text("72,00")
-    page.get_by_label("New expiry year").fill("2029")
-    page.get_by_role("button", name="Save expiry date").click()
-    expect(page.get_by_text("is now 10/2029")).to_be_visible()
+    # Fabrikam's language is Dutch: the pane speaks it and formats € 72,00 the Dutch way.
+    page.get_by_label("Nieuw vervaljaar").fill("2029")
+    page.get_by_role("button", name="Vervaldatum opslaan").click()
+    expect(page.get_by_text("is nu 10/2029")).to_be_visible()
     page.locator("#settle-submit").click()
     expect(page.locator("#receipt-reference")).to_be_visible()
     visa.refresh_from_db()

@@ -57,3 +57,29 @@ def test_bank_transfer_account_says_how_it_pays(client):
     seed_demo()
     body = _page(client, "admin@northwind.example", "Northwind Traders")
     assert "pays by invoice" in body
+
+
+def test_a_card_with_many_subscriptions_names_five_and_counts_the_rest(client):
+    from tests.pages_helpers import account_with_subscriptions
+
+    account, users = account_with_subscriptions(12, past_due=0)
+    client.force_login(users["reader"])
+    body = client.get(reverse("payments:methods", kwargs={"account_id": account.pk})).content.decode()
+    assert "12 subscriptions" in body
+    assert "and 7 more" in body
+
+
+def test_cancelled_subscriptions_do_not_count_as_using_a_card(client):
+    from django.utils import timezone
+
+    from subscriptions.models import Subscription
+    from tests.pages_helpers import account_with_subscriptions
+
+    account, users = account_with_subscriptions(3, past_due=0)
+    Subscription.objects.filter(pk=account.subscriptions.order_by("pk").first().pk).update(
+        status="cancelled", cancelled_at=timezone.now()
+    )
+    client.force_login(users["reader"])
+    body = client.get(reverse("payments:methods", kwargs={"account_id": account.pk})).content.decode()
+    assert "2 subscriptions" in body
+    assert "3 subscriptions" not in body

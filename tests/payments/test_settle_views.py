@@ -247,8 +247,8 @@ def test_pane_query_count_is_flat(client, contoso, django_assert_num_queries, ex
 
 
 # session, user, membership, failed method, usable methods, chosen method, two invoice lists, + the
-# shell's account switcher
-PANE_QUERIES = 9
+# shell's account switcher, + payments in flight
+PANE_QUERIES = 10
 
 
 def test_without_javascript_3ds_is_a_plain_redirect_chain(client, contoso):
@@ -286,3 +286,14 @@ def test_attempt_pages_of_another_account_are_404(client, contoso):
     )
     url = reverse("payments:attempt_return", args=[other.account.pk]) + f"?attempt={attempt.pk}"
     assert client.get(url).status_code == 404
+
+
+def test_pane_says_when_a_payment_is_being_checked(client, contoso, settings):
+    settings.SIMULATED_GATEWAY_TIMEOUT_CARDS = ["5555555555554444"]
+    client.force_login(contoso.admin)
+    post_settle(client, contoso)
+    body = client.get(settle_url(contoso) + f"?method={contoso.mastercard.pk}").content.decode()
+    assert "is being checked with the bank" in body
+    again = post_settle(client, contoso)
+    assert "already in progress" in again.content.decode()
+    assert SimCharge.objects.count() == 1

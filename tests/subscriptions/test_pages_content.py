@@ -61,7 +61,8 @@ def test_banner_fragment_is_just_the_banner(client, demo):
         reverse("accounts:past_due_banner", kwargs={"account_id": account.pk}), HTTP_HX_REQUEST="true"
     )
     body = response.content.decode()
-    assert body.lstrip().startswith('<div id="past-due-banner"')
+    assert body.lstrip().startswith('<div id="home-body"')
+    assert 'id="past-due-banner"' in body
     assert "<html" not in body
 
 
@@ -204,7 +205,7 @@ def test_empty_account_shows_what_to_do_next(client):
 @pytest.mark.parametrize(
     ("name", "region", "extra"),
     [
-        ("accounts:past_due_banner", "past-due-banner", {}),
+        ("accounts:past_due_banner", "home-body", {}),
         ("subscriptions:products", "product-list", {}),
         ("subscriptions:invoices", "invoice-list", {}),
         ("subscriptions:invoice_detail", "invoice-body", {"number": "INV-2026-100001"}),
