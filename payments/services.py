@@ -149,8 +149,10 @@ def invoices_charge(
     shown, computed by the server), a different amount under the lock raises BalanceChanged.
     """
     invoice_ids = sorted(set(invoice_ids))
-    existing = PaymentAttempt.objects.filter(idempotency_key=idempotency_key, account_id=account_id).first()
+    existing = PaymentAttempt.objects.filter(idempotency_key=idempotency_key).first()
     if existing is not None:
+        if existing.account_id != account_id:  # keys are global; never answer with another account's attempt
+            raise PaymentError("idempotency key already used by another account")
         return existing
     attempt = None
     for _round in range(2):

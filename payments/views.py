@@ -151,6 +151,11 @@ def _after_attempt(
         ) % {"ref": attempt.reference}
     elif attempt.status == PaymentAttempt.Status.CANCELED:
         context["error"] = _("The payment was canceled; nothing was charged.")
+    elif attempt.status == PaymentAttempt.Status.PENDING:
+        # A second submit while the first is still with the bank: say so, never charge again.
+        context["error"] = _(
+            "This payment (%(ref)s) is still being processed. Nothing will be charged twice."
+        ) % {"ref": attempt.reference}
     context["form_key"] = new_form_key()
     return _render_pane(request, template, context)
 

@@ -533,3 +533,26 @@ def test_sweeps_reconcile_lost_attempts_and_cancel_stale_challenges(contoso, set
     assert attempts_abandon_stale() == 1
     stale.refresh_from_db()
     assert stale.status == PaymentAttempt.Status.CANCELED
+
+
+def test_an_idempotency_key_of_another_account_is_refused(contoso):
+    from tests.payments.scenario import build_contoso
+
+    k = key()
+    services.invoice_pay(
+        account_id=contoso.account.pk,
+        invoice_id=contoso.invoices["teams"].pk,
+        payment_method_id=contoso.mastercard.pk,
+        actor=contoso.finance,
+        idempotency_key=k,
+    )
+    other = build_contoso(prefix="o-")
+    with pytest.raises(services.PaymentError):
+        services.invoice_pay(
+            account_id=other.account.pk,
+            invoice_id=other.invoices["teams"].pk,
+            payment_method_id=other.mastercard.pk,
+            actor=other.finance,
+            idempotency_key=k,
+        )
+    assert SimCharge.objects.count() == 1
