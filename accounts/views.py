@@ -30,6 +30,20 @@ class SignOutView(auth_views.LogoutView):
     """POST only (Django's LogoutView refuses GET), so a link or an image can't sign anyone out."""
 
 
+# Where operator staff land; the support console names its start page one of these.
+SUPPORT_START_PAGES = ("support:home", "support:search")
+
+
+def support_url() -> str:
+    """The support console's start page, or "" when this build has none."""
+    for name in SUPPORT_START_PAGES:
+        try:
+            return reverse(name)
+        except NoReverseMatch:
+            continue
+    return ""
+
+
 @login_required
 def root(request: HttpRequest) -> HttpResponse:
     """`/`: the first billing account's Home; support staff go to the console; others learn why there is nothing."""
@@ -37,10 +51,9 @@ def root(request: HttpRequest) -> HttpResponse:
     if first is not None:
         return redirect("accounts:home", account_id=first.account_id)
     if request.user.is_staff:
-        try:
-            return redirect(reverse("support:home"))
-        except NoReverseMatch:
-            pass  # the console is not installed in this build
+        support = support_url()
+        if support:
+            return redirect(support)
     return render(request, "accounts/no_account.html", status=200)
 
 

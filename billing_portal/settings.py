@@ -90,6 +90,7 @@ TEMPLATES = [
                 "django.template.context_processors.csp",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "payments.context_processors.gateway",
             ],
             "builtins": ["billing_portal.templatetags.portal"],
         },

@@ -71,7 +71,12 @@ def renewal_invoice(sub: Subscription) -> Invoice:
 
 
 def seed_past_due(
-    *, accounts: int, invoices_per_account: int, number: str = SUCCEEDS, prefix: str = "bulk", batch: int = 2000
+    *,
+    accounts: int,
+    invoices_per_account: int,
+    number: str = SUCCEEDS,
+    prefix: str = "bulk",
+    batch: int = 2000,
 ) -> list[int]:
     """Many accounts, each with one past-due subscription on its own simulated-bank card and
     `invoices_per_account` past-due invoices due for a retry now. Bulk inserts, for big numbers.
@@ -83,7 +88,9 @@ def seed_past_due(
 
     now = timezone.now()
     today = timezone.localdate()
-    product, _ = Product.objects.get_or_create(code=f"{prefix}-m365", defaults={"name": "Microsoft 365 Business Basic"})
+    product, _ = Product.objects.get_or_create(
+        code=f"{prefix}-m365", defaults={"name": "Microsoft 365 Business Basic"}
+    )
     tag = secrets.token_hex(3)
     invoice_ids: list[int] = []
     for start in range(0, accounts, batch):
@@ -162,7 +169,9 @@ def seed_past_due(
         )
         InvoiceLine.objects.bulk_create(
             [
-                InvoiceLine(invoice=i, description=product.name, quantity=3, unit_price_minor=600, amount_minor=1800)
+                InvoiceLine(
+                    invoice=i, description=product.name, quantity=3, unit_price_minor=600, amount_minor=1800
+                )
                 for i in invoices
             ]
         )

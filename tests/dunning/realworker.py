@@ -23,7 +23,11 @@ def database_url_for_current_db() -> str:
 
 
 def start_worker(
-    *, concurrency: int = 2, pool: str = "prefork", extra_env: dict[str, str] | None = None, log: Path | None = None
+    *,
+    concurrency: int = 2,
+    pool: str = "prefork",
+    extra_env: dict[str, str] | None = None,
+    log: Path | None = None,
 ) -> subprocess.Popen:
     env = {
         **os.environ,

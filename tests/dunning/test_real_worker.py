@@ -37,7 +37,9 @@ LEASE_SECONDS = 3
 @pytest.fixture(autouse=True)
 def _real_broker(settings, monkeypatch, tmp_path):
     if not (os.environ.get("REDIS_URL") and os.environ.get("DATABASE_URL")):
-        pytest.skip("needs REDIS_URL and DATABASE_URL: starts a real Celery worker against Redis and PostgreSQL")
+        pytest.skip(
+            "needs REDIS_URL and DATABASE_URL: starts a real Celery worker against Redis and PostgreSQL"
+        )
     if connection.vendor != "postgresql":
         pytest.skip("the worker process shares the test database, which needs PostgreSQL")
     import redis
@@ -46,13 +48,18 @@ def _real_broker(settings, monkeypatch, tmp_path):
     eager = app.conf.task_always_eager
     app.conf.task_always_eager = False
     settings.DUNNING_ENQUEUE_LEASE = __import__("datetime").timedelta(seconds=LEASE_SECONDS)
-    monkeypatch.setattr(dunning, "PENDING_STALE_AFTER", __import__("datetime").timedelta(seconds=STALE_SECONDS))
+    monkeypatch.setattr(
+        dunning, "PENDING_STALE_AFTER", __import__("datetime").timedelta(seconds=STALE_SECONDS)
+    )
     yield
     app.conf.task_always_eager = eager
     use_broker(app, settings.CELERY_BROKER_URL)
 
 
-WORKER_ENV = {"TEST_PENDING_STALE_SECONDS": str(STALE_SECONDS), "DUNNING_ENQUEUE_LEASE_SECONDS": str(LEASE_SECONDS)}
+WORKER_ENV = {
+    "TEST_PENDING_STALE_SECONDS": str(STALE_SECONDS),
+    "DUNNING_ENQUEUE_LEASE_SECONDS": str(LEASE_SECONDS),
+}
 
 
 def paid_count(ids: list[int]) -> int:
@@ -70,7 +77,9 @@ def assert_each_invoice_charged_exactly_once(ids: list[int]) -> None:
     # In our ledger: each invoice paid by one succeeded attempt, nothing overpaid.
     per_invoice = (
         Invoice.objects.filter(pk__in=ids)
-        .annotate(ok=Count("allocations", filter=Q(allocations__attempt__status=PaymentAttempt.Status.SUCCEEDED)))
+        .annotate(
+            ok=Count("allocations", filter=Q(allocations__attempt__status=PaymentAttempt.Status.SUCCEEDED))
+        )
         .values_list("ok", flat=True)
     )
     assert set(per_invoice) == {1}
@@ -84,7 +93,9 @@ def test_worker_killed_mid_sweep_and_restarted_charges_every_invoice_exactly_onc
     try:
         result = dunning.dunning_sweep(now=timezone.now(), batch_size=40)
         assert (result.enqueued, result.batches) == (100, 3)
-        assert wait_for(lambda: paid_count(ids) >= len(ids) // 4, timeout=30), (tmp_path / "worker1.log").read_text()[-3000:]
+        assert wait_for(lambda: paid_count(ids) >= len(ids) // 4, timeout=30), (
+            tmp_path / "worker1.log"
+        ).read_text()[-3000:]
         kill_worker(worker)  # SIGKILL to the whole process group, mid-way
         killed_at = paid_count(ids)
         pending = PaymentAttempt.objects.filter(status=PaymentAttempt.Status.PENDING).count()
@@ -132,7 +143,11 @@ def test_with_the_broker_down_pages_answer_and_the_sweep_catches_up(settings, mo
 
     good = card(account=Invoice.objects.get(pk=ids[0]).account, number="5555555555554444", owner=user)
     attempt = payments.invoice_pay(
-        account_id=account_id, invoice_id=ids[0], payment_method_id=good.pk, actor=user, idempotency_key="down-1"
+        account_id=account_id,
+        invoice_id=ids[0],
+        payment_method_id=good.pk,
+        actor=user,
+        idempotency_key="down-1",
     )
     assert attempt.status == PaymentAttempt.Status.SUCCEEDED
     receipt = Notice.objects.get(account_id=account_id, kind="payment_received")
@@ -144,7 +159,9 @@ def test_with_the_broker_down_pages_answer_and_the_sweep_catches_up(settings, mo
     worker = start_worker(concurrency=2, extra_env=WORKER_ENV, log=tmp_path / "worker.log")
     try:
         done = wait_for(
-            lambda: paid_count(ids) == len(ids) and Notice.objects.filter(pk=receipt.pk, status="sent").exists(),
+            lambda: (
+                paid_count(ids) == len(ids) and Notice.objects.filter(pk=receipt.pk, status="sent").exists()
+            ),
             timeout=30,
             interval=1.0,
             tick=lambda: dunning.dunning_sweep(now=timezone.now()),
