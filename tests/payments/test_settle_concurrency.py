@@ -94,8 +94,11 @@ def test_twenty_concurrent_http_posts_of_the_pane_charge_once(live_server):
     for _ in range(CONCURRENT):  # each tab renders its own pane (own form key and CSRF token)
         o, jar = opener()
         page = o.open(url).read().decode()
-        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)[1]
-        form_key = re.search(r'name="form_key" value="([^"]+)"', page)[1]
+        token_match = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+        key_match = re.search(r'name="form_key" value="([^"]+)"', page)
+        assert token_match is not None
+        assert key_match is not None
+        token, form_key = token_match[1], key_match[1]
         csrf_cookie = next(c.value for c in jar if c.name == settings.CSRF_COOKIE_NAME)
         forms.append((token, form_key, csrf_cookie))
     barrier = threading.Barrier(CONCURRENT)
