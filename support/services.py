@@ -183,7 +183,9 @@ def bank_transfer_allocate(*, invoices: list[Invoice], amount_minor: int, refere
             else _("Nothing is owed on this account, so there is nothing to record the transfer against.")
         )
     ref = reference.upper()
-    named = [i for i in invoices if i.number.upper() in ref]
+    named = [
+        i for i in invoices if re.search(rf"(?<![A-Z0-9]){re.escape(i.number.upper())}(?![A-Z0-9])", ref)
+    ]
     ordered = named + [i for i in invoices if i not in named]
     allocations: list[Allocation] = []
     left = amount_minor
@@ -196,11 +198,29 @@ def bank_transfer_allocate(*, invoices: list[Invoice], amount_minor: int, refere
     return allocations
 
 
-def bank_transfer_idempotency_key(*, account_id: int, reference: str) -> str:
-    """The same bank reference on the same account is the same transfer, however it is typed."""
+def bank_transfer_idempotency_key(
+    *, account_id: int, reference: str, received_on: dt.date, amount_minor: int
+) -> str:
+    """One transfer: its reference (however typed), the day it arrived and its amount, on one account.
+
+    Customers quote the invoice number as the reference, so the reference alone would refuse a
+    second instalment for the same invoice; the same three facts twice are the same transfer.
+    """
     normalised = " ".join(reference.upper().split())
-    digest = hashlib.sha256(normalised.encode()).hexdigest()[:40]
+    digest = hashlib.sha256(f"{normalised}|{received_on.isoformat()}|{amount_minor}".encode()).hexdigest()[
+        :40
+    ]
     return f"bank-transfer:{account_id}:{digest}"
+
+
+def _already_recorded(reference: str, money: Money, received_on: dt.date) -> SupportActionError:
+    return SupportActionError(
+        _(
+            "A transfer of %(amount)s received on %(date)s with the reference “%(reference)s” is already "
+            "recorded on this account."
+        )
+        % {"amount": money, "date": received_on.isoformat(), "reference": reference}
+    )
 
 
 def _clean_reference(reference: str) -> str:
@@ -242,12 +262,11 @@ def bank_transfer_preview(
     money = bank_transfer_parse_amount(amount=amount, currency=currency, account=account)
     reference = _clean_reference(reference)
     received_on = _check_received_on(received_on)
-    key = bank_transfer_idempotency_key(account_id=account.pk, reference=reference)
+    key = bank_transfer_idempotency_key(
+        account_id=account.pk, reference=reference, received_on=received_on, amount_minor=money.amount_minor
+    )
     if PaymentAttempt.objects.filter(idempotency_key=key).exists():
-        raise SupportActionError(
-            _("A transfer with the reference “%(reference)s” is already recorded on this account.")
-            % {"reference": reference}
-        )
+        raise _already_recorded(reference, money, received_on)
     invoices = list(support_payable_invoices(account_id=account.pk))
     allocations = bank_transfer_allocate(
         invoices=invoices, amount_minor=money.amount_minor, reference=reference
@@ -285,12 +304,15 @@ def bank_transfer_record(
             )
     except IntegrityError:
         # Two operators recording the same transfer at once: the unique key lets one through.
-        key = bank_transfer_idempotency_key(account_id=account_id, reference=reference)
+        account = BillingAccount.objects.get(pk=account_id)
+        money = bank_transfer_parse_amount(amount=amount, currency=currency, account=account)
+        clean_reference = _clean_reference(reference)
+        day = _check_received_on(received_on)
+        key = bank_transfer_idempotency_key(
+            account_id=account_id, reference=clean_reference, received_on=day, amount_minor=money.amount_minor
+        )
         if PaymentAttempt.objects.filter(idempotency_key=key).exists():
-            raise SupportActionError(
-                _("A transfer with the reference “%(reference)s” is already recorded on this account.")
-                % {"reference": reference}
-            ) from None
+            raise _already_recorded(clean_reference, money, day) from None
         raise
 
 
@@ -325,7 +347,12 @@ def _bank_transfer_record(
         currency=account.currency,
         status=PaymentAttempt.Status.SUCCEEDED,
         source=PaymentAttempt.Source.BANK_TRANSFER,
-        idempotency_key=bank_transfer_idempotency_key(account_id=account.pk, reference=plan.reference),
+        idempotency_key=bank_transfer_idempotency_key(
+            account_id=account.pk,
+            reference=plan.reference,
+            received_on=plan.received_on,
+            amount_minor=plan.money.amount_minor,
+        ),
         gateway="bank_transfer",
         initiated_by=actor,
         initiated_by_label=actor.email,

@@ -297,3 +297,21 @@ def test_pane_says_when_a_payment_is_being_checked(client, contoso, settings):
     again = post_settle(client, contoso)
     assert "already in progress" in again.content.decode()
     assert SimCharge.objects.count() == 1
+
+
+def test_a_reader_sees_a_waiting_payment_but_not_the_link_to_confirm_it(client, contoso):
+    from tests.payments.scenario import card
+
+    sca = card(account=contoso.account, number="4000002500003155", owner=contoso.admin)
+    client.force_login(contoso.admin)
+    client.post(
+        settle_url(contoso),
+        {"form_key": str(uuid.uuid4()), "method": str(sca.pk), "shown_total_minor": "37650"},
+    )
+    attempt = PaymentAttempt.objects.get(status=PaymentAttempt.Status.REQUIRES_ACTION)
+    detail = reverse("payments:attempt_detail", args=[contoso.account.pk, attempt.pk])
+    assert attempt.action_url in client.get(detail).content.decode()
+    client.force_login(contoso.reader)
+    page = client.get(detail).content.decode()
+    assert "waiting for you to confirm" in page
+    assert attempt.action_url not in page
