@@ -486,6 +486,13 @@ def invoice_charge_due(
         if method is None:
             invoice.next_attempt_at = None
             invoice.save(update_fields=["next_attempt_at"])
+            audit_record(
+                account=account,
+                actor_label=JOB_LABEL,
+                action="dunning.stopped",
+                message=f"Automatic retries of {invoice.number} stopped: no usable payment method to charge",
+                target=invoice,
+            )
             return "no_method"
         in_flight = (
             PaymentAttempt.objects.filter(
@@ -529,9 +536,20 @@ def invoice_charge_due(
         return "nothing_to_pay"
     except PaymentInProgress:
         return "in_flight"
-    except PaymentError:
+    except PaymentError as exc:
+        # Not a decline: the charge could not even start (e.g. the card was removed). Retrying would
+        # fail the same way, so automatic retries stop, and the audit trail tells support why.
         logger.exception("dunning: invoice %s could not be charged", invoice.number)
-        Invoice.objects.filter(pk=invoice.pk).update(next_attempt_at=None)
+        with transaction.atomic():
+            account_lock(account_id=account.pk)
+            Invoice.objects.filter(pk=invoice.pk).update(next_attempt_at=None)
+            audit_record(
+                account=account,
+                actor_label=JOB_LABEL,
+                action="dunning.stopped",
+                message=f"Automatic retries of {invoice.number} stopped: {exc.message or exc}",
+                target=invoice,
+            )
         return "error"
     if attempt.status == PaymentAttempt.Status.SUCCEEDED:
         # Paid: the engine cleared next_attempt_at; only the attempt number is left to record.

@@ -230,3 +230,22 @@ def test_admins_edit_retry_policies_in_the_django_admin(client):
     assert response.status_code == 200  # refused with the validation message
     policy.refresh_from_db()
     assert policy.retry_days == [2, 4, 6]
+
+
+def test_a_charge_that_cannot_start_stops_retries_and_says_why_in_the_audit_trail():
+    """Not a decline: the card was removed from our records, so there is nothing to retry with."""
+    from audit.models import AuditEvent
+    from dunning.services import account_dunning_run, renewals_invoice_due
+    from payments.models import PaymentMethod
+    from tests.dunning.helpers import SUCCEEDS, renewal_invoice, renewing_subscription
+
+    r = renewing_subscription(number=SUCCEEDS)
+    now = timezone.now()
+    renewals_invoice_due(now=now, account_id=r.account.pk)  # invoiced and due for its charge
+    PaymentMethod.objects.filter(pk=r.method.pk).update(status=PaymentMethod.Status.DETACHED)
+    account_dunning_run(account_id=r.account.pk, now=now)
+    invoice = renewal_invoice(r.sub)
+    assert invoice.next_attempt_at is None
+    assert invoice.status in ("open", "past_due")
+    event = AuditEvent.objects.get(account=r.account, action="dunning.stopped")
+    assert invoice.number in event.message
