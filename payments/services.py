@@ -624,10 +624,21 @@ def invoice_pay(
     actor: Any,
     idempotency_key: str,
     return_url: str = "",
+    shown_amount_minor: int | None = None,
 ) -> PaymentAttempt:
-    """Pay now: one invoice, on-session, with the chosen method."""
+    """Pay now: one invoice, on-session, with the chosen method.
+
+    shown_amount_minor is what the pane showed; if the invoice changed since (a transfer arrived),
+    nothing is charged and the pane shows the new amount. The charge itself is always the server's.
+    """
     _require_payer(account_id=account_id, actor=actor)
     invoice = Invoice.objects.get(account_id=account_id, pk=invoice_id)
+    if (
+        shown_amount_minor is not None
+        and invoice.is_payable
+        and shown_amount_minor != invoice.amount_due_minor
+    ):
+        raise BalanceChanged(_("The amount due changed while you were paying. Check it and try again."))
     return invoices_charge(
         account_id=account_id,
         invoice_ids=[invoice.pk],

@@ -315,3 +315,18 @@ def test_a_reader_sees_a_waiting_payment_but_not_the_link_to_confirm_it(client, 
     page = client.get(detail).content.decode()
     assert "waiting for you to confirm" in page
     assert attempt.action_url not in page
+
+
+def test_pay_now_charges_nothing_when_the_amount_changed_since_the_pane_was_shown(client, contoso):
+    client.force_login(contoso.finance)
+    invoice = contoso.invoices["teams"]
+    url = reverse("payments:invoice_pay", args=[contoso.account.pk, invoice.number])
+    assert 'name="shown_total_minor" value="3600"' in client.get(url).content.decode()
+    # A part payment arrived meanwhile: the customer saw €36.00, €26.00 is due now.
+    Invoice.objects.filter(pk=invoice.pk).update(amount_due_minor=2600)
+    response = client.post(
+        url, {"form_key": str(uuid.uuid4()), "method": contoso.mastercard.pk, "shown_total_minor": "3600"}
+    )
+    assert "amount due changed" in response.content.decode()
+    assert not SimCharge.objects.exists()
+    assert Invoice.objects.get(pk=invoice.pk).amount_due_minor == 2600
