@@ -48,6 +48,7 @@ bench: install
 # Production settings must pass Django's deployment checks.
 deploy-check: install
 	DEBUG=0 SECRET_KEY=$$(openssl rand -hex 40) ALLOWED_HOSTS=billing.example EMAIL_HOST=smtp.billing.example \
+		PAYMENT_GATEWAY=stripe STRIPE_SECRET_KEY=sk_live_x STRIPE_PUBLISHABLE_KEY=pk_live_x STRIPE_WEBHOOK_SECRET=whsec_x \
 		$(VENV)/python manage.py check --deploy --fail-level WARNING
 
 clean:

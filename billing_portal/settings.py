@@ -241,6 +241,13 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     # The dunning sweep: due work lives in the database; this only hands it to workers. A sweep
     # message older than its period is dropped, so a stopped worker does not find a pile of them.
     "dunning-sweep": {"task": "dunning.tasks.dunning_sweep", "schedule": 60.0, "options": {"expires": 55}},
+    # 3-D Secure challenges nobody finished are canceled at the gateway, so they block no retry.
+    # (Unknown and stale pending attempts are looked up by the dunning sweep, per account.)
+    "payments-abandon-stale": {
+        "task": "payments.tasks.attempts_abandon_stale",
+        "schedule": 300.0,
+        "options": {"expires": 290},
+    },
 }
 # A broker that does not answer must not hang a web request: give up quickly, the work stays in the DB.
 CELERY_TASK_PUBLISH_RETRY_POLICY = {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -18,7 +18,7 @@ from payments.services import PENDING_STALE_AFTER
 from subscriptions.models import Invoice, Subscription
 
 from .models import RetryPolicy
-from .services import KEY_PREFIX, decline_category, due_account_ids, leased_account_ids
+from .services import KEY_PREFIX, decline_category, due_account_ids, leased_account_ids, lifecycle_due_q
 
 UNPAID = (Subscription.Status.PAST_DUE, Subscription.Status.DISABLED)
 
@@ -275,14 +275,19 @@ def dunning_plan(
                     f"key {KEY_PREFIX}{invoice.pk}:{invoice.attempt_count + 1}",
                 )
             )
-        for sub in Subscription.objects.filter(
-            account_id__in=chunk, next_lifecycle_at__lte=now, status__in=["past_due", "disabled", "cancelled"]
-        ).select_related("product"):
-            step = {
-                "past_due": "final_warning" if sub.grace_ends_at and now < sub.grace_ends_at else "disable",
-                "disabled": "cancel",
-                "cancelled": "delete_data",
-            }[sub.status]
+        for sub in Subscription.objects.filter(lifecycle_due_q(now), account_id__in=chunk).select_related(
+            "product"
+        ):
+            if sub.next_lifecycle_at is not None and sub.next_lifecycle_at > now:
+                step = "plan_warning"  # woken at the end of grace only: the final warning is scheduled
+            else:
+                step = {
+                    "past_due": "final_warning"
+                    if sub.grace_ends_at and now < sub.grace_ends_at
+                    else "disable",
+                    "disabled": "cancel",
+                    "cancelled": "delete_data",
+                }[sub.status]
             actions.append(PlannedAction(sub.account_id, step, f"subscription {sub.pk}", sub.product.name))
         if progress is not None:
             progress(min(start + batch, len(account_ids)), len(account_ids))
@@ -318,8 +323,3 @@ def dunning_status(*, now: dt.datetime) -> dict[str, object]:
         "accounts_leased": len(leased_account_ids(now=now)),
         "notices_queued": Notice.objects.filter(status=Notice.Status.QUEUED).count(),
     }
-
-
-def chunked(items: Sequence[int], size: int) -> Iterable[Sequence[int]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]

@@ -25,7 +25,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import formats, timezone, translation
 
 from accounts.models import BillingAccount
@@ -255,9 +255,7 @@ def due_account_ids(*, now: dt.datetime) -> list[int]:
             Q(status=PaymentAttempt.Status.UNKNOWN, reconcile_after__lte=now)
             | Q(status=PaymentAttempt.Status.PENDING, created_at__lte=now - PENDING_STALE_AFTER)
         ).values_list("account_id"),
-        Subscription.objects.filter(next_lifecycle_at__lte=now, status__in=LIFECYCLE_STATUSES).values_list(
-            "account_id"
-        ),
+        Subscription.objects.filter(lifecycle_due_q(now)).values_list("account_id"),
         Subscription.objects.filter(status__in=RENEWING_STATUSES, current_period_end__lt=today).values_list(
             "account_id"
         ),
@@ -372,9 +370,7 @@ def account_dunning_run(*, account_id: int, now: dt.datetime) -> RunReport:
     policies = retry_policies()
     for invoice_id in list(due_invoices):
         report.charged[invoice_id] = invoice_charge_due(invoice_id=invoice_id, now=now, policies=policies)
-    subs = Subscription.objects.filter(
-        account_id=account_id, next_lifecycle_at__lte=now, status__in=LIFECYCLE_STATUSES
-    ).order_by("pk")
+    subs = Subscription.objects.filter(lifecycle_due_q(now), account_id=account_id).order_by("pk")
     for sub_id in list(subs.values_list("pk", flat=True)):
         report.lifecycle[sub_id] = subscription_lifecycle_step(subscription_id=sub_id, now=now)
     AccountSweep.objects.filter(account_id=account_id).update(enqueued_at=None, finished_at=timezone.now())
@@ -400,7 +396,8 @@ def _reconcile_due(*, account_id: int, now: dt.datetime, report: RunReport) -> N
 
 
 def _mark_overdue(*, account_id: int, now: dt.datetime, report: RunReport) -> None:
-    """Open invoices past their due date with nothing scheduled (bank transfer, no card) become past due."""
+    """Open invoices past their due date with nothing scheduled: a card that was never charged for one
+    is charged now (off-session, like a renewal); otherwise (bank transfer, no card) it is past due."""
     today = timezone.localdate(now)
     ids = list(
         Invoice.objects.filter(
@@ -409,13 +406,41 @@ def _mark_overdue(*, account_id: int, now: dt.datetime, report: RunReport) -> No
     )
     for invoice_id in ids:
         with transaction.atomic():
-            account_lock(account_id=account_id)
+            account = account_lock(account_id=account_id)
+            invoice = (
+                Invoice.objects.select_for_update(of=("self",))
+                .select_related("subscription__payment_method")
+                .get(pk=invoice_id)
+            )
+            if invoice.status != Invoice.Status.OPEN or invoice.next_attempt_at is not None:
+                continue
+            sub = invoice.subscription
+            if (
+                invoice.attempt_count == 0
+                and sub is not None
+                and _chargeable_method(sub, account) is not None
+            ):
+                invoice.next_attempt_at = now
+                invoice.save(update_fields=["next_attempt_at"])
+                continue
             invoice = invoice_mark_past_due(invoice_id=invoice_id, at=now)
             if invoice.subscription_id:
                 sub = _mark_subscription_past_due(subscription_id=invoice.subscription_id, now=now)
                 if sub is not None:
                     _schedule_final_warning(sub=sub, now=now)
         report.overdue.append(invoice_id)
+
+
+def lifecycle_due_q(now: dt.datetime) -> Q:
+    """Subscriptions whose lifecycle step is due, plus past-due ones whose wake-up time skips the final
+    warning that is still ahead (next_lifecycle_at set straight to the end of the grace period by
+    seed data or by support extending the grace period): those are rescheduled for the warning."""
+    warn = dt.timedelta(days=settings.DUNNING_FINAL_WARNING_DAYS)
+    return Q(next_lifecycle_at__lte=now, status__in=LIFECYCLE_STATUSES) | Q(
+        status=Subscription.Status.PAST_DUE,
+        next_lifecycle_at=F("grace_ends_at"),
+        grace_ends_at__gt=now + warn,
+    )
 
 
 def _mark_subscription_past_due(*, subscription_id: int, now: dt.datetime) -> Subscription | None:
@@ -461,6 +486,13 @@ def invoice_charge_due(
         if method is None:
             invoice.next_attempt_at = None
             invoice.save(update_fields=["next_attempt_at"])
+            audit_record(
+                account=account,
+                actor_label=JOB_LABEL,
+                action="dunning.stopped",
+                message=f"Automatic retries of {invoice.number} stopped: no usable payment method to charge",
+                target=invoice,
+            )
             return "no_method"
         in_flight = (
             PaymentAttempt.objects.filter(
@@ -504,11 +536,26 @@ def invoice_charge_due(
         return "nothing_to_pay"
     except PaymentInProgress:
         return "in_flight"
-    except PaymentError:
+    except PaymentError as exc:
+        # Not a decline: the charge could not even start (e.g. the card was removed). Retrying would
+        # fail the same way, so automatic retries stop, and the audit trail tells support why.
         logger.exception("dunning: invoice %s could not be charged", invoice.number)
-        Invoice.objects.filter(pk=invoice.pk).update(next_attempt_at=None)
+        with transaction.atomic():
+            account_lock(account_id=account.pk)
+            Invoice.objects.filter(pk=invoice.pk).update(next_attempt_at=None)
+            audit_record(
+                account=account,
+                actor_label=JOB_LABEL,
+                action="dunning.stopped",
+                message=f"Automatic retries of {invoice.number} stopped: {exc.message or exc}",
+                target=invoice,
+            )
         return "error"
-    invoice_after_attempt(invoice_id=invoice.pk, attempt_id=attempt.pk, now=now, policies=policies)
+    if attempt.status == PaymentAttempt.Status.SUCCEEDED:
+        # Paid: the engine cleared next_attempt_at; only the attempt number is left to record.
+        Invoice.objects.filter(pk=invoice.pk, attempt_count__lt=number).update(attempt_count=number)
+    else:
+        invoice_after_attempt(invoice_id=invoice.pk, attempt_id=attempt.pk, now=now, policies=policies)
     return str(attempt.status)
 
 
@@ -594,6 +641,16 @@ def subscription_lifecycle_step(*, subscription_id: int, now: dt.datetime) -> st
             .select_related("product")
             .get(pk=subscription_id)
         )
+        warn = dt.timedelta(days=settings.DUNNING_FINAL_WARNING_DAYS)
+        if (
+            sub.status == Subscription.Status.PAST_DUE
+            and sub.grace_ends_at is not None
+            and sub.next_lifecycle_at == sub.grace_ends_at
+            and sub.grace_ends_at - warn > now
+        ):
+            sub.next_lifecycle_at = sub.grace_ends_at - warn
+            sub.save(update_fields=["next_lifecycle_at"])
+            return "waiting"
         if sub.next_lifecycle_at is None or sub.next_lifecycle_at > now:
             return "not_due"
         if sub.status == Subscription.Status.PAST_DUE:

@@ -41,6 +41,7 @@ def subscription_timeline(request: HttpRequest, account_id: int, subscription_id
             "base_template": base_template(),
             "account": membership.account,
             "membership": membership,
+            "nav_current": "products",
             "sub": sub,
             "t": timeline,
         },

@@ -19,5 +19,11 @@ def sent(request: HttpRequest, account_id: int) -> HttpResponse:
     return render(
         request,
         "notifications/sent.html",
-        {"base_template": base_template(), "account": membership.account, "notices": notices},
+        {
+            "base_template": base_template(),
+            "account": membership.account,
+            "membership": membership,
+            "nav_current": "notifications",
+            "notices": notices,
+        },
     )

@@ -624,10 +624,21 @@ def invoice_pay(
     actor: Any,
     idempotency_key: str,
     return_url: str = "",
+    shown_amount_minor: int | None = None,
 ) -> PaymentAttempt:
-    """Pay now: one invoice, on-session, with the chosen method."""
+    """Pay now: one invoice, on-session, with the chosen method.
+
+    shown_amount_minor is what the pane showed; if the invoice changed since (a transfer arrived),
+    nothing is charged and the pane shows the new amount. The charge itself is always the server's.
+    """
     _require_payer(account_id=account_id, actor=actor)
     invoice = Invoice.objects.get(account_id=account_id, pk=invoice_id)
+    if (
+        shown_amount_minor is not None
+        and invoice.is_payable
+        and shown_amount_minor != invoice.amount_due_minor
+    ):
+        raise BalanceChanged(_("The amount due changed while you were paying. Check it and try again."))
     return invoices_charge(
         account_id=account_id,
         invoice_ids=[invoice.pk],
@@ -724,12 +735,23 @@ def payment_method_add_from_setup(
     _require_payer(account_id=account_id, actor=actor)
     if not setup_intent_id:
         raise InvalidCardInput(_("Enter the card details."), errors={"number": _("Enter the card details.")})
+    from .models import GatewayCustomer
+
     gateway = get_gateway("stripe")
     result = gateway.card_from_setup_intent(setup_intent_id=setup_intent_id)  # type: ignore[attr-defined]
     if not result.ok:
         if result.unavailable:
             raise PaymentError(_("The card could not be added just now. Try again in a moment."))
         raise InvalidCardInput(_("Check the card details."), errors=result.errors or {})
+    # The SetupIntent id comes from the browser: the card must belong to this account's own Stripe
+    # customer, or a payer could attach another account's card by quoting its seti_ id.
+    customer = GatewayCustomer.objects.filter(account_id=account_id, gateway="stripe").first()
+    if customer is None or not result.token.startswith(f"{customer.customer_id}/"):
+        logger.warning("setup intent %s does not belong to account %s", setup_intent_id, account_id)
+        raise InvalidCardInput(
+            _("The card was not confirmed. Try again."),
+            errors={"number": _("The card was not confirmed. Try again.")},
+        )
     return _payment_method_record(
         account_id=account_id, actor=actor, gateway_name="stripe", card=result, holder_name=holder_name
     )
@@ -778,10 +800,15 @@ def _payment_method_record(
                     gateway_token=card.token,
                 )
         except IntegrityError:
-            method = PaymentMethod.objects.get(
+            # The same card saved twice (a double submit) is the one row; a token another account holds is refused.
+            existing = PaymentMethod.objects.filter(
                 gateway=gateway_name, gateway_token=card.token, account=account
-            )
-            return method
+            ).first()
+            if existing is None:
+                raise InvalidCardInput(
+                    _("This card cannot be added."), errors={"number": _("This card cannot be added.")}
+                ) from None
+            return existing
         audit_record(
             account=account,
             actor=actor,

@@ -362,6 +362,7 @@ def invoice_pay(request: HtmxHttpRequest, membership: Membership, number: str) -
             actor=request.user,
             idempotency_key=key,
             return_url=_return_url(membership.account_id),
+            shown_amount_minor=form.cleaned_data.get("shown_total_minor"),
         )
     except services.PaymentError as exc:
         context["error"] = exc.message

@@ -13,6 +13,8 @@ from typing import Any
 from django.db.models import Case, CharField, Count, F, Q, Sum, Value, When
 from django.db.models.functions import TruncDate
 from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy as _lazy
 
 from billing_portal.money import format_money
 from payments.gateways.base import decline_message
@@ -25,9 +27,9 @@ WINDOW_DAYS = 30
 
 S = PaymentAttempt.Source
 CHANNELS = {
-    "automatic": ("Automatic retries and renewals", (S.RENEWAL, S.RETRY)),
-    "customer": ("Customers settling or paying", (S.SETTLE, S.PAY_NOW)),
-    "support": ("Support (retry now, bank transfers)", (S.SUPPORT_RETRY, S.BANK_TRANSFER)),
+    "automatic": (_lazy("Automatic retries and renewals"), (S.RENEWAL, S.RETRY)),
+    "customer": (_lazy("Customers settling or paying"), (S.SETTLE, S.PAY_NOW)),
+    "support": (_lazy("Support (retry now, bank transfers)"), (S.SUPPORT_RETRY, S.BANK_TRANSFER)),
 }
 
 
@@ -114,9 +116,15 @@ def recovery_dashboard(*, window_days: int = WINDOW_DAYS) -> dict[str, Any]:
             "now": format_money(values[-1], currency),
             "svg": line_chart(
                 chart_id=f"past-due-{currency.lower()}",
-                title=f"Past-due total ({currency}), last {window_days} days",
-                desc=f"From {format_money(values[0], currency)} on {labels[0]} to "
-                f"{format_money(values[-1], currency)} on {labels[-1]}.",
+                title=_("Past-due total (%(currency)s), last %(days)d days")
+                % {"currency": currency, "days": window_days},
+                desc=_("From %(first)s on %(first_day)s to %(last)s on %(last_day)s.")
+                % {
+                    "first": format_money(values[0], currency),
+                    "first_day": labels[0],
+                    "last": format_money(values[-1], currency),
+                    "last_day": labels[-1],
+                },
                 x_labels=labels,
                 series=[Series(currency, values)],
                 y_format=functools.partial(_money_label, currency=currency),
@@ -129,7 +137,7 @@ def recovery_dashboard(*, window_days: int = WINDOW_DAYS) -> dict[str, Any]:
     recovered_charts = []
     for currency, by_channel in sorted(recovered.items()):
         bars = [
-            Bar(label, by_channel.get(key, 0), format_money(by_channel.get(key, 0), currency))
+            Bar(str(label), by_channel.get(key, 0), format_money(by_channel.get(key, 0), currency))
             for key, (label, _sources) in CHANNELS.items()
         ]
         recovered_charts.append(
@@ -137,7 +145,8 @@ def recovery_dashboard(*, window_days: int = WINDOW_DAYS) -> dict[str, Any]:
                 "currency": currency,
                 "svg": bar_chart(
                     chart_id=f"recovered-{currency.lower()}",
-                    title=f"Recovered in the last {window_days} days ({currency}), by channel",
+                    title=_("Recovered in the last %(days)d days (%(currency)s), by channel")
+                    % {"days": window_days, "currency": currency},
                     desc="; ".join(f"{b.label}: {b.display}" for b in bars),
                     bars=bars,
                 ),
@@ -152,8 +161,8 @@ def recovery_dashboard(*, window_days: int = WINDOW_DAYS) -> dict[str, Any]:
         "recovered_charts": recovered_charts,
         "declines_svg": bar_chart(
             chart_id="declines",
-            title=f"Failed payment attempts per decline code, last {window_days} days",
-            desc="; ".join(f"{b.label}: {b.display}" for b in decline_bars) or "No declines.",
+            title=_("Failed payment attempts per decline code, last %(days)d days") % {"days": window_days},
+            desc="; ".join(f"{b.label}: {b.display}" for b in decline_bars) or _("No declines."),
             bars=decline_bars,
         ),
         "declines": [(code, decline_message(code), n) for code, n in declines],

@@ -27,6 +27,8 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce
 from django.shortcuts import get_object_or_404
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy as _lazy
 
 from accounts.models import BillingAccount, Membership
 from audit.models import AuditEvent
@@ -70,8 +72,12 @@ class SearchResult:
     matched_by: tuple[str, ...]
 
     @property
+    def matched_by_labels(self) -> list[str]:
+        return [str(KEY_LABELS.get(key, key)) for key in self.matched_by]
+
+    @property
     def status_label(self) -> str:
-        return str(self.status.label) if self.status else "No subscriptions"
+        return str(self.status.label) if self.status else _("No subscriptions")
 
 
 # Keys that name one thing exactly (B-tree lookups), and the partial matches tried only when none
@@ -79,6 +85,18 @@ class SearchResult:
 # rows, so answering it from the unique index first keeps it fast at a million accounts.
 EXACT_KEYS = ("payment_reference", "invoice_number", "card_last4", "subscription_id", "email", "domain")
 PARTIAL_KEYS = ("email_partial", "name_domain")
+
+
+KEY_LABELS = {
+    "payment_reference": _lazy("payment reference"),
+    "invoice_number": _lazy("invoice number"),
+    "card_last4": _lazy("card last4"),
+    "subscription_id": _lazy("subscription id"),
+    "email": _lazy("member e-mail"),
+    "domain": _lazy("domain"),
+    "email_partial": _lazy("member e-mail (partial)"),
+    "name_domain": _lazy("name or domain"),
+}
 
 
 def search_keys(query: str) -> list[str]:
@@ -227,7 +245,7 @@ class AccountOverview:
 
     @property
     def status_label(self) -> str:
-        return str(self.status.label) if self.status else "No subscriptions"
+        return str(self.status.label) if self.status else _("No subscriptions")
 
 
 def support_account_get(*, account_id: int) -> BillingAccount:
@@ -367,7 +385,7 @@ def support_timeline(*, account: BillingAccount, page: int = 1) -> TimelinePage:
             if attempt.payment_method:
                 detail += f" · {attempt.payment_method.label}"
             if attempt.reference_note:
-                detail += f" · ref. {attempt.reference_note}"
+                detail += " · " + _("ref. %(reference)s") % {"reference": attempt.reference_note}
             entries.append(
                 TimelineEntry(
                     "attempt",
@@ -384,7 +402,7 @@ def support_timeline(*, account: BillingAccount, page: int = 1) -> TimelinePage:
                 TimelineEntry(
                     "notice",
                     created,
-                    f"Mail: {notice.get_kind_display()}",
+                    _("Mail: %(kind)s") % {"kind": notice.get_kind_display()},
                     f"{notice.subject} → {notice.recipient} ({notice.get_status_display()})",
                     "billing",
                     notice,
@@ -393,7 +411,7 @@ def support_timeline(*, account: BillingAccount, page: int = 1) -> TimelinePage:
         elif kind == "note" and pk in notes:
             note = notes[pk]
             author = note.author.email if note.author else ""
-            entries.append(TimelineEntry("note", created, "Support note", note.body, author, note))
+            entries.append(TimelineEntry("note", created, _("Support note"), note.body, author, note))
     return TimelinePage(entries=entries, page=page, has_next=has_next)
 
 

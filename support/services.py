@@ -17,6 +17,7 @@ from django.contrib.auth.models import Group, Permission
 from django.contrib.contenttypes.models import ContentType
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from accounts.models import BillingAccount
 from audit.services import audit_record
@@ -47,7 +48,7 @@ def support_staff_group() -> Group:
     flushed test database keeps Django's permissions but loses a data migration's rows.
     """
     content_type = ContentType.objects.get_for_model(SupportConsole, for_concrete_model=False)
-    group, _ = Group.objects.get_or_create(name=SUPPORT_STAFF_GROUP)
+    group, _created = Group.objects.get_or_create(name=SUPPORT_STAFF_GROUP)
     permissions = [
         Permission.objects.get_or_create(
             content_type=content_type, codename=codename, defaults={"name": str(name)}
@@ -61,9 +62,9 @@ def support_staff_group() -> Group:
 def _clean_reason(reason: str) -> str:
     reason = " ".join((reason or "").split())
     if not reason:
-        raise SupportActionError("Give a reason; it goes into the audit trail.")
+        raise SupportActionError(_("Give a reason; it goes into the audit trail."))
     if len(reason) > REASON_MAX_LENGTH:
-        raise SupportActionError(f"Keep the reason under {REASON_MAX_LENGTH} characters.")
+        raise SupportActionError(_("Keep the reason under %(n)d characters.") % {"n": REASON_MAX_LENGTH})
     return reason
 
 
@@ -102,9 +103,9 @@ def support_note_add(
 ) -> SupportNote:
     body = (body or "").strip()
     if not body:
-        raise SupportActionError("Write the note first.")
+        raise SupportActionError(_("Write the note first."))
     if len(body) > 2000:
-        raise SupportActionError("Keep a note under 2,000 characters.")
+        raise SupportActionError(_("Keep a note under 2,000 characters."))
     account = BillingAccount.objects.get(pk=account_id)
     note = SupportNote.objects.create(account=account, author=author, body=body)
     audit_record(
@@ -140,23 +141,28 @@ def bank_transfer_parse_amount(*, amount: str, currency: str, account: BillingAc
     """The operator's "1250.00" (or "1,250.00") as Money in the account's currency, or a clear refusal."""
     if currency and currency.upper() != account.currency:
         raise SupportActionError(
-            f"{account.name} is billed in {account.currency}; a transfer in {currency.upper()} "
-            "cannot be applied to its invoices. Ask finance to convert it first."
+            _(
+                "%(name)s is billed in %(currency)s; a transfer in %(other)s cannot be applied to its "
+                "invoices. Ask finance to convert it first."
+            )
+            % {"name": account.name, "currency": account.currency, "other": currency.upper()}
         )
     text = (amount or "").strip()
     # "1250.00" or "1,250.00"; a comma anywhere else ("1.250,00") is refused rather than guessed.
     if not AMOUNT_RE.match(text):
         raise SupportActionError(
-            f"Enter the amount as a number with at most two decimals, e.g. 1250.00 ({account.currency})."
+            _("Enter the amount as a number with at most two decimals, e.g. 1250.00 (%(currency)s).")
+            % {"currency": account.currency}
         )
     try:
         money = Money.from_decimal(text.replace(",", ""), account.currency)
     except (InvalidOperation, ValueError):
         raise SupportActionError(
-            f"Enter the amount as a number with at most two decimals, e.g. 1250.00 ({account.currency})."
+            _("Enter the amount as a number with at most two decimals, e.g. 1250.00 (%(currency)s).")
+            % {"currency": account.currency}
         ) from None
     if money.amount_minor <= 0:
-        raise SupportActionError("The amount must be more than zero.")
+        raise SupportActionError(_("The amount must be more than zero."))
     return money
 
 
@@ -168,16 +174,18 @@ def bank_transfer_allocate(*, invoices: list[Invoice], amount_minor: int, refere
     if amount_minor > owed:
         currency = invoices[0].currency if invoices else ""
         raise SupportActionError(
-            (
-                f"The transfer ({Money(amount_minor, currency)}) is more than everything the account owes "
-                f"({Money(owed, currency)}). We hold no credit: record only what pays invoices, and "
-                "return the rest."
+            _(
+                "The transfer (%(amount)s) is more than everything the account owes (%(owed)s). We hold "
+                "no credit: record only what pays invoices, and return the rest."
             )
+            % {"amount": Money(amount_minor, currency), "owed": Money(owed, currency)}
             if invoices
-            else "Nothing is owed on this account, so there is nothing to record the transfer against."
+            else _("Nothing is owed on this account, so there is nothing to record the transfer against.")
         )
     ref = reference.upper()
-    named = [i for i in invoices if i.number.upper() in ref]
+    named = [
+        i for i in invoices if re.search(rf"(?<![A-Z0-9]){re.escape(i.number.upper())}(?![A-Z0-9])", ref)
+    ]
     ordered = named + [i for i in invoices if i not in named]
     allocations: list[Allocation] = []
     left = amount_minor
@@ -190,27 +198,47 @@ def bank_transfer_allocate(*, invoices: list[Invoice], amount_minor: int, refere
     return allocations
 
 
-def bank_transfer_idempotency_key(*, account_id: int, reference: str) -> str:
-    """The same bank reference on the same account is the same transfer, however it is typed."""
+def bank_transfer_idempotency_key(
+    *, account_id: int, reference: str, received_on: dt.date, amount_minor: int
+) -> str:
+    """One transfer: its reference (however typed), the day it arrived and its amount, on one account.
+
+    Customers quote the invoice number as the reference, so the reference alone would refuse a
+    second instalment for the same invoice; the same three facts twice are the same transfer.
+    """
     normalised = " ".join(reference.upper().split())
-    digest = hashlib.sha256(normalised.encode()).hexdigest()[:40]
+    digest = hashlib.sha256(f"{normalised}|{received_on.isoformat()}|{amount_minor}".encode()).hexdigest()[
+        :40
+    ]
     return f"bank-transfer:{account_id}:{digest}"
+
+
+def _already_recorded(reference: str, money: Money, received_on: dt.date) -> SupportActionError:
+    return SupportActionError(
+        _(
+            "A transfer of %(amount)s received on %(date)s with the reference “%(reference)s” is already "
+            "recorded on this account."
+        )
+        % {"amount": money, "date": received_on.isoformat(), "reference": reference}
+    )
 
 
 def _clean_reference(reference: str) -> str:
     reference = " ".join((reference or "").split())
     if not reference:
-        raise SupportActionError("Enter the bank's reference for the transfer (usually the invoice number).")
+        raise SupportActionError(
+            _("Enter the bank's reference for the transfer (usually the invoice number).")
+        )
     if len(reference) > 200:
-        raise SupportActionError("The reference is too long (200 characters at most).")
+        raise SupportActionError(_("The reference is too long (200 characters at most)."))
     return reference
 
 
 def _check_received_on(received_on: dt.date | None) -> dt.date:
     if received_on is None:
-        raise SupportActionError("Enter the date the transfer arrived.")
+        raise SupportActionError(_("Enter the date the transfer arrived."))
     if received_on > timezone.localdate():
-        raise SupportActionError("The transfer cannot have arrived in the future.")
+        raise SupportActionError(_("The transfer cannot have arrived in the future."))
     return received_on
 
 
@@ -228,16 +256,17 @@ def bank_transfer_preview(
     """What recording would do, without doing it (the confirmation step shows this)."""
     if not account.pays_by_bank_transfer:
         raise SupportActionError(
-            f"{account.name} pays by card; bank transfers are recorded only for accounts that pay by invoice."
+            _("%(name)s pays by card; bank transfers are recorded only for accounts that pay by invoice.")
+            % {"name": account.name}
         )
     money = bank_transfer_parse_amount(amount=amount, currency=currency, account=account)
     reference = _clean_reference(reference)
     received_on = _check_received_on(received_on)
-    key = bank_transfer_idempotency_key(account_id=account.pk, reference=reference)
+    key = bank_transfer_idempotency_key(
+        account_id=account.pk, reference=reference, received_on=received_on, amount_minor=money.amount_minor
+    )
     if PaymentAttempt.objects.filter(idempotency_key=key).exists():
-        raise SupportActionError(
-            f"A transfer with the reference “{reference}” is already recorded on this account."
-        )
+        raise _already_recorded(reference, money, received_on)
     invoices = list(support_payable_invoices(account_id=account.pk))
     allocations = bank_transfer_allocate(
         invoices=invoices, amount_minor=money.amount_minor, reference=reference
@@ -275,11 +304,15 @@ def bank_transfer_record(
             )
     except IntegrityError:
         # Two operators recording the same transfer at once: the unique key lets one through.
-        key = bank_transfer_idempotency_key(account_id=account_id, reference=reference)
+        account = BillingAccount.objects.get(pk=account_id)
+        money = bank_transfer_parse_amount(amount=amount, currency=currency, account=account)
+        clean_reference = _clean_reference(reference)
+        day = _check_received_on(received_on)
+        key = bank_transfer_idempotency_key(
+            account_id=account_id, reference=clean_reference, received_on=day, amount_minor=money.amount_minor
+        )
         if PaymentAttempt.objects.filter(idempotency_key=key).exists():
-            raise SupportActionError(
-                f"A transfer with the reference “{reference}” is already recorded on this account."
-            ) from None
+            raise _already_recorded(clean_reference, money, day) from None
         raise
 
 
@@ -303,7 +336,8 @@ def _bank_transfer_record(
     if busy:
         numbers = ", ".join(a.invoice.number for a in plan.allocations if a.invoice.pk in busy)
         raise SupportActionError(
-            f"A card payment for {numbers} is still in progress; try again when it has finished."
+            _("A card payment for %(invoices)s is still in progress; try again when it has finished.")
+            % {"invoices": numbers}
         )
     now = timezone.now()
     attempt = PaymentAttempt.objects.create(
@@ -313,7 +347,12 @@ def _bank_transfer_record(
         currency=account.currency,
         status=PaymentAttempt.Status.SUCCEEDED,
         source=PaymentAttempt.Source.BANK_TRANSFER,
-        idempotency_key=bank_transfer_idempotency_key(account_id=account.pk, reference=plan.reference),
+        idempotency_key=bank_transfer_idempotency_key(
+            account_id=account.pk,
+            reference=plan.reference,
+            received_on=plan.received_on,
+            amount_minor=plan.money.amount_minor,
+        ),
         gateway="bank_transfer",
         initiated_by=actor,
         initiated_by_label=actor.email,
@@ -390,7 +429,7 @@ def subscription_grace_extend(
     """Give a past-due subscription more days before it is disabled (1 to 30 at a time)."""
     reason = _clean_reason(reason)
     if days not in GRACE_EXTENSION_DAYS:
-        raise SupportActionError("Extend the grace period by 1 to 30 days.")
+        raise SupportActionError(_("Extend the grace period by 1 to 30 days."))
     account = account_lock(account_id=account_id)
     try:
         sub = (
@@ -399,10 +438,11 @@ def subscription_grace_extend(
             .get(pk=subscription_id, account_id=account.pk)
         )
     except Subscription.DoesNotExist:
-        raise SupportActionError("That subscription does not belong to this account.") from None
+        raise SupportActionError(_("That subscription does not belong to this account.")) from None
     if sub.status != Subscription.Status.PAST_DUE:
         raise SupportActionError(
-            f"{sub.product.name} is {sub.get_status_display().lower()}; only a past-due subscription has a grace period to extend."
+            _("%(product)s is %(status)s; only a past-due subscription has a grace period to extend.")
+            % {"product": sub.product.name, "status": sub.get_status_display().lower()}
         )
     delta = dt.timedelta(days=days)
     previous = sub.grace_ends_at or timezone.now()
@@ -454,13 +494,16 @@ def invoice_retry_now(
         .first()
     )
     if invoice is None:
-        raise SupportActionError("That invoice does not belong to this account.")
+        raise SupportActionError(_("That invoice does not belong to this account."))
     if invoice.status != Invoice.Status.PAST_DUE or invoice.amount_due_minor <= 0:
-        raise SupportActionError(f"Invoice {invoice.number} is not past due; there is nothing to retry.")
+        raise SupportActionError(
+            _("Invoice %(number)s is not past due; there is nothing to retry.") % {"number": invoice.number}
+        )
     method = invoice.subscription.payment_method if invoice.subscription else None
     if method is None:
         raise SupportActionError(
-            f"Invoice {invoice.number} has no card to charge; the account pays by invoice."
+            _("Invoice %(number)s has no card to charge; the account pays by invoice.")
+            % {"number": invoice.number}
         )
     with transaction.atomic():
         audit_record(

@@ -17,6 +17,8 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.formats import date_format
+from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 from django_htmx.middleware import HtmxDetails
@@ -154,13 +156,13 @@ def note_add(request: HttpRequest, account_id: int) -> HttpResponse:
             except SupportActionError as exc:
                 form.add_error(None, str(exc))
             else:
-                messages.success(request, "Note added.")
+                messages.success(request, _("Note added."))
                 return redirect("support:account", account_id=account.pk)
         else:
             return _confirm(
-                request, account, form, "Add this note?", summary=[("Note", form.cleaned_data["body"])]
+                request, account, form, _("Add this note?"), summary=[(_("Note"), form.cleaned_data["body"])]
             )
-    return _action_form(request, account, form, "Add a note", "Review note")
+    return _action_form(request, account, form, _("Add a note"), _("Review note"))
 
 
 @support_view("record_bank_transfer")
@@ -169,10 +171,12 @@ def bank_transfer(request: HttpRequest, account_id: int) -> HttpResponse:
     account = _account(account_id)
     form = BankTransferForm(request.POST or None, initial={"currency": account.currency})
     if not account.pays_by_bank_transfer:
-        refusal = (
-            f"{account.name} pays by card; bank transfers are recorded only for accounts that pay by invoice."
+        refusal = _(
+            "%(name)s pays by card; bank transfers are recorded only for accounts that pay by invoice."
+        ) % {"name": account.name}
+        return _action_form(
+            request, account, None, _("Record a bank transfer"), "", refusal=refusal, status=400
         )
-        return _action_form(request, account, None, "Record a bank transfer", "", refusal=refusal, status=400)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         args = {
@@ -191,7 +195,9 @@ def bank_transfer(request: HttpRequest, account_id: int) -> HttpResponse:
                     **args,
                 )
                 messages.success(
-                    request, f"Bank transfer of {attempt.amount} recorded as {attempt.reference}."
+                    request,
+                    _("Bank transfer of %(amount)s recorded as %(reference)s.")
+                    % {"amount": attempt.amount, "reference": attempt.reference},
                 )
                 return redirect("support:account", account_id=account.pk)
             plan = bank_transfer_preview(account=account, **args)
@@ -199,21 +205,26 @@ def bank_transfer(request: HttpRequest, account_id: int) -> HttpResponse:
             form.add_error(None, str(exc))
         else:
             summary = [
-                ("Amount", plan.money.format()),
-                ("Received on", plan.received_on.strftime("%d %b %Y")),
-                ("Bank reference", plan.reference),
-                ("Reason", data["reason"]),
+                (_("Amount"), plan.money.format()),
+                (_("Received on"), date_format(plan.received_on, "j M Y")),
+                (_("Bank reference"), plan.reference),
+                (_("Reason"), data["reason"]),
             ] + [
                 (
-                    f"Pays {a.invoice.number}",
-                    f"{a.amount} of {a.invoice.amount_due}" + ("" if a.settles else " (partly)"),
+                    _("Pays %(number)s") % {"number": a.invoice.number},
+                    (_("%(amount)s of %(due)s") if a.settles else _("%(amount)s of %(due)s (partly)"))
+                    % {"amount": a.amount, "due": a.invoice.amount_due},
                 )
                 for a in plan.allocations
             ]
             return _confirm(
-                request, account, form, f"Record {plan.money} received from {account.name}?", summary
+                request,
+                account,
+                form,
+                _("Record %(amount)s received from %(name)s?") % {"amount": plan.money, "name": account.name},
+                summary,
             )
-    return _action_form(request, account, form, "Record a bank transfer", "Review transfer")
+    return _action_form(request, account, form, _("Record a bank transfer"), _("Review transfer"))
 
 
 @support_view("extend_grace")
@@ -239,19 +250,31 @@ def grace_extend(request: HttpRequest, account_id: int, subscription_id: int) ->
             except SupportActionError as exc:
                 form.add_error(None, str(exc))
             else:
-                messages.success(request, f"Grace period of {sub.product.name} extended by {days} days.")
+                messages.success(
+                    request,
+                    _("Grace period of %(product)s extended by %(days)d days.")
+                    % {"product": sub.product.name, "days": days},
+                )
                 return redirect("support:account", account_id=account.pk)
         else:
-            summary = [("Subscription", str(sub)), ("Extend by", f"{days} days"), ("Reason", reason)]
+            summary = [
+                (_("Subscription"), str(sub)),
+                (_("Extend by"), _("%(days)d days") % {"days": days}),
+                (_("Reason"), reason),
+            ]
             return _confirm(
-                request, account, form, f"Extend the grace period of {sub.product.name}?", summary
+                request,
+                account,
+                form,
+                _("Extend the grace period of %(product)s?") % {"product": sub.product.name},
+                summary,
             )
     return _action_form(
         request,
         account,
         form,
-        f"Extend the grace period of {sub.product.name}",
-        "Review extension",
+        _("Extend the grace period of %(product)s") % {"product": sub.product.name},
+        _("Review extension"),
         subject=sub,
     )
 
@@ -282,20 +305,35 @@ def invoice_retry(request: HttpRequest, account_id: int, invoice_id: int) -> Htt
                 messages.add_message(
                     request,
                     level,
-                    f"Retry {attempt.reference} of {invoice.number}: {attempt.get_status_display()}.",
+                    _("Retry %(reference)s of %(number)s: %(status)s.")
+                    % {
+                        "reference": attempt.reference,
+                        "number": invoice.number,
+                        "status": attempt.get_status_display(),
+                    },
                 )
                 return redirect("support:account", account_id=account.pk)
         else:
             summary = [
-                ("Invoice", invoice.number),
-                ("Amount due", invoice.amount_due.format()),
-                ("Reason", reason),
+                (_("Invoice"), invoice.number),
+                (_("Amount due"), invoice.amount_due.format()),
+                (_("Reason"), reason),
             ]
             return _confirm(
-                request, account, form, f"Charge {invoice.amount_due} for {invoice.number} now?", summary
+                request,
+                account,
+                form,
+                _("Charge %(amount)s for %(number)s now?")
+                % {"amount": invoice.amount_due, "number": invoice.number},
+                summary,
             )
     return _action_form(
-        request, account, form, f"Retry invoice {invoice.number} now", "Review retry", subject=invoice
+        request,
+        account,
+        form,
+        _("Retry invoice %(number)s now") % {"number": invoice.number},
+        _("Review retry"),
+        subject=invoice,
     )
 
 

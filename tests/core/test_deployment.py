@@ -34,8 +34,40 @@ def test_production_settings_pass_the_deploy_check():
         SECRET_KEY="x" * 20 + "a-long-random-secret-value-for-tests-0123456789",
         ALLOWED_HOSTS="billing.example",
         EMAIL_HOST="smtp.billing.example",
+        **PRODUCTION_GATEWAY,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+PRODUCTION_GATEWAY = {
+    "PAYMENT_GATEWAY": "stripe",
+    "STRIPE_SECRET_KEY": "sk_live_x",
+    "STRIPE_PUBLISHABLE_KEY": "pk_live_x",
+    "STRIPE_WEBHOOK_SECRET": "whsec_x",
+}
+PRODUCTION = {
+    "DEBUG": "0",
+    "SECRET_KEY": "a-long-random-secret-value-for-tests-0123456789-abcdefghij",
+    "ALLOWED_HOSTS": "billing.example",
+    "EMAIL_HOST": "smtp.billing.example",
+}
+
+
+def test_deploy_check_warns_that_the_simulated_gateway_moves_no_money():
+    result = _manage(
+        "check", "--deploy", "--fail-level", "WARNING", **PRODUCTION, PAYMENT_GATEWAY="simulated"
+    )
+    assert result.returncode != 0
+    assert "payments.W001" in result.stdout + result.stderr
+
+
+def test_deploy_check_requires_the_stripe_keys():
+    result = _manage(
+        "check", "--deploy", **PRODUCTION, PAYMENT_GATEWAY="stripe", STRIPE_SECRET_KEY="sk_live_x"
+    )
+    assert result.returncode != 0
+    assert "payments.E001" in result.stdout + result.stderr
+    assert "STRIPE_WEBHOOK_SECRET" in result.stdout + result.stderr
 
 
 def test_deploy_check_rejects_the_development_secret_key():

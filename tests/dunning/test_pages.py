@@ -120,3 +120,30 @@ def test_run_dunning_runs_the_sweep_inline_and_dunning_status_summarises():
     call_command("dunning_status", stdout=out)
     assert "invoices due now" in out.getvalue()
     assert "accounts due" in out.getvalue()
+
+
+def test_your_products_links_each_unpaid_subscription_to_its_timeline(client):
+    call_command("seed_demo", stdout=StringIO())
+    from accounts.models import User
+
+    user = User.objects.get(email="reader@contoso.example")
+    account = user.memberships.get().account
+    client.force_login(user)
+    html = client.get(f"/a/{account.pk}/products/").content.decode()
+    unpaid = account.subscriptions.filter(status__in=["past_due", "disabled"])
+    assert unpaid.count() == 4
+    for sub in unpaid:
+        assert f'href="/a/{account.pk}/products/{sub.pk}/timeline/"' in html
+    active = account.subscriptions.get(status="active")
+    assert f"/products/{active.pk}/timeline/" not in html
+
+
+def test_billing_notifications_links_to_the_mails_sent(client):
+    call_command("seed_demo", stdout=StringIO())
+    from accounts.models import User
+
+    user = User.objects.get(email="reader@contoso.example")
+    account = user.memberships.get().account
+    client.force_login(user)
+    html = client.get(f"/a/{account.pk}/billing/notifications/").content.decode()
+    assert f'href="/a/{account.pk}/billing/notifications/sent/"' in html

@@ -52,6 +52,7 @@ def _real_broker(settings, monkeypatch, tmp_path):
         dunning, "PENDING_STALE_AFTER", __import__("datetime").timedelta(seconds=STALE_SECONDS)
     )
     yield
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()  # nothing left unacked for the next user
     app.conf.task_always_eager = eager
     use_broker(app, settings.CELERY_BROKER_URL)
 
@@ -97,6 +98,7 @@ def test_worker_killed_mid_sweep_and_restarted_charges_every_invoice_exactly_onc
             tmp_path / "worker1.log"
         ).read_text()[-3000:]
         kill_worker(worker)  # SIGKILL to the whole process group, mid-way
+        killed_after = time.monotonic() - started
         killed_at = paid_count(ids)
         pending = PaymentAttempt.objects.filter(status=PaymentAttempt.Status.PENDING).count()
     finally:
@@ -115,7 +117,7 @@ def test_worker_killed_mid_sweep_and_restarted_charges_every_invoice_exactly_onc
         stop_worker(worker)
     elapsed = time.monotonic() - started
     print(
-        f"\n{len(ids)} invoices; killed with {killed_at} paid and {pending} attempt(s) in flight; "
+        f"\n{len(ids)} invoices; killed after {killed_after:.1f}s with {killed_at} paid and {pending} attempt(s) in flight; "
         f"all paid after {elapsed:.1f}s; {SimCharge.objects.count()} bank charges"
     )
     assert done, (tmp_path / "worker2.log").read_text()[-3000:]

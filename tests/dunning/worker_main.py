@@ -23,7 +23,7 @@ from billing_portal.celery import app  # noqa: E402
 stale = os.environ.get("TEST_PENDING_STALE_SECONDS")
 if stale:
     payments.services.PENDING_STALE_AFTER = dt.timedelta(seconds=float(stale))
-    dunning.services.PENDING_STALE_AFTER = dt.timedelta(seconds=float(stale))  # type: ignore[misc]
+    dunning.services.PENDING_STALE_AFTER = dt.timedelta(seconds=float(stale))
 
 if __name__ == "__main__":
     app.worker_main(["worker", *sys.argv[1:]])

@@ -38,6 +38,7 @@ def _nested(pairs: list[tuple[str, str]]) -> dict:
 
 class FakeStripe:
     def __init__(self) -> None:
+        self.setup_intent_customers: dict[str, str] = {}
         self.intents: dict[str, dict] = {}
         self.by_idempotency_key: dict[str, tuple[int, dict]] = {}
         self.requests: list[tuple[str, str, dict, dict]] = []
@@ -144,10 +145,15 @@ class FakeStripe:
             intent = fixture("setup_intent_succeeded")
             intent["status"] = "requires_payment_method"
             intent["payment_method"] = None
+            # Like Stripe, the intent belongs to the customer it was created for.
+            intent["customer"] = body.get("customer") or intent["customer"]
+            self.setup_intent_customers[intent["id"]] = intent["customer"]
             return 200, intent
         match = re.fullmatch(r"/v1/setup_intents/(\w+)", path)
         if match:
-            return 200, fixture("setup_intent_succeeded")
+            intent = fixture("setup_intent_succeeded")
+            intent["customer"] = self.setup_intent_customers.get(match.group(1), intent["customer"])
+            return 200, intent
         return 404, {
             "error": {
                 "type": "invalid_request_error",

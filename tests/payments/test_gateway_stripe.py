@@ -238,6 +238,35 @@ def test_stripe_mode_adds_a_card_through_a_setup_intent_and_settles(fake_stripe,
     )
     assert "Payment received" in response.content.decode()
     method = PaymentMethod.objects.get(gateway="stripe")
-    assert (method.last4, method.gateway_token) == ("4242", "cus_Contoso001/pm_1QaNewCard0000001")
+    customer_id = GatewayCustomer.objects.get(account=contoso.account).customer_id
+    assert (method.last4, method.gateway_token) == ("4242", f"{customer_id}/pm_1QaNewCard0000001")
     assert fake_stripe.creates[0]["payment_method"] == "pm_1QaNewCard0000001"
-    assert fake_stripe.creates[0]["customer"] == "cus_Contoso001"
+    assert fake_stripe.creates[0]["customer"] == customer_id
+
+
+def test_a_setup_intent_of_another_customer_is_refused_and_nothing_is_saved(
+    fake_stripe, contoso, client, settings
+):
+    """The seti_ id comes from the browser: quoting another account's intent must not attach its card."""
+    from django.urls import reverse
+
+    from payments.models import GatewayCustomer, PaymentAttempt, PaymentMethod
+
+    settings.PAYMENT_GATEWAY = "stripe"
+    client.force_login(contoso.finance)
+    GatewayCustomer.objects.create(account=contoso.account, gateway="stripe", customer_id="cus_ContosoOwn")
+    # No intent was created for this customer: the fixture's intent belongs to cus_Contoso001.
+    response = client.post(
+        reverse("payments:settle", args=[contoso.account.pk, contoso.visa.pk]),
+        {
+            "form_key": str(uuid.uuid4()),
+            "method": "new",
+            "setup_intent": "seti_1QaSetup00000001",
+            "shown_total_minor": "37650",
+        },
+    )
+    assert response.status_code == 200
+    assert "The card was not confirmed" in response.content.decode()
+    assert not PaymentMethod.objects.filter(gateway="stripe").exists()
+    assert not PaymentAttempt.objects.filter(account=contoso.account, status="succeeded").exists()
+    assert fake_stripe.creates == []

@@ -297,3 +297,36 @@ def test_pane_says_when_a_payment_is_being_checked(client, contoso, settings):
     again = post_settle(client, contoso)
     assert "already in progress" in again.content.decode()
     assert SimCharge.objects.count() == 1
+
+
+def test_a_reader_sees_a_waiting_payment_but_not_the_link_to_confirm_it(client, contoso):
+    from tests.payments.scenario import card
+
+    sca = card(account=contoso.account, number="4000002500003155", owner=contoso.admin)
+    client.force_login(contoso.admin)
+    client.post(
+        settle_url(contoso),
+        {"form_key": str(uuid.uuid4()), "method": str(sca.pk), "shown_total_minor": "37650"},
+    )
+    attempt = PaymentAttempt.objects.get(status=PaymentAttempt.Status.REQUIRES_ACTION)
+    detail = reverse("payments:attempt_detail", args=[contoso.account.pk, attempt.pk])
+    assert attempt.action_url in client.get(detail).content.decode()
+    client.force_login(contoso.reader)
+    page = client.get(detail).content.decode()
+    assert "waiting for you to confirm" in page
+    assert attempt.action_url not in page
+
+
+def test_pay_now_charges_nothing_when_the_amount_changed_since_the_pane_was_shown(client, contoso):
+    client.force_login(contoso.finance)
+    invoice = contoso.invoices["teams"]
+    url = reverse("payments:invoice_pay", args=[contoso.account.pk, invoice.number])
+    assert 'name="shown_total_minor" value="3600"' in client.get(url).content.decode()
+    # A part payment arrived meanwhile: the customer saw €36.00, €26.00 is due now.
+    Invoice.objects.filter(pk=invoice.pk).update(amount_due_minor=2600)
+    response = client.post(
+        url, {"form_key": str(uuid.uuid4()), "method": contoso.mastercard.pk, "shown_total_minor": "3600"}
+    )
+    assert "amount due changed" in response.content.decode()
+    assert not SimCharge.objects.exists()
+    assert Invoice.objects.get(pk=invoice.pk).amount_due_minor == 2600

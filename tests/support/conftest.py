@@ -82,23 +82,3 @@ def northwind(db):
         account, amount_minor=125000, days_ago=45, number="INV-2026-300001", disabled=True
     )
     return account, sub, invoice
-
-
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args):
-    # Debian's Chromium; Playwright cannot download its own here. (The shell's tests/conftest.py
-    # may define the same fixture; this one only applies to tests/support.)
-    return {
-        **browser_type_launch_args,
-        "executable_path": "/usr/bin/chromium",
-        "args": [
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ],
-    }

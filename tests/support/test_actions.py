@@ -112,6 +112,28 @@ def test_same_transfer_cannot_be_recorded_twice(northwind, support_user):
     assert PaymentAttempt.objects.filter(source=PaymentAttempt.Source.BANK_TRANSFER).count() == 1
 
 
+def test_two_instalments_quoting_the_same_invoice_number_are_two_transfers(northwind, support_user):
+    account, _sub, invoice = northwind
+    record(account, support_user, amount="500.00", reference="INV-2026-300001")
+    record(account, support_user, amount="750.00", reference="INV-2026-300001")
+    invoice.refresh_from_db()
+    assert invoice.status == "paid"
+    assert PaymentAttempt.objects.filter(source=PaymentAttempt.Source.BANK_TRANSFER).count() == 2
+
+
+def test_a_reference_names_an_invoice_only_as_a_whole_number(northwind, support_user):
+    account, _sub, invoice = northwind
+    # INV-2026-30000 is a prefix of INV-2026-300001 but names no invoice: oldest first applies.
+    newer = past_due_subscription(account, amount_minor=5000, days_ago=10, number="INV-2026-300002")
+    record(account, support_user, amount="50.00", reference="INV-2026-30000")
+    invoice.refresh_from_db()
+    assert invoice.amount_due_minor == 125000 - 5000
+    record(account, support_user, amount="50.00", reference="paid INV-2026-300002, thanks")
+    paid = PaymentAttempt.objects.filter(source=PaymentAttempt.Source.BANK_TRANSFER).order_by("-pk").first()
+    assert [a.invoice.number for a in paid.allocations.all()] == ["INV-2026-300002"]
+    assert newer is not None
+
+
 def test_over_payment_is_refused_and_changes_nothing(northwind, support_user):
     account, _sub, invoice = northwind
     with pytest.raises(SupportActionError, match="more than everything the account owes"):
