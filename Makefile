@@ -11,7 +11,7 @@ VENV := .venv/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help install run test test-fast lint fmt bench deploy-check clean
+.PHONY: help install run test lint fmt bench deploy-check messages clean
 
 help:
 	@echo "make run     start the portal (SQLite, simulated gateway, embedded broker, demo data)"
@@ -50,6 +50,11 @@ deploy-check: install
 	DEBUG=0 SECRET_KEY=$$(openssl rand -hex 40) ALLOWED_HOSTS=billing.example EMAIL_HOST=smtp.billing.example \
 		PAYMENT_GATEWAY=stripe STRIPE_SECRET_KEY=sk_live_x STRIPE_PUBLISHABLE_KEY=pk_live_x STRIPE_WEBHOOK_SECRET=whsec_x \
 		$(VENV)/python manage.py check --deploy --fail-level WARNING
+
+# One Dutch catalogue for the whole project (locale/); --ignore keeps app folders from growing their own.
+messages: install
+	$(VENV)/python manage.py makemessages -l nl --ignore=.venv --ignore=var --ignore=staticfiles --ignore='*/locale'
+	$(VENV)/python manage.py compilemessages -l nl --ignore=.venv
 
 clean:
 	rm -rf .venv var/*.sqlite3* var/broker staticfiles test-results

@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import BillingAccount
@@ -62,7 +63,11 @@ class PaymentMethod(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.get_brand_display()} ending {self.last4}"
+        # Translated when shown: "Visa ending 0341" / "Visa eindigend op 0341".
+        return gettext("%(brand)s ending %(last4)s") % {
+            "brand": self.get_brand_display(),
+            "last4": self.last4,
+        }
 
     @property
     def label(self) -> str:

@@ -20,6 +20,16 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(autouse=True)
+def _english_between_tests():
+    """Account pages switch to the account's language for the rest of the thread; start each test in English."""
+    from django.utils import translation
+
+    translation.activate("en")
+    yield
+    translation.activate("en")
+
+
+@pytest.fixture(autouse=True)
 def _no_axes_lockouts(settings):
     # Sign-in rate limiting has its own tests; elsewhere it would only make tests order-dependent.
     settings.AXES_ENABLED = False
