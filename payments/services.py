@@ -429,9 +429,17 @@ def _apply_success(*, account: BillingAccount, attempt: PaymentAttempt, now: dt.
             "amount": format_money(attempt.amount_minor, attempt.currency, account.language),
             "method": method.label,
             "invoices": invoices_text,
-            "paid_on": timezone.localdate(now).isoformat(),
+            # A date for people, in the language the mail is written in.
+            "paid_on": _mail_date(timezone.localdate(now), account.language),
         },
     )
+
+
+def _mail_date(day: dt.date, language: str) -> str:
+    from django.utils import formats, translation
+
+    with translation.override(language):
+        return formats.date_format(day, "j b Y" if language == "nl" else "j M Y")
 
 
 def _apply_decline(
