@@ -9,7 +9,6 @@ urlpatterns = [
     path("sign-in/", views.SignInView.as_view(), name="signin"),
     path("sign-out/", views.SignOutView.as_view(), name="signout"),
     path("a/<int:account_id>/", views.home, name="home"),
-    path("a/<int:account_id>/home/past-due-banner/", views.past_due_banner, name="past_due_banner"),
     path("a/<int:account_id>/billing/notifications/", views.notifications, name="notifications"),
     path(
         "a/<int:account_id>/billing/notifications/edit/", views.notifications_edit, name="notifications_edit"

@@ -59,26 +59,12 @@ def root(request: HttpRequest) -> HttpResponse:
 
 @account_member_required
 def home(request: HttpRequest, membership: Membership) -> HttpResponse:
+    """Home; for htmx (after a `balanceChanged` event) just its banner and summary cards."""
     account = membership.account
+    template = "accounts/home.html#home-body" if is_htmx(request) else "accounts/home.html"
     return render(
         request,
-        "accounts/home.html",
-        {
-            "membership": membership,
-            "account": account,
-            "past_due": past_due_summary(account=account),
-            "overview": account_overview(account=account),
-        },
-    )
-
-
-@account_member_required
-def past_due_banner(request: HttpRequest, membership: Membership) -> HttpResponse:
-    """Home's banner and summary cards alone, for htmx to refresh after a `balanceChanged` event."""
-    account = membership.account
-    return render(
-        request,
-        "accounts/home.html#home-body",
+        template,
         {
             "membership": membership,
             "account": account,

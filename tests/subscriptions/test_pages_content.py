@@ -57,9 +57,7 @@ def test_home_has_no_banner_in_good_standing(client):
 def test_banner_fragment_is_just_the_banner(client, demo):
     client.force_login(User.objects.get(email="admin@contoso.example"))
     account = demo_account("Contoso Ltd")
-    response = client.get(
-        reverse("accounts:past_due_banner", kwargs={"account_id": account.pk}), HTTP_HX_REQUEST="true"
-    )
+    response = client.get(reverse("accounts:home", kwargs={"account_id": account.pk}), HTTP_HX_REQUEST="true")
     body = response.content.decode()
     assert body.lstrip().startswith('<div id="home-body"')
     assert 'id="past-due-banner"' in body
@@ -205,7 +203,7 @@ def test_empty_account_shows_what_to_do_next(client):
 @pytest.mark.parametrize(
     ("name", "region", "extra"),
     [
-        ("accounts:past_due_banner", "home-body", {}),
+        ("accounts:home", "home-body", {}),
         ("subscriptions:products", "product-list", {}),
         ("subscriptions:invoices", "invoice-list", {}),
         ("subscriptions:invoice_detail", "invoice-body", {"number": "INV-2026-100001"}),

@@ -13,7 +13,6 @@ pytestmark = pytest.mark.django_db
 
 PAGES = [
     ("accounts:home", {}),
-    ("accounts:past_due_banner", {}),
     ("accounts:notifications", {}),
     ("accounts:notifications_edit", {}),
     ("subscriptions:products", {}),
