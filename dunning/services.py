@@ -26,6 +26,7 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
+from django.urls import reverse
 from django.utils import formats, timezone, translation
 
 from accounts.models import BillingAccount
@@ -729,9 +730,12 @@ def _date(value: dt.datetime, account: BillingAccount) -> str:
 
 
 def settle_url(*, account_id: int, method_id: int | None) -> str:
+    """The absolute link a mail gives for settling: the pane for the failed card, else Payment methods."""
     if method_id is None:
-        return f"{settings.SITE_URL}/a/{account_id}/billing/payment-methods/"
-    return f"{settings.SITE_URL}/a/{account_id}/billing/settle/{method_id}/"
+        path = reverse("payments:methods", args=[account_id])
+    else:
+        path = reverse("payments:settle", args=[account_id, method_id])
+    return f"{settings.SITE_URL}{path}"
 
 
 def _notify(

@@ -25,6 +25,7 @@ from django.utils.translation import gettext as _
 
 from accounts.models import BillingAccount, Membership
 from audit.services import audit_record
+from billing_portal.dates import format_date
 from billing_portal.money import format_money
 from notifications.services import notice_send
 from subscriptions.models import Invoice, Subscription
@@ -430,16 +431,9 @@ def _apply_success(*, account: BillingAccount, attempt: PaymentAttempt, now: dt.
             "method": method.label,
             "invoices": invoices_text,
             # A date for people, in the language the mail is written in.
-            "paid_on": _mail_date(timezone.localdate(now), account.language),
+            "paid_on": format_date(timezone.localdate(now), account.language),
         },
     )
-
-
-def _mail_date(day: dt.date, language: str) -> str:
-    from django.utils import formats, translation
-
-    with translation.override(language):
-        return formats.date_format(day, "j b Y" if language == "nl" else "j M Y")
 
 
 def _apply_decline(

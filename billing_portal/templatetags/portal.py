@@ -1,9 +1,9 @@
 """Template helpers shared by every page (registered as builtins in settings)."""
 
 from django import template
-from django.utils import formats, translation
 from django.utils.html import format_html
 
+from billing_portal.dates import format_date
 from billing_portal.money import Money, format_money
 
 register = template.Library()
@@ -22,11 +22,8 @@ def as_money(value: Money) -> str:
 
 @register.filter
 def longdate(value) -> str:
-    """'24 Nov 2026' in English, '24 nov 2026' in Dutch (Dutch writes month names in lower case)."""
-    if not value:
-        return ""
-    language = (translation.get_language() or "en").split("-")[0]
-    return formats.date_format(value, "j b Y" if language == "nl" else "j M Y")
+    """'24 Nov 2026' in English, '24 nov 2026' in Dutch."""
+    return format_date(value) if value else ""
 
 
 # Icons: a small local set drawn on a 20 px grid in the spirit of Fluent's System Icons

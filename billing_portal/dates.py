@@ -1,0 +1,14 @@
+"""Dates for people: '24 Nov 2026' in English, '24 nov 2026' in Dutch (Dutch writes months in lower case)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.utils import formats, translation
+
+
+def format_date(value: dt.date | dt.datetime, language: str | None = None) -> str:
+    """In `language`, or the active language when None. Used by the |longdate filter and in mails."""
+    language = (language or translation.get_language() or "en").split("-")[0]
+    with translation.override(language):
+        return formats.date_format(value, "j b Y" if language == "nl" else "j M Y")
