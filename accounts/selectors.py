@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.db.models import QuerySet
 from django.http import Http404
 
-from .models import BillingAccount, Membership, User
+from .models import Membership, User
 
 
 def membership_for_user(*, user: User, account_id: int) -> Membership:
@@ -21,8 +21,3 @@ def membership_for_user(*, user: User, account_id: int) -> Membership:
 
 def memberships_of_user(*, user: User) -> QuerySet[Membership]:
     return Membership.objects.filter(user=user).select_related("account").order_by("account__name")
-
-
-def account_owner(*, account: BillingAccount) -> User | None:
-    membership = account.memberships.filter(role="owner").select_related("user").first()
-    return membership.user if membership else None

@@ -147,3 +147,17 @@ def test_billing_notifications_links_to_the_mails_sent(client):
     client.force_login(user)
     html = client.get(f"/a/{account.pk}/billing/notifications/").content.decode()
     assert f'href="/a/{account.pk}/billing/notifications/sent/"' in html
+
+
+def test_the_timeline_and_sent_mails_read_in_the_accounts_language(client):
+    call_command("seed_demo", stdout=StringIO())
+    from accounts.models import User
+
+    user = User.objects.get(email="admin@fabrikam.example")
+    account = user.memberships.get().account
+    sub = account.subscriptions.get()
+    client.force_login(user)
+    timeline = client.get(f"/a/{account.pk}/products/{sub.pk}/timeline/").content.decode()
+    sent = client.get(f"/a/{account.pk}/billing/notifications/sent/").content.decode()
+    assert '<html lang="nl"' in timeline
+    assert '<html lang="nl"' in sent
