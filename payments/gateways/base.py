@@ -8,7 +8,9 @@ treated as a decline: money may have moved, so the attempt is reconciled by look
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -26,6 +28,10 @@ class ChargeOutcome(enum.StrEnum):
     NOT_FOUND = "not_found"
     # Only from lookup()/cancel(): the charge was canceled before it took money.
     CANCELED = "canceled"
+    # The gateway refused the request itself as malformed (HTTP 400 other than a card error, bad
+    # parameters, unknown API version, …). Permanent: no money moved and retrying the same request
+    # cannot help. The attempt fails at once with an operator-facing error; never reconciled.
+    INVALID = "invalid"
 
 
 class DeclineCategory(enum.StrEnum):
@@ -159,6 +165,11 @@ class ChargeResult:
     message: str = ""
     amount_minor: int | None = None
     currency: str = ""
+    # The card network's own hints, passed through untouched where the gateway gives them
+    # (Stripe: last_payment_error.network_advice_code / network_decline_code). Mastercard Merchant
+    # Advice Codes ("03", "21", "24".."30") and Visa response codes; "" when absent.
+    network_advice_code: str = ""
+    network_decline_code: str = ""
 
     @classmethod
     def declined(cls, code: str, *, reference: str = "", message: str = "", **extra) -> ChargeResult:
@@ -174,6 +185,10 @@ class ChargeResult:
     @classmethod
     def unknown(cls, message: str, *, reference: str = "") -> ChargeResult:
         return cls(outcome=ChargeOutcome.UNKNOWN, reference=reference, message=message)
+
+    @classmethod
+    def invalid(cls, message: str, *, reference: str = "") -> ChargeResult:
+        return cls(outcome=ChargeOutcome.INVALID, reference=reference, message=message)
 
     @property
     def succeeded(self) -> bool:
@@ -196,8 +211,149 @@ class CardResult:
     unavailable: bool = False
 
 
+class CardCollection(enum.StrEnum):
+    # Our own card form posts number/expiry/CVC to our server (the simulated bank only).
+    SERVER_FORM = "server_form"
+    # The browser hands the card to the gateway (Stripe Elements + SetupIntent); we get a token back.
+    ELEMENTS = "elements"
+
+
+@dataclass(frozen=True, slots=True)
+class CardSetup:
+    """What the browser needs to collect a card with the gateway's own script (ELEMENTS)."""
+
+    reference: str  # SetupIntent id
+    client_secret: str
+    publishable_key: str
+
+
+class RefundOutcome(enum.StrEnum):
+    SUCCEEDED = "succeeded"
+    # Accepted, money not back yet (Stripe: pending / requires_action); a webhook finishes it.
+    PENDING = "pending"
+    FAILED = "failed"
+    # No answer: look it up / wait for the webhook; never send a second refund with a new key.
+    UNKNOWN = "unknown"
+    # Refused as malformed or impossible (more than was charged, charge not found): permanent.
+    INVALID = "invalid"
+
+
+@dataclass(frozen=True, slots=True)
+class RefundResult:
+    outcome: RefundOutcome
+    reference: str = ""  # the gateway's refund id (re_…, simulated reference)
+    amount_minor: int | None = None
+    currency: str = ""
+    message: str = ""  # for operators and logs
+
+
+class GatewayError(Exception):
+    """An operation other than a charge or refund failed at the gateway.
+
+    `permanent=True` means retrying cannot help (the request was refused as invalid); False means
+    the gateway could not be reached or did not answer, and a retry may.
+    """
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class UnsupportedOperation(GatewayError):
+    """This gateway does not offer the operation (e.g. add_card with Stripe, card_setup_start offline)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, permanent=True)
+
+
+# --- Webhook events, in our own words. Only the adapter knows the gateway's event names. ---
+
+
+class GatewayEventKind(enum.StrEnum):
+    PAYMENT_SUCCEEDED = "payment_succeeded"
+    PAYMENT_FAILED = "payment_failed"
+    PAYMENT_REQUIRES_ACTION = "payment_requires_action"
+    PAYMENT_CANCELED = "payment_canceled"
+    REFUND_UPDATED = "refund_updated"  # created, succeeded, failed, canceled
+    DISPUTE_OPENED = "dispute_opened"
+    DISPUTE_UPDATED = "dispute_updated"
+    DISPUTE_CLOSED = "dispute_closed"  # won or lost: see DisputeInfo.status
+    CARD_UPDATED = "card_updated"  # network account updater: new expiry / number
+    CARD_SETUP_SUCCEEDED = "card_setup_succeeded"  # SetupIntent finished, even if the browser never came back
+    CUSTOMER_DELETED = "customer_deleted"
+    # Stored and answered 200, nothing to do (every other event type the gateway may send).
+    IGNORED = "ignored"
+
+
+@dataclass(frozen=True, slots=True)
+class RefundInfo:
+    reference: str  # refund id
+    charge_reference: str  # the PaymentIntent / simulated charge it refunds
+    amount_minor: int
+    currency: str
+    status: RefundOutcome
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DisputeInfo:
+    reference: str  # dispute id
+    charge_reference: str  # the PaymentIntent / simulated charge disputed
+    amount_minor: int
+    currency: str
+    reason: str  # the network's reason ("fraudulent", "product_not_received", …)
+    # "needs_response", "under_review", "won", "lost", "warning_closed", …
+    status: str
+    evidence_due_by: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CardInfo:
+    token: str  # our PaymentMethod.gateway_token form
+    brand: str = ""
+    last4: str = ""
+    exp_month: int = 0
+    exp_year: int = 0
+    fingerprint: str = ""
+    customer: str = ""  # the gateway's customer id, when the card belongs to one
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayEvent:
+    id: str  # the gateway's event id: stored once, replays are no-ops
+    kind: GatewayEventKind
+    raw_type: str  # the gateway's own name, for storage and support only
+    created: dt.datetime
+    charge: ChargeResult | None = None  # PAYMENT_*
+    refund: RefundInfo | None = None  # REFUND_UPDATED
+    dispute: DisputeInfo | None = None  # DISPUTE_*
+    card: CardInfo | None = None  # CARD_UPDATED, CARD_SETUP_SUCCEEDED
+    customer: str = ""  # CUSTOMER_DELETED
+    # Our own account id when the gateway echoes our metadata, else None.
+    account_id: int | None = None
+
+
+class WebhookRejected(Exception):
+    """A webhook delivery we refuse: bad signature, stale or future timestamp, not an event.
+
+    `malformed=True` (signed correctly, but its content is not an event we can read) means store
+    it as failed with this reason and answer 400; False means do not store it, answer 400.
+    """
+
+    def __init__(self, message: str, *, malformed: bool = False) -> None:
+        super().__init__(message)
+        self.malformed = malformed
+
+
 class Gateway(Protocol):
+    """Every operation and capability the engine uses. Adding a gateway means one module like
+    simulated.py or stripe.py, registered in _ADAPTERS below; nothing else probes for features."""
+
     name: str
+    # True when lookup()'s NOT_FOUND is final at once (the simulated bank reads its own table);
+    # False when a search index may lag (Stripe): only an old enough miss releases the attempt.
+    lookup_is_final: bool
+    card_collection: CardCollection
 
     def charge(
         self,
@@ -232,6 +388,38 @@ class Gateway(Protocol):
         ...
 
     def update_expiry(self, *, token: str, exp_month: int, exp_year: int) -> CardResult: ...
+
+    def card_setup_start(self, *, customer: str, idempotency_key: str) -> CardSetup:
+        """ELEMENTS only: start collecting a card in the browser. UnsupportedOperation otherwise."""
+        ...
+
+    def card_setup_finish(self, *, reference: str) -> CardResult:
+        """ELEMENTS only: the card a finished setup produced (token, brand, last4, expiry)."""
+        ...
+
+    def customer_create(self, *, name: str, email: str, idempotency_key: str) -> str:
+        """The gateway's customer for an account ("" when the gateway has no such notion)."""
+        ...
+
+    def detach(self, *, token: str) -> None:
+        """Forget a card at the gateway; it can never be charged again. GatewayError on failure."""
+        ...
+
+    def refund(
+        self,
+        *,
+        charge_reference: str,
+        amount_minor: int,
+        currency: str,
+        idempotency_key: str,
+        reason: str = "",
+    ) -> RefundResult:
+        """Give back part or all of a succeeded charge. The same idempotency key never refunds twice."""
+        ...
+
+    def parse_webhook(self, *, payload: bytes, headers: Mapping[str, str]) -> GatewayEvent:
+        """Verify and translate one webhook delivery. WebhookRejected when it must be refused."""
+        ...
 
 
 _ADAPTERS = {
