@@ -48,6 +48,12 @@ def sim_card_update_expiry(*, token: str, exp_month: int, exp_year: int) -> SimC
     return card
 
 
+def sim_card_forget(*, token: str) -> None:
+    """Detach: the bank no longer answers to this token, so it can never be charged again. Its past
+    charges (and their refunds) stay on the books under a token nobody holds. Forgetting twice is fine."""
+    SimCard.objects.filter(token=token).update(token=f"sim_forgotten_{secrets.token_hex(12)}")
+
+
 def _expired(card: SimCard) -> bool:
     today = timezone.localdate()
     return (card.exp_year, card.exp_month) < (today.year, today.month)
