@@ -344,8 +344,8 @@ class StripeGateway:
         try:
             self.client.v1.payment_methods.detach(method)
         except stripe.InvalidRequestError as exc:
-            if exc.code == "resource_missing":
-                return  # already gone at Stripe: what we wanted
+            if exc.code in ("resource_missing", "payment_method_unexpected_state"):
+                return  # gone or detached already at Stripe: what we wanted
             raise GatewayError(_describe(exc), permanent=True) from exc
         except stripe.StripeError as exc:
             raise GatewayError(_describe(exc), permanent=_permanent(exc)) from exc

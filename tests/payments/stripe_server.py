@@ -38,6 +38,7 @@ class FakeStripe:
         # Every refused parameter, as (SDK method, violation): the contract check's findings.
         self.violations: list[tuple[str, stripe_contract.Violation]] = []
         self.counter = itertools.count(1)
+        stripe_contract.routes()  # read the SDK now, before any test patches a service method
         self.lock = threading.Lock()
 
     @property
@@ -88,7 +89,9 @@ class FakeStripe:
             if pm == "pm_card_lost":
                 return None
             if pm == "pm_card_missing":  # a well-formed request Stripe still refuses: 400, not a card error
-                return 400, _invalid("resource_missing", f"No such PaymentMethod: '{pm}'", param="payment_method")
+                return 400, _invalid(
+                    "resource_missing", f"No such PaymentMethod: '{pm}'", param="payment_method"
+                )
             if pm == "pm_card_chargeDeclined":
                 return 402, fixture("error_card_declined")
             if pm == "pm_card_authenticationRequired" and body.get("off_session") == "true":
@@ -195,7 +198,9 @@ class FakeStripe:
         refunded = sum(r["amount"] for r in self.refunds.values() if r["payment_intent"] == intent["id"])
         amount = int(body.get("amount") or intent["amount"] - refunded)
         if amount + refunded > intent["amount"]:
-            return 400, _invalid("amount_too_large", "Refund amount is greater than unrefunded amount", param="amount")
+            return 400, _invalid(
+                "amount_too_large", "Refund amount is greater than unrefunded amount", param="amount"
+            )
         refund = {
             "id": f"re_fake{next(self.counter):06d}",
             "object": "refund",
@@ -215,7 +220,10 @@ class FakeStripe:
         """What Stripe.js does in the browser: the customer's card is confirmed on the SetupIntent."""
         intent = self.setup_intents[setup_intent_id]
         intent["status"] = "succeeded"
-        intent["payment_method"] = {**fixture("setup_intent_succeeded")["payment_method"], "id": payment_method}
+        intent["payment_method"] = {
+            **fixture("setup_intent_succeeded")["payment_method"],
+            "id": payment_method,
+        }
         return copy.deepcopy(intent)
 
     def authenticate(self, intent_id: str, *, success: bool) -> None:
