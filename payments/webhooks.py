@@ -69,7 +69,17 @@ def webhook_receive(*, gateway_name: str, payload: bytes, headers: Mapping[str, 
         raise WebhookMalformed(
             _store_malformed(gateway_name=gateway.name, payload=payload, rejected=exc)
         ) from exc
-    stored, _created = webhook_event_record(gateway_name=gateway.name, event=event, payload=payload)
+    try:
+        body = json.loads(payload)
+    except ValueError:
+        body = {}
+    return gateway_event_receive(gateway_name=gateway.name, event=event, payload=body)
+
+
+def gateway_event_receive(*, gateway_name: str, event: GatewayEvent, payload: dict[str, Any]) -> WebhookEvent:
+    """Store one translated event once by its id and handle it, exactly like a webhook delivery. In-process
+    gateways (the simulated bank raising a refund, a dispute or a card update) call this directly."""
+    stored, _created = webhook_event_record(gateway_name=gateway_name, event=event, payload=payload)
     if stored.status in (Status.PROCESSED, Status.IGNORED):
         return stored  # a replay: handled already
     return webhook_event_process(webhook_event_id=stored.pk, event=event)
@@ -115,14 +125,12 @@ def _get_or_create(
 
 
 def webhook_event_record(
-    *, gateway_name: str, event: GatewayEvent, payload: bytes
+    *, gateway_name: str, event: GatewayEvent, payload: dict[str, Any]
 ) -> tuple[WebhookEvent, bool]:
     """Store a verified event once by its id. Returns (event, created); a replay is not created."""
-    try:
-        body = json.loads(payload)
-    except ValueError:
-        body = {}
-    return _get_or_create(gateway_name=gateway_name, event_id=event.id, raw_type=event.raw_type, payload=body)
+    return _get_or_create(
+        gateway_name=gateway_name, event_id=event.id, raw_type=event.raw_type, payload=payload
+    )
 
 
 def webhook_event_process(*, webhook_event_id: int, event: GatewayEvent) -> WebhookEvent:

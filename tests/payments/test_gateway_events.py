@@ -462,3 +462,28 @@ def test_shuffled_payment_events_end_in_the_same_state(client, fake_stripe, cont
     attempt.refresh_from_db()
     assert attempt.status == PaymentAttempt.Status.SUCCEEDED
     assert WebhookEvent.objects.count() == 3
+
+
+def test_an_in_process_gateway_event_goes_through_the_same_table(contoso):
+    """The simulated bank sends no webhooks; its card update is handed over in-process, stored once."""
+    import datetime as dt
+
+    from payments.gateways.base import CardInfo, GatewayEvent
+    from payments.webhooks import gateway_event_receive
+
+    card = contoso.visa
+    card.status, card.last_decline_code = PaymentMethod.Status.EXPIRED, "expired_card"
+    card.save()
+    news = GatewayEvent(
+        id="sim_evt_1",
+        kind=GatewayEventKind.CARD_UPDATED,
+        raw_type="card_updated",
+        created=dt.datetime(2026, 12, 1, tzinfo=dt.UTC),
+        card=CardInfo(token=card.gateway_token, brand="visa", last4="0341", exp_month=5, exp_year=2033),
+    )
+    for _ in range(2):
+        stored = gateway_event_receive(gateway_name="simulated", event=news, payload={"id": "sim_evt_1"})
+    card.refresh_from_db()
+    assert (card.status, card.exp_month, card.exp_year) == (PaymentMethod.Status.VALID, 5, 2033)
+    assert stored.status == "processed"
+    assert WebhookEvent.objects.filter(gateway="simulated").count() == 1
