@@ -137,3 +137,15 @@ def test_a_request_the_pinned_api_refuses_fails_the_attempt_as_invalid(
     assert any(r.levelname == "ERROR" and "invalid" in r.getMessage() for r in caplog.records)
     assert get_gateway("stripe").lookup(idempotency_key="old-adapter").outcome == ChargeOutcome.NOT_FOUND
     fake_stripe.violations.clear()  # seen and asserted: the fixture's own check must not fail this test
+
+
+def test_stripe_js_restricts_to_cards_with_the_option_endive_offers():
+    import re
+    from pathlib import Path
+
+    js = (Path(__file__).resolve().parents[2] / "payments/static/payments/stripe-card.js").read_text()
+    assert "allowedPaymentMethodTypes: CARD_ONLY" in js
+    assert 'var CARD_ONLY = ["card"];' in js
+    # Stripe.js throws an integration error for paymentMethodTypes since endive (comments aside).
+    code = "\n".join(line for line in js.splitlines() if not line.lstrip().startswith("//"))
+    assert re.search(r"(?<![A-Za-z])paymentMethodTypes", code) is None

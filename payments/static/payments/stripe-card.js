@@ -18,10 +18,10 @@
     var el = document.getElementById("stripe-card-element");
     if (!el || el.dataset.mounted || typeof window.Stripe !== "function") return;
     var stripe = window.Stripe(el.dataset.publishableKey);
-    var options = { mode: "setup", allowedPaymentMethodTypes: CARD_ONLY, setupFutureUsage: "off_session" };
+    var options = { mode: "setup", allowedPaymentMethodTypes: CARD_ONLY };
     if (el.dataset.currency) options.currency = el.dataset.currency;
     var elements = stripe.elements(options);
-    var payment = elements.create("payment", { fields: { billingDetails: { name: "never" } } });
+    var payment = elements.create("payment");
     payment.mount(el);
     el.dataset.mounted = "1";
     mounted = { stripe: stripe, elements: elements, el: el };
