@@ -99,6 +99,8 @@ def _store_malformed(*, gateway_name: str, payload: bytes, rejected: WebhookReje
         raw_type=rejected.raw_type or "(malformed)",
         payload=body,
     )
+    if stored.status in (Status.PROCESSED, Status.IGNORED):
+        return stored  # a readable delivery of this event was handled already: keep its outcome
     stored.status, stored.error, stored.processed_at = (
         Status.FAILED,
         f"malformed: {rejected}"[:2000],

@@ -487,3 +487,11 @@ def test_an_in_process_gateway_event_goes_through_the_same_table(contoso):
     assert (card.status, card.exp_month, card.exp_year) == (PaymentMethod.Status.VALID, 5, 2033)
     assert stored.status == "processed"
     assert WebhookEvent.objects.filter(gateway="simulated").count() == 1
+
+
+def test_a_malformed_copy_of_a_handled_event_does_not_reopen_it(client):
+    good = event("invoice.paid", {"id": "in_1", "object": "invoice"}, event_id="evt_same")
+    assert post(client, good).status_code == 200
+    bad = event("invoice.paid", "not an object", event_id="evt_same")
+    assert post(client, bad).status_code == 400
+    assert WebhookEvent.objects.get().status == "ignored"
