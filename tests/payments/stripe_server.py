@@ -75,6 +75,17 @@ class FakeStripe:
         if violations:
             self.violations.extend((route.sdk_method, v) for v in violations)
             return 400, violations[0].as_stripe_error()
+        if headers.get("authorization") == "Bearer sk_test_revoked":
+            return 401, {"error": {"type": "invalid_request_error", "message": "Invalid API Key provided"}}
+        if body.get("payment_method") == "pm_card_rateLimited":
+            return 429, _invalid("rate_limit", "Too many requests hit the API too quickly.")
+        if body.get("payment_method") == "pm_card_keyReused":
+            return 400, {
+                "error": {
+                    "type": "idempotency_error",
+                    "message": "Keys for idempotent requests can only be used with the same parameters.",
+                }
+            }
         key = headers.get("idempotency-key")
         if method == "POST" and key and key in self.by_idempotency_key:
             return self.by_idempotency_key[key]

@@ -288,3 +288,24 @@ def test_an_invalid_answer_to_a_look_up_never_fails_an_unknown_attempt(fake_stri
     )
     assert attempt.status == PaymentAttempt.Status.UNKNOWN
     assert ChargeOutcome.INVALID == "invalid"
+
+
+@pytest.mark.parametrize(
+    ("token", "secret", "outcome"),
+    [
+        ("pm_card_missing", "sk_test_fake", ChargeOutcome.INVALID),  # InvalidRequestError, not a card error
+        ("pm_card_visa", "sk_test_revoked", ChargeOutcome.INVALID),  # AuthenticationError
+        ("pm_card_rateLimited", "sk_test_fake", ChargeOutcome.UNKNOWN),  # try later, never charge twice
+        ("pm_card_keyReused", "sk_test_fake", ChargeOutcome.UNKNOWN),  # an earlier request may have charged
+        ("pm_card_timeout", "sk_test_fake", ChargeOutcome.UNKNOWN),  # no answer
+        ("pm_card_chargeDeclined", "sk_test_fake", ChargeOutcome.DECLINED),  # the card
+    ],
+)
+def test_errors_say_what_they_are(fake_stripe, settings, token, secret, outcome):
+    settings.STRIPE_SECRET_KEY = secret
+    result = get_gateway("stripe").charge(
+        token=f"cus_C1/{token}", amount_minor=100, currency="EUR", idempotency_key="k", off_session=True
+    )
+    assert result.outcome == outcome
+    if outcome == ChargeOutcome.INVALID:
+        assert result.message  # the operator's detail
