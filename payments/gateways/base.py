@@ -453,6 +453,7 @@ _ADAPTERS = {
     "simulated": "payments.gateways.simulated.SimulatedGateway",
     "stripe": "payments.gateways.stripe.StripeGateway",
 }
+GATEWAYS = frozenset(_ADAPTERS)
 
 
 def get_gateway(name: str | None = None) -> Gateway:
