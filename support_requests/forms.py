@@ -1,18 +1,30 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.conf import settings
+from django.utils.functional import lazy
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from .services import SUBJECT_MAX_LENGTH
 
 
-def _body_field(label: str, required_message: str) -> forms.CharField:
+def _limit_hint() -> str:
+    return gettext("Up to %(n)d characters.") % {"n": settings.SUPPORT_REQUEST_MAX_LENGTH}
+
+
+# Interpolated when rendered, in the language of that request (a lazy string % dict would be English forever).
+_limit_hint_lazy = lazy(_limit_hint, str)
+
+
+def _body_field(label: Any, required_message: Any) -> forms.CharField:
     return forms.CharField(
         label=label,
         max_length=settings.SUPPORT_REQUEST_MAX_LENGTH,
         widget=forms.Textarea(attrs={"rows": 6, "class": "input"}),
-        help_text=_("Up to %(n)d characters.") % {"n": settings.SUPPORT_REQUEST_MAX_LENGTH},
+        help_text=_limit_hint_lazy(),
         error_messages={
             "required": required_message,
             "max_length": _("Keep it under %(limit_value)d characters (now %(show_value)d)."),

@@ -93,7 +93,7 @@ def support_request_open(
     )
     account_id = membership.account_id
     for obj in (invoice, payment_attempt, subscription):
-        if obj is not None and obj.account_id != account_id:  # type: ignore[attr-defined]
+        if obj is not None and obj.account_id != account_id:
             raise PermissionDenied("object of another account")
     # Keys are scoped to the account (and messages to their request), so nobody can guess into another's.
     form_key = f"{account_id}:{form_key}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from accounts.models import Role
+from accounts.models import Membership, Role
 from tests.factories import MembershipFactory, UserFactory
 from tests.pages_helpers import account_with_subscriptions, outsider
 
@@ -47,7 +47,7 @@ def world():
     from support_requests.models import SupportRequest
 
     account, users = account_with_subscriptions(3, past_due=2)
-    users[IM] = MembershipFactory(account=account, role=Role.INVOICE_MANAGER).user
+    users[IM] = Membership.objects.create(account=account, user=UserFactory(), role=Role.INVOICE_MANAGER).user
     invoice = account.invoices.order_by("pk").first()
     reader = account.memberships.get(role=Role.READER)
     visa = PaymentMethod.objects.get(account=account, last4="0341")
@@ -73,10 +73,12 @@ def _url(name: str, extra: dict, account_id: int, ids: dict, user=None) -> str:
     kwargs = {"account_id": account_id}
     for key, ref in extra.items():
         if ref == "own_card":
-            card = PaymentMethod.objects.filter(account_id=account_id, owner=user).first() if user else None
-            if card is None:
-                card = PaymentMethodFactory(account_id=account_id, owner=user, last4="1111")
-            kwargs[key] = card.pk
+            found = PaymentMethod.objects.filter(account_id=account_id, owner=user).first() if user else None
+            kwargs[key] = (
+                found.pk
+                if found
+                else PaymentMethodFactory(account_id=account_id, owner=user, last4="1111").pk
+            )
         else:
             kwargs[key] = ids[ref]
     return reverse(name, kwargs=kwargs)
@@ -126,12 +128,14 @@ def test_invoice_manager_sees_no_subscription_navigation(client, world):
 
 
 def test_invoice_manager_sees_pay_actions_but_no_card_management(client, world):
-    account, users, ids = world
+    account, users, _ids = world
     client.force_login(users[IM])
     methods = client.get(reverse("payments:methods", kwargs={"account_id": account.pk})).content.decode()
     assert "Settle balance" in methods
     assert "Add a payment method" not in methods
-    invoices = client.get(reverse("subscriptions:invoices", kwargs={"account_id": account.pk})).content.decode()
+    invoices = client.get(
+        reverse("subscriptions:invoices", kwargs={"account_id": account.pk})
+    ).content.decode()
     assert "Pay now" in invoices
 
 
