@@ -157,7 +157,8 @@ def test_another_accounts_invoice_number_is_404(client, world):
 
 
 @pytest.mark.parametrize(
-    ("who", "status"), [("owner", 302), ("admin", 302), ("reader", 403), ("outsider", 404)]
+    ("who", "status"),
+    [("owner", 302), ("admin", 302), ("reader", 403), ("invoice_manager", 403), ("outsider", 404)],
 )
 def test_notification_post_by_role(client, world, who, status):
     account, users, _ = world
