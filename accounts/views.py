@@ -196,8 +196,13 @@ def _roles_changed(request: HttpRequest, membership: Membership, text: str) -> H
     messages.success(request, text)
     if not is_htmx(request):
         return redirect("accounts:roles", account_id=membership.account_id)
-    # The actor may have handed ownership over: read the membership again for what the list may show.
+    # The actor may have handed ownership over: then the whole page changes (no commands, no actions),
+    # so htmx reloads it; the message waits in the session.
     membership = membership_for_user(user=membership.user, account_id=membership.account_id)
+    if not membership.can_manage_roles:
+        response = HttpResponse(status=204)
+        response["HX-Redirect"] = _roles_url(membership)
+        return response
     response = render(request, "accounts/roles_saved.html", _roles_context(membership))
     return trigger_client_event(response, "closePane")
 

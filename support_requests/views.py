@@ -144,16 +144,19 @@ def request_new(request: HttpRequest, membership: Membership) -> HttpResponse:
             "form": form,
             "about": about,
             "nav_current": "support",
-            "pane_close_url": request.META.get("HTTP_REFERER", "")
-            if _same_site_referer(request)
-            else list_url,
+            "pane_close_url": _back_url(request, fallback=list_url),
         },
     )
 
 
-def _same_site_referer(request: HttpRequest) -> bool:
+def _back_url(request: HttpRequest, *, fallback: str) -> str:
+    """Where Cancel goes without JavaScript: the page the pane was opened from (same site only, and not
+    the pane itself after a failed submit), else the list."""
     referer = request.META.get("HTTP_REFERER", "")
-    return bool(referer) and referer.startswith(request.build_absolute_uri("/"))
+    site = request.build_absolute_uri("/")
+    if referer.startswith(site) and not referer.startswith(request.build_absolute_uri(request.path)):
+        return "/" + referer[len(site) :]
+    return fallback
 
 
 @require_http_methods(["GET", "POST"])
