@@ -194,7 +194,8 @@ def support_request_reply(
         return existing
     with transaction.atomic():
         request = (
-            SupportRequest.objects.select_for_update()
+            # Lock the request row only (opened_by is an outer join, which PostgreSQL will not lock).
+            SupportRequest.objects.select_for_update(of=("self",))
             .select_related("account", "opened_by")
             .get(pk=request_id)
         )
@@ -243,3 +244,15 @@ def support_request_reply(
             request.status = SupportRequest.Status.ANSWERED
         request.save(update_fields=["status", "closed_at", "waiting_since", "updated_at"])
     return message
+
+
+def support_request_viewed(*, request: SupportRequest, actor: User, ip_address: str | None = None) -> None:
+    """Support staff read customer data only with a trace, like support.account_viewed."""
+    audit_record(
+        account=request.account,
+        actor=actor,
+        action="support_request.viewed",
+        message=f"{request.reference} opened in the support console",
+        target=request,
+        ip_address=ip_address,
+    )

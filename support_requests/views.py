@@ -224,6 +224,12 @@ def queue(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def staff_detail(request: HttpRequest, request_id: int) -> HttpResponse:
     support_request = selectors.support_request_for_staff(request_id=request_id)
+    if request.method == "GET":
+        services.support_request_viewed(
+            request=support_request,
+            actor=request.user,  # type: ignore[arg-type]
+            ip_address=request.META.get("REMOTE_ADDR") or None,
+        )
     form = StaffReplyForm(initial={"form_key": new_form_key()})
     if request.method == "POST":
         if not _can_reply(request):

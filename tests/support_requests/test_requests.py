@@ -289,6 +289,8 @@ def test_support_replies_mails_the_customer_and_closes(client, world, agent):
         AuditEvent.objects.filter(action__startswith="support_request.").values_list("action", flat=True)
     )
     assert sorted(actions) == ["support_request.closed", "support_request.replied"]
+    client.get(url)
+    assert AuditEvent.objects.filter(action="support_request.viewed", actor=agent).count() == 1
     # The customer sees the reply and the status.
     client.force_login(users["reader"])
     page = client.get(
