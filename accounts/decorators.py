@@ -7,6 +7,7 @@ from functools import wraps
 from typing import Any, cast
 
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.utils import translation
 
@@ -34,6 +35,26 @@ def account_member_required(view: MemberView) -> Callable[..., HttpResponse]:
         return view(request, membership, *args, **kwargs)
 
     return wrapper
+
+
+def member_may(permission: str) -> Callable[[MemberView], Callable[..., HttpResponse]]:
+    """`account_member_required`, then 403 unless `membership.<permission>` (a `Membership.can_*` property).
+
+    Outsiders still get 404 first; only members learn that their role may not open the page.
+    """
+    if not isinstance(getattr(Membership, permission, None), property):
+        raise AttributeError(f"Membership has no permission property {permission!r}")
+
+    def decorator(view: MemberView) -> Callable[..., HttpResponse]:
+        @wraps(view)
+        def checked(request: HttpRequest, membership: Membership, *args: Any, **kwargs: Any) -> HttpResponse:
+            if not getattr(membership, permission):
+                raise PermissionDenied
+            return view(request, membership, *args, **kwargs)
+
+        return account_member_required(checked)
+
+    return decorator
 
 
 def is_htmx(request: HttpRequest) -> bool:

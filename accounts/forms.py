@@ -4,7 +4,7 @@ from django import forms
 from django.contrib.auth.forms import AuthenticationForm
 from django.utils.translation import gettext_lazy as _
 
-from .models import BillingAccount
+from .models import BillingAccount, Role
 
 
 class SignInForm(AuthenticationForm):
@@ -48,3 +48,83 @@ class NotificationSettingsForm(forms.Form):
         choices=BillingAccount.Language.choices,
         help_text=_("Billing mail is written in this language."),
     )
+
+
+INVITE_ROLE_CHOICES = [
+    (Role.ADMIN.value, Role.ADMIN.label),
+    (Role.READER.value, Role.READER.label),
+    (Role.INVOICE_MANAGER.value, Role.INVOICE_MANAGER.label),
+]
+
+ROLE_HINTS = {
+    Role.OWNER.value: _(
+        "Everything, and assigns roles. There is one owner; the current owner becomes a billing admin."
+    ),
+    Role.ADMIN.value: _("Pays, settles, manages payment methods and notification settings."),
+    Role.READER.value: _("Sees everything of the billing account; changes and pays nothing."),
+    Role.INVOICE_MANAGER.value: _("Sees invoices and payment methods, and pays invoices. Nothing else."),
+}
+
+
+class InviteForm(forms.Form):
+    email = forms.EmailField(
+        label=_("E-mail address"),
+        max_length=254,
+        help_text=_("We send an invitation link to this address."),
+        error_messages={
+            "required": _("Enter the e-mail address of the person to invite."),
+            "invalid": _("Enter a valid e-mail address, like finance@contoso.com."),
+        },
+        widget=forms.EmailInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+    )
+    role = forms.ChoiceField(
+        label=_("Role"),
+        choices=INVITE_ROLE_CHOICES,
+        initial=Role.READER.value,
+        widget=forms.RadioSelect,
+        error_messages={
+            "required": _("Choose a role."),
+            "invalid_choice": _("Choose one of the roles in the list."),
+        },
+    )
+
+
+class RoleForm(forms.Form):
+    role = forms.ChoiceField(
+        label=_("Role"),
+        choices=Role.choices,
+        widget=forms.RadioSelect,
+        error_messages={
+            "required": _("Choose a role."),
+            "invalid_choice": _("Choose one of the roles in the list."),
+        },
+    )
+
+
+class AcceptInvitationForm(forms.Form):
+    """A new person's name and password (validated by AUTH_PASSWORD_VALIDATORS in the service)."""
+
+    full_name = forms.CharField(
+        label=_("Your name"),
+        max_length=150,
+        required=False,
+        widget=forms.TextInput(attrs={"autocomplete": "name"}),
+    )
+    password = forms.CharField(
+        label=_("Password"),
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+        error_messages={"required": _("Choose a password.")},
+    )
+    password_again = forms.CharField(
+        label=_("Password again"),
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+        error_messages={"required": _("Type the password again.")},
+    )
+
+    def clean(self) -> dict:
+        data = super().clean() or {}
+        if data.get("password") and data.get("password_again") and data["password"] != data["password_again"]:
+            self.add_error("password_again", _("The two passwords are not the same."))
+        return data

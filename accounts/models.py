@@ -5,6 +5,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
+from billing_portal.countries import country_name
 from billing_portal.money import CURRENCY_CHOICES
 
 
@@ -116,21 +117,35 @@ class BillingAccount(models.Model):
         city = " ".join(p for p in (self.postal_code, self.city) if p)
         return [line for line in (self.address_line1, self.address_line2, city, self.country) if line]
 
+    @property
+    def country_name(self) -> str:
+        """The sold-to country in the active language ("Ireland", "Ierland"), never the ISO code."""
+        return country_name(self.country)
+
+    @property
+    def sold_to_lines(self) -> list[str]:
+        """The sold-to address as people read it: street, postal code and city, country name."""
+        city = " ".join(p for p in (self.postal_code, self.city) if p)
+        return [line for line in (self.address_line1, self.address_line2, city, self.country_name) if line]
+
 
 class Role(models.TextChoices):
     OWNER = "owner", _("Billing account owner")
     ADMIN = "admin", _("Billing admin")
     READER = "reader", _("Billing reader")
+    # Microsoft's billing-profile role "can view and pay bills": invoices and payment methods only.
+    INVOICE_MANAGER = "invoice_manager", _("Invoice manager")
 
 
 # What each role may do; views ask through Membership.can_*, never by comparing strings.
-_PAYING_ROLES = {Role.OWNER, Role.ADMIN}
+_PAYING_ROLES = {Role.OWNER, Role.ADMIN, Role.INVOICE_MANAGER}
+_ADMIN_ROLES = {Role.OWNER, Role.ADMIN}
 
 
 class Membership(models.Model):
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="memberships")
     account = models.ForeignKey(BillingAccount, on_delete=models.CASCADE, related_name="memberships")
-    role = models.CharField(max_length=10, choices=Role.choices)
+    role = models.CharField(max_length=20, choices=Role.choices)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -142,7 +157,8 @@ class Membership(models.Model):
                 fields=["account"], condition=Q(role="owner"), name="membership_one_owner_per_account"
             ),
             models.CheckConstraint(
-                condition=Q(role__in=["owner", "admin", "reader"]), name="membership_role_valid"
+                condition=Q(role__in=["owner", "admin", "reader", "invoice_manager"]),
+                name="membership_role_valid",
             ),
         ]
 
@@ -151,12 +167,77 @@ class Membership(models.Model):
 
     @property
     def can_pay(self) -> bool:
+        """Pay now, Settle balance (choosing or adding the card to pay with)."""
         return self.role in _PAYING_ROLES
 
     @property
+    def can_manage_payment_methods(self) -> bool:
+        """Add a card outside a payment, edit, make active, replace, delete: owners and admins."""
+        return self.role in _ADMIN_ROLES
+
+    @property
     def can_edit_notifications(self) -> bool:
-        return self.role in _PAYING_ROLES
+        return self.role in _ADMIN_ROLES
 
     @property
     def can_manage_roles(self) -> bool:
         return self.role == Role.OWNER
+
+    @property
+    def can_view_subscriptions(self) -> bool:
+        """Your products, subscription pages, billing notifications: not for invoice managers, who see
+        invoices and payment methods only."""
+        return self.role != Role.INVOICE_MANAGER
+
+    @property
+    def can_view_roles(self) -> bool:
+        """The member list (read-only except for the owner); invoice managers see invoices and cards only."""
+        return self.role != Role.INVOICE_MANAGER
+
+    @property
+    def can_open_support_requests(self) -> bool:
+        """Owners, admins and invoice managers (about invoices and payments) ask support; readers only read."""
+        return self.role in _PAYING_ROLES
+
+
+class Invitation(models.Model):
+    """An e-mail invitation to join a billing account with a role.
+
+    The link carries a signed token (django.core.signing, expiring after INVITATION_MAX_AGE_DAYS);
+    the row says what it grants and whether it was used. At most one pending invitation per address
+    and account, so a double-submitted invite form makes one.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        ACCEPTED = "accepted", _("Accepted")
+        REVOKED = "revoked", _("Revoked")
+
+    account = models.ForeignKey(BillingAccount, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField(_("e-mail address"))
+    role = models.CharField(_("role"), max_length=20, choices=Role.choices)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    invited_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, related_name="+")
+    accepted_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    accepted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "email"],
+                condition=Q(status="pending"),
+                name="invitation_one_pending_per_address",
+            ),
+            # Ownership is handed to a member, never sent by mail.
+            models.CheckConstraint(
+                condition=Q(role__in=["admin", "reader", "invoice_manager"]), name="invitation_role_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["pending", "accepted", "revoked"]), name="invitation_status_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.email} → {self.account} ({self.role}, {self.status})"

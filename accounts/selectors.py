@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from django.db.models import Case, IntegerField, QuerySet, Value, When
 from django.http import Http404
 
-from .models import Membership, User
+from .models import Invitation, Membership, Role, User
 
 
 def membership_for_user(*, user: User, account_id: int) -> Membership:
@@ -21,3 +21,19 @@ def membership_for_user(*, user: User, account_id: int) -> Membership:
 
 def memberships_of_user(*, user: User) -> QuerySet[Membership]:
     return Membership.objects.filter(user=user).select_related("account").order_by("account__name")
+
+
+def account_members(*, account_id: int) -> QuerySet[Membership]:
+    """The members of an account with their users, the owner first (one query)."""
+    owner_first = Case(When(role=Role.OWNER, then=Value(0)), default=Value(1), output_field=IntegerField())
+    return (
+        Membership.objects.filter(account_id=account_id)
+        .select_related("user")
+        .order_by(owner_first, "user__email")
+    )
+
+
+def invitations_pending(*, account_id: int) -> QuerySet[Invitation]:
+    return Invitation.objects.filter(account_id=account_id, status=Invitation.Status.PENDING).order_by(
+        "email"
+    )

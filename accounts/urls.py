@@ -13,4 +13,20 @@ urlpatterns = [
     path(
         "a/<int:account_id>/billing/notifications/edit/", views.notifications_edit, name="notifications_edit"
     ),
+    path("a/<int:account_id>/billing/accounts/", views.billing_accounts, name="billing_accounts"),
+    path("a/<int:account_id>/billing/accounts/roles/", views.roles, name="roles"),
+    path("a/<int:account_id>/billing/accounts/roles/invite/", views.invite, name="invite"),
+    path("a/<int:account_id>/billing/accounts/roles/<int:member_id>/", views.role_change, name="role_change"),
+    path(
+        "a/<int:account_id>/billing/accounts/roles/<int:member_id>/remove/",
+        views.member_remove,
+        name="member_remove",
+    ),
+    path(
+        "a/<int:account_id>/billing/accounts/invitations/<int:invitation_id>/withdraw/",
+        views.invitation_withdraw,
+        name="invitation_withdraw",
+    ),
+    # Not under /a/<id>/: the invited person is not a member yet. The token is signed and expires.
+    path("invitations/<str:token>/", views.invitation_open, name="invitation"),
 ]

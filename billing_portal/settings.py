@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "gateway_sim",
     "notifications",
     "support",
+    "support_requests",
     "dunning",
 ]
 
@@ -322,3 +323,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
 }
+
+# Invitations to join a billing account (accounts.services.invitation_create): the signed link
+# stops working after this many days.
+INVITATION_MAX_AGE_DAYS = int(os.environ.get("INVITATION_MAX_AGE_DAYS", "7"))
+# Support requests customers open from the billing pages (support_requests/).
+SUPPORT_REQUEST_MAX_LENGTH = 2000

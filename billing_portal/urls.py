@@ -11,8 +11,10 @@ urlpatterns = [
     path("a/<int:account_id>/", include("payments.urls")),
     path("a/<int:account_id>/", include("notifications.urls")),
     path("a/<int:account_id>/", include("dunning.urls")),
+    path("a/<int:account_id>/", include("support_requests.urls")),
     path("gateway/simulated/", include("gateway_sim.urls")),
     # Gateways post here without a session; not under /a/<id>/.
     path("payments/webhooks/", include("payments.webhook_urls")),
+    path("support/requests/", include("support_requests.staff_urls")),
     path("support/", include("support.urls")),
 ]

@@ -3,14 +3,14 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
-from accounts.decorators import account_member_required, is_htmx
+from accounts.decorators import is_htmx, member_may
 from accounts.models import Membership
 from subscriptions.models import Subscription
 
 from .selectors import subscription_dunning_timeline
 
 
-@account_member_required
+@member_may("can_view_subscriptions")
 def subscription_timeline(request: HttpRequest, membership: Membership, subscription_id: int) -> HttpResponse:
     """A subscription's dunning timeline. Every member may read it, readers included."""
     sub = get_object_or_404(

@@ -15,6 +15,9 @@ class Notice(models.Model):
         DISABLED = "disabled", _("Subscription disabled")
         CANCELLED = "cancelled", _("Subscription cancelled")
         PAYMENT_RECEIVED = "payment_received", _("Payment received")
+        INVITATION = "invitation", _("Invitation to a billing account")
+        ROLES_CHANGED = "roles_changed", _("Billing account roles changed")
+        SUPPORT_REPLY = "support_reply", _("Reply to a support request")
 
     class Status(models.TextChoices):
         QUEUED = "queued", _("Queued")

@@ -21,9 +21,15 @@ logger = logging.getLogger(__name__)
 
 
 def notice_send(
-    *, account: BillingAccount, kind: str, dedupe_key: str, context: dict[str, Any]
+    *,
+    account: BillingAccount,
+    kind: str,
+    dedupe_key: str,
+    context: dict[str, Any],
+    recipient: str | None = None,
 ) -> Notice | None:
-    """Queue one mail to the account's notification address, at most once per dedupe_key.
+    """Queue one mail to the account's notification address (or `recipient`: an invited person, the
+    owner, whoever asked support), at most once per dedupe_key. It is written in the account's language.
 
     Returns the new Notice, or None when this event was already notified. The mail itself goes
     out from a task enqueued on commit, so a rolled-back payment never mails a receipt.
@@ -36,7 +42,7 @@ def notice_send(
             notice = Notice.objects.create(
                 account=account,
                 kind=kind,
-                recipient=account.notification_email,
+                recipient=recipient or account.notification_email,
                 subject=subject[:300],
                 language=account.language,
                 dedupe_key=dedupe_key,

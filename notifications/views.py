@@ -3,13 +3,13 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from accounts.decorators import account_member_required
+from accounts.decorators import member_may
 from accounts.models import Membership
 
 from .models import Notice
 
 
-@account_member_required
+@member_may("can_view_subscriptions")
 def sent(request: HttpRequest, membership: Membership) -> HttpResponse:
     """Which billing mails went to the account's notification address. Readers may see it too."""
     notices = Notice.objects.filter(account=membership.account).order_by("-created_at", "-pk")[:200]

@@ -88,6 +88,13 @@ def _require_pay(membership: Membership) -> None:
         raise PermissionDenied
 
 
+def _require_manage_methods(membership: Membership) -> None:
+    """Adding a card outside a payment, editing one: owners and admins. Invoice managers choose or add a
+    card only while paying (the Pay now and Settle balance panes)."""
+    if not membership.can_manage_payment_methods:
+        raise PermissionDenied
+
+
 def _card_form_context() -> dict[str, Any]:
     """How the "Add a new card" fields work with the configured gateway (our form, or the gateway's Elements)."""
     gateway = get_gateway()
@@ -214,7 +221,9 @@ def _settle_context(
         "in_flight": attempts_in_flight(account=account, invoice_ids=quote.invoice_ids),
         "pane_close_url": _close_url(membership),
         "failed_message": decline_message(failed.last_decline_code) if failed.last_decline_code else "",
-        "can_edit_expiry": failed.owner_id is not None and failed.owner_id == request.user.pk,
+        "can_edit_expiry": membership.can_manage_payment_methods
+        and failed.owner_id is not None
+        and failed.owner_id == request.user.pk,
         "form_key": new_form_key(),
         "expiry_years": range(_this_year(), _this_year() + 16),
         **_card_form_context(),
@@ -290,7 +299,7 @@ def settle_balance(request: HtmxHttpRequest, membership: Membership, failed_meth
 @account_member_required
 def settle_expiry(request: HtmxHttpRequest, membership: Membership, failed_method_id: int) -> HttpResponse:
     """The failed card's owner enters a new expiry date in the pane. Nobody else may."""
-    _require_pay(membership)
+    _require_manage_methods(membership)
     failed = get_object_or_404(PaymentMethod, account=membership.account, pk=failed_method_id)
     if failed.owner_id != request.user.pk:
         raise PermissionDenied
@@ -496,7 +505,7 @@ def _card_saved(request: HtmxHttpRequest, membership: Membership, text: str) -> 
 @account_member_required
 @require_http_methods(["GET", "POST"])
 def method_add(request: HtmxHttpRequest, membership: Membership) -> HttpResponse:
-    _require_pay(membership)
+    _require_manage_methods(membership)
     context: dict[str, Any] = {
         "membership": membership,
         "account": membership.account,
@@ -536,7 +545,7 @@ def method_add(request: HtmxHttpRequest, membership: Membership) -> HttpResponse
 @require_http_methods(["GET", "POST"])
 def method_edit(request: HtmxHttpRequest, membership: Membership, method_id: int) -> HttpResponse:
     """Edit a card's expiry date. Only the admin who added the card may; the number is never editable."""
-    _require_pay(membership)
+    _require_manage_methods(membership)
     method = get_object_or_404(
         PaymentMethod.objects.exclude(status=PaymentMethod.Status.DETACHED),
         account=membership.account,

@@ -7,7 +7,7 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from accounts.decorators import account_member_required, is_htmx
+from accounts.decorators import account_member_required, is_htmx, member_may
 from accounts.models import Membership
 
 from .forms import InvoiceFilterForm
@@ -18,7 +18,7 @@ PRODUCTS_PER_PAGE = 50
 INVOICES_PER_PAGE = 25
 
 
-@account_member_required
+@member_may("can_view_subscriptions")
 def products(request: HttpRequest, membership: Membership) -> HttpResponse:
     account = membership.account
     page = Paginator(subscriptions_for_account(account=account), PRODUCTS_PER_PAGE).get_page(

@@ -33,6 +33,10 @@ _NAV_FOR_VIEW = {
     "subscriptions:invoice_detail": "bills",
     "payments:methods": "methods",
     "accounts:notifications": "notifications",
+    "accounts:billing_accounts": "accounts",
+    "accounts:roles": "accounts",
+    "support_requests:list": "support",
+    "support_requests:detail": "support",
 }
 
 
@@ -41,7 +45,7 @@ def nav_key_for(view_name: str) -> str:
         return _NAV_FOR_VIEW[view_name]
     # Panes and sub-pages of an app fall back to the app's main item.
     app = view_name.split(":", 1)[0]
-    return {"payments": "methods", "subscriptions": "bills"}.get(app, "")
+    return {"payments": "methods", "subscriptions": "bills", "support_requests": "support"}.get(app, "")
 
 
 @register.inclusion_tag("includes/nav.html", takes_context=True)
@@ -49,7 +53,7 @@ def portal_nav(context: template.Context) -> dict[str, Any]:
     membership = context.get("membership")
     request = context.get("request")
     if membership is None or request is None:
-        return {"home": None, "billing": []}
+        return {"home": None, "billing": [], "support": []}
     view_name = request.resolver_match.view_name if request.resolver_match else ""
     current = context.get("nav_current") or nav_key_for(view_name)
     kwargs = {"account_id": membership.account_id}
@@ -57,14 +61,23 @@ def portal_nav(context: template.Context) -> dict[str, Any]:
     def item(key: str, label: Any, icon: str, url_name: str) -> NavItem:
         return NavItem(key, label, icon, reverse(url_name, kwargs=kwargs), key == current)
 
+    # Invoice managers see invoices and payment methods only: no products, no notification settings.
+    sees_subscriptions = membership.can_view_subscriptions
+    billing = [
+        item("products", _("Your products"), "products", "subscriptions:products")
+        if sees_subscriptions
+        else None,
+        item("bills", _("Bills & payments"), "receipt", "subscriptions:invoices"),
+        item("methods", _("Payment methods"), "card", "payments:methods"),
+        item("notifications", _("Billing notifications"), "bell", "accounts:notifications")
+        if sees_subscriptions
+        else None,
+        item("accounts", _("Billing accounts"), "people", "accounts:billing_accounts"),
+    ]
     return {
         "home": item("home", pgettext_lazy("navigation", "Home"), "home", "accounts:home"),
-        "billing": [
-            item("products", _("Your products"), "products", "subscriptions:products"),
-            item("bills", _("Bills & payments"), "receipt", "subscriptions:invoices"),
-            item("methods", _("Payment methods"), "card", "payments:methods"),
-            item("notifications", _("Billing notifications"), "bell", "accounts:notifications"),
-        ],
+        "billing": [i for i in billing if i is not None],
+        "support": [item("support", _("Support requests"), "help", "support_requests:list")],
     }
 
 

@@ -5,47 +5,98 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from accounts.models import Role
+from accounts.models import Membership, Role
 from tests.factories import MembershipFactory, UserFactory
 from tests.pages_helpers import account_with_subscriptions, outsider
 
 pytestmark = pytest.mark.django_db
 
+IM = "invoice_manager"
+# Every customer URL (GET), and the member roles that get 403 there. Invoice managers see invoices and
+# payment methods (and pay them) only: Your products, subscription timelines, notification settings and
+# the member list are not theirs (docs/ARCHITECTURE.md, "Roles and invitations").
 PAGES = [
-    ("accounts:home", {}),
-    ("accounts:notifications", {}),
-    ("subscriptions:products", {}),
-    ("subscriptions:invoices", {}),
-    ("subscriptions:invoice_detail", {"number": None}),
-    ("payments:methods", {}),
+    ("accounts:home", {}, set()),
+    ("accounts:notifications", {}, {IM}),
+    ("accounts:notifications_edit", {}, {"reader", IM}),
+    ("accounts:billing_accounts", {}, set()),
+    ("accounts:roles", {}, {IM}),
+    ("accounts:invite", {}, {"admin", "reader", IM}),
+    ("accounts:role_change", {"member_id": "member"}, {"admin", "reader", IM}),
+    ("accounts:member_remove", {"member_id": "member"}, {"admin", "reader", IM}),
+    ("notifications:sent", {}, {IM}),
+    ("subscriptions:products", {}, {IM}),
+    ("dunning:timeline", {"subscription_id": "subscription"}, {IM}),
+    ("subscriptions:invoices", {}, set()),
+    ("subscriptions:invoice_detail", {"number": "number"}, set()),
+    ("payments:methods", {}, set()),
+    ("payments:method_add", {}, {"reader", IM}),
+    ("payments:method_edit", {"method_id": "own_card"}, {"reader", IM}),
+    ("payments:settle", {"failed_method_id": "visa"}, set()),
+    ("payments:invoice_pay", {"number": "number"}, set()),
+    ("support_requests:list", {}, set()),
+    ("support_requests:new", {}, {"reader"}),
+    ("support_requests:detail", {"request_id": "request"}, set()),
 ]
-MEMBERS = ["owner", "admin", "reader"]
+MEMBERS = ["owner", "admin", "reader", IM]
 
 
 @pytest.fixture
 def world():
+    from payments.models import PaymentMethod
+    from support_requests.models import SupportRequest
+
     account, users = account_with_subscriptions(3, past_due=2)
-    number = account.invoices.order_by("pk").first().number
-    return account, users, number
+    users[IM] = Membership.objects.create(account=account, user=UserFactory(), role=Role.INVOICE_MANAGER).user
+    invoice = account.invoices.order_by("pk").first()
+    reader = account.memberships.get(role=Role.READER)
+    visa = PaymentMethod.objects.get(account=account, last4="0341")
+    request = SupportRequest.objects.create(
+        account=account, opened_by=users["admin"], subject="Help", form_key=f"{account.pk}:matrix"
+    )
+    ids = {
+        "number": invoice.number,
+        "member": reader.pk,
+        "subscription": invoice.subscription_id,
+        "visa": visa.pk,
+        "request": request.pk,
+        # Each user may open the edit pane of a card they added; 403 comes from the role, not the owner check.
+        "own_card": None,
+    }
+    return account, users, ids
 
 
-def _url(name: str, extra: dict, account_id: int, number: str) -> str:
-    kwargs = {"account_id": account_id, **{k: (v or number) for k, v in extra.items()}}
+def _url(name: str, extra: dict, account_id: int, ids: dict, user=None) -> str:
+    from payments.models import PaymentMethod
+    from tests.factories import PaymentMethodFactory
+
+    kwargs = {"account_id": account_id}
+    for key, ref in extra.items():
+        if ref == "own_card":
+            found = PaymentMethod.objects.filter(account_id=account_id, owner=user).first() if user else None
+            kwargs[key] = (
+                found.pk
+                if found
+                else PaymentMethodFactory(account_id=account_id, owner=user, last4="1111").pk
+            )
+        else:
+            kwargs[key] = ids[ref]
     return reverse(name, kwargs=kwargs)
 
 
-@pytest.mark.parametrize(("name", "extra"), PAGES)
+@pytest.mark.parametrize(("name", "extra", "forbidden"), PAGES)
 @pytest.mark.parametrize("who", [*MEMBERS, "outsider", "anonymous"])
-def test_every_page_answers_members_and_hides_from_everyone_else(client, world, name, extra, who):
-    account, users, number = world
-    url = _url(name, extra, account.pk, number)
+def test_every_page_answers_members_and_hides_from_everyone_else(client, world, name, extra, forbidden, who):
+    account, users, ids = world
+    user = users.get(who)
+    url = _url(name, extra, account.pk, ids, user)
     if who in MEMBERS:
         client.force_login(users[who])
     elif who == "outsider":
         client.force_login(outsider())
     response = client.get(url)
     if who in MEMBERS:
-        assert response.status_code == 200
+        assert response.status_code == (403 if who in forbidden else 200), (who, url)
     elif who == "outsider":
         assert response.status_code == 404
     else:
@@ -53,15 +104,51 @@ def test_every_page_answers_members_and_hides_from_everyone_else(client, world, 
         assert response["Location"].startswith(reverse("accounts:signin"))
 
 
-@pytest.mark.parametrize(("name", "extra"), PAGES)
-def test_unknown_account_id_is_404_like_another_tenants(client, world, name, extra):
-    _account, users, number = world
+@pytest.mark.parametrize(("name", "extra", "forbidden"), PAGES)
+def test_another_tenants_ids_are_404(client, world, name, extra, forbidden):
+    """The owner of another account asks for this account's objects through their own account id: 404."""
+    account, users, ids = world
+    if not extra:
+        pytest.skip("no object id in this URL")
+    other_account, other_users = account_with_subscriptions(1)
+    client.force_login(other_users["owner"])
+    url = _url(name, extra, account.pk, ids, users["owner"])
+    url = url.replace(f"/a/{account.pk}/", f"/a/{other_account.pk}/", 1)
+    assert client.get(url).status_code == 404
+
+
+def test_invoice_manager_sees_no_subscription_navigation(client, world):
+    account, users, _ = world
+    client.force_login(users[IM])
+    body = client.get(reverse("accounts:home", kwargs={"account_id": account.pk})).content.decode()
+    assert reverse("subscriptions:products", kwargs={"account_id": account.pk}) not in body
+    assert reverse("accounts:notifications", kwargs={"account_id": account.pk}) not in body
+    assert reverse("subscriptions:invoices", kwargs={"account_id": account.pk}) in body
+    assert reverse("payments:methods", kwargs={"account_id": account.pk}) in body
+
+
+def test_invoice_manager_sees_pay_actions_but_no_card_management(client, world):
+    account, users, _ids = world
+    client.force_login(users[IM])
+    methods = client.get(reverse("payments:methods", kwargs={"account_id": account.pk})).content.decode()
+    assert "Settle balance" in methods
+    assert "Add a payment method" not in methods
+    invoices = client.get(
+        reverse("subscriptions:invoices", kwargs={"account_id": account.pk})
+    ).content.decode()
+    assert "Pay now" in invoices
+
+
+@pytest.mark.parametrize(("name", "extra", "forbidden"), PAGES)
+def test_unknown_account_id_is_404_like_another_tenants(client, world, name, extra, forbidden):
+    account, users, ids = world
     client.force_login(users["owner"])
-    assert client.get(_url(name, extra, 999_999, number)).status_code == 404
+    url = _url(name, extra, account.pk, ids, users["owner"]).replace(f"/a/{account.pk}/", "/a/999999/", 1)
+    assert client.get(url).status_code == 404
 
 
 def test_another_accounts_invoice_number_is_404(client, world):
-    account, users, _number = world
+    account, users, _ids = world
     other_account, _ = account_with_subscriptions(1)
     foreign = other_account.invoices.get().number
     client.force_login(users["owner"])
@@ -70,7 +157,8 @@ def test_another_accounts_invoice_number_is_404(client, world):
 
 
 @pytest.mark.parametrize(
-    ("who", "status"), [("owner", 302), ("admin", 302), ("reader", 403), ("outsider", 404)]
+    ("who", "status"),
+    [("owner", 302), ("admin", 302), ("reader", 403), ("invoice_manager", 403), ("outsider", 404)],
 )
 def test_notification_post_by_role(client, world, who, status):
     account, users, _ = world

@@ -20,6 +20,10 @@ PAGES = [
     ("subscriptions:invoices", {"query": "?status=past_due&issued_from=2000-01-01"}),
     ("subscriptions:invoice_detail", {"number": True}),
     ("payments:methods", {}),
+    ("accounts:billing_accounts", {}),
+    ("accounts:roles", {}),
+    ("support_requests:list", {}),
+    ("support_requests:new", {}),
 ]
 
 
