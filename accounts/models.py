@@ -85,6 +85,12 @@ class BillingAccount(models.Model):
     remittance_account_holder = models.CharField(_("account holder"), max_length=120, blank=True)
     remittance_iban = models.CharField(_("IBAN"), max_length=34, blank=True)
     remittance_bic = models.CharField(_("BIC"), max_length=11, blank=True)
+    # Billing profile: printed on invoices (the customer's purchase order) and whether invoice mails carry the PDF.
+    po_number = models.CharField(_("PO number"), max_length=40, blank=True, default="")
+    invoice_email_attachments = models.BooleanField(_("Get invoices in e-mail attachments"), default=False)
+    # "Edit recipients": who else receives billing mail besides notification_email (lower-case, unique,
+    # at most MAX_ADDITIONAL_RECIPIENTS; billing_account_update_recipients keeps it so).
+    additional_recipients = models.JSONField(_("additional recipients"), default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -108,6 +114,13 @@ class BillingAccount(models.Model):
         return self.name
 
     @property
+    def billing_mail_recipients(self) -> list[str]:
+        """Every address billing mail goes to: the notification address first, then the additional ones."""
+        seen = {self.notification_email.lower()}
+        extra = [a for a in self.additional_recipients or [] if a.lower() not in seen]
+        return [self.notification_email, *extra]
+
+    @property
     def pays_by_bank_transfer(self) -> bool:
         return self.payment_mode == self.PaymentMode.BANK_TRANSFER
 
@@ -125,6 +138,9 @@ class Role(models.TextChoices):
 
 # What each role may do; views ask through Membership.can_*, never by comparing strings.
 _PAYING_ROLES = {Role.OWNER, Role.ADMIN}
+# Managing cards (active, replace, edit, delete) and the billing profile: owners and admins only, whatever
+# other roles may pay (an invoice manager picks or adds a card in a payment pane, nothing more).
+_MANAGING_ROLES = {Role.OWNER, Role.ADMIN}
 
 
 class Membership(models.Model):
@@ -156,6 +172,14 @@ class Membership(models.Model):
     @property
     def can_edit_notifications(self) -> bool:
         return self.role in _PAYING_ROLES
+
+    @property
+    def can_manage_payment_methods(self) -> bool:
+        return self.role in _MANAGING_ROLES
+
+    @property
+    def can_edit_billing_profile(self) -> bool:
+        return self.role in _MANAGING_ROLES
 
     @property
     def can_manage_roles(self) -> bool:

@@ -13,4 +13,9 @@ urlpatterns = [
     path(
         "a/<int:account_id>/billing/notifications/edit/", views.notifications_edit, name="notifications_edit"
     ),
+    path(
+        "a/<int:account_id>/billing/notifications/recipients/", views.recipients_edit, name="recipients_edit"
+    ),
+    path("a/<int:account_id>/billing/profile/", views.billing_profile, name="billing_profile"),
+    path("a/<int:account_id>/billing/profile/edit/", views.billing_profile_edit, name="billing_profile_edit"),
 ]

@@ -17,6 +17,8 @@ class SimCard(models.Model):
     exp_year = models.PositiveSmallIntegerField()
     holder_name = models.CharField(max_length=120, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Detached by the merchant: the bank refuses every later charge on it (Stripe: a detached PaymentMethod).
+    detached_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

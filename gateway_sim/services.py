@@ -48,6 +48,15 @@ def sim_card_update_expiry(*, token: str, exp_month: int, exp_year: int) -> SimC
     return card
 
 
+def sim_card_detach(*, token: str) -> SimCard:
+    """The merchant forgets a card: later charges on it are refused. Detaching twice is fine."""
+    card = SimCard.objects.get(token=token)
+    if card.detached_at is None:
+        card.detached_at = timezone.now()
+        card.save(update_fields=["detached_at"])
+    return card
+
+
 def _expired(card: SimCard) -> bool:
     today = timezone.localdate()
     return (card.exp_year, card.exp_month) < (today.year, today.month)
@@ -67,7 +76,8 @@ def sim_charge_create(
     existing = SimCharge.objects.filter(idempotency_key=idempotency_key).first()
     if existing is not None:
         return existing
-    card = SimCard.objects.get(token=token)
+    # A detached card is unknown to the bank from then on, as Stripe answers for a detached PaymentMethod.
+    card = SimCard.objects.get(token=token, detached_at__isnull=True)
     status, code = SimCharge.Status.SUCCEEDED, ""
     if _expired(card):
         status, code = SimCharge.Status.DECLINED, "expired_card"

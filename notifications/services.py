@@ -23,7 +23,8 @@ logger = logging.getLogger(__name__)
 def notice_send(
     *, account: BillingAccount, kind: str, dedupe_key: str, context: dict[str, Any]
 ) -> Notice | None:
-    """Queue one mail to the account's notification address, at most once per dedupe_key.
+    """Queue one mail to the account's notification address and its additional recipients ("Edit
+    recipients"), at most once per dedupe_key.
 
     Returns the new Notice, or None when this event was already notified. The mail itself goes
     out from a task enqueued on commit, so a rolled-back payment never mails a receipt.
@@ -37,6 +38,7 @@ def notice_send(
                 account=account,
                 kind=kind,
                 recipient=account.notification_email,
+                additional_recipients=account.billing_mail_recipients[1:],
                 subject=subject[:300],
                 language=account.language,
                 dedupe_key=dedupe_key,
@@ -93,7 +95,10 @@ def notice_deliver(*, notice_id: int, context: dict[str, Any] | None = None) -> 
             text = render_to_string(f"notifications/email/{notice.kind}.txt", context)
             html = render_to_string(f"notifications/email/{notice.kind}.html", context)
         message = EmailMultiAlternatives(
-            subject=notice.subject, body=text, from_email=settings.DEFAULT_FROM_EMAIL, to=[notice.recipient]
+            subject=notice.subject,
+            body=text,
+            from_email=settings.DEFAULT_FROM_EMAIL,
+            to=[notice.recipient, *notice.additional_recipients],
         )
         message.attach_alternative(html, "text/html")
         try:

@@ -33,6 +33,8 @@ _NAV_FOR_VIEW = {
     "subscriptions:invoice_detail": "bills",
     "payments:methods": "methods",
     "accounts:notifications": "notifications",
+    "accounts:billing_profile": "bills",
+    "accounts:billing_profile_edit": "bills",
 }
 
 
