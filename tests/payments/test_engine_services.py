@@ -259,7 +259,9 @@ def test_3ds_failed_on_a_card_in_use_keeps_the_card_usable(contoso):
     from gateway_sim.services import sim_charge_authenticate
 
     sca = card(account=contoso.account, number="4000002500003155", owner=contoso.finance)
-    subscription(account=contoso.account, name="On SCA", quantity=1, unit_price_minor=500, method=sca, past_due=False)
+    subscription(
+        account=contoso.account, name="On SCA", quantity=1, unit_price_minor=500, method=sca, past_due=False
+    )
     attempt = services.balance_settle(
         account_id=contoso.account.pk,
         failed_method_id=contoso.visa.pk,
