@@ -226,7 +226,8 @@ def test_edit_with_bad_input_keeps_what_was_typed_and_changes_nothing(client, co
         },
     ).content.decode()
     assert "Choose a country from the list." in body
-    assert 'value="Adele Typed"' in body and 'value="Utrecht"' in body
+    assert 'value="Adele Typed"' in body
+    assert 'value="Utrecht"' in body
     assert PaymentMethod.objects.get(pk=contoso.mastercard.pk).city == ""
     body = client.post(url, {"holder_name": "", "exp_month": "13", "exp_year": "2029"}).content.decode()
     assert "Enter the name as printed on the card." in body
@@ -307,7 +308,8 @@ def test_delete_with_replacement_moves_subscriptions_detaches_and_keeps_history(
         response.content.decode()
     )
     visa = PaymentMethod.objects.get(pk=contoso.visa.pk)  # kept for history
-    assert visa.status == PaymentMethod.Status.DETACHED and visa.removed_at is not None
+    assert visa.status == PaymentMethod.Status.DETACHED
+    assert visa.removed_at is not None
     assert visa.gateway_detached_at is not None
     assert SimCard.objects.get(token=visa.gateway_token).detached_at is not None
     assert not visa.is_default
@@ -392,7 +394,8 @@ def test_the_same_card_added_twice_is_one_method(client, contoso, django_capture
     assert cards.count() == 1
     # The gateway's duplicate is forgotten at the bank; the kept one still works.
     sim = SimCard.objects.filter(number="4242424242424242")
-    assert sim.count() == 2 and sim.filter(detached_at__isnull=True).get().token == cards.get().gateway_token
+    assert sim.count() == 2
+    assert sim.filter(detached_at__isnull=True).get().token == cards.get().gateway_token
     assert _audits("payment_method.added") == 1
 
 
@@ -419,7 +422,8 @@ def test_a_removed_card_can_be_added_again_as_a_new_method(contoso):
         exp_year="2030",
         cvc="123",
     )
-    assert again.pk != spare.pk and again.status == "valid"
+    assert again.pk != spare.pk
+    assert again.status == "valid"
 
 
 # --------------------------------------------------------------------------------- the page
@@ -482,7 +486,8 @@ def test_expired_reads_from_the_date(contoso):
         exp_month=last_month.month,
         exp_year=last_month.year,
     )
-    assert old.is_expired() and not contoso.mastercard.is_expired()
+    assert old.is_expired()
+    assert not contoso.mastercard.is_expired()
     _sub, _inv = subscription(
         account=contoso.account, name="Spare", quantity=1, unit_price_minor=100, method=old, past_due=False
     )
