@@ -53,10 +53,12 @@ class NotificationSettingsForm(forms.Form):
 class BillingProfileForm(forms.Form):
     """Billing profile: bill-to address, PO number, invoice attachments. Currency is shown, never edited."""
 
-    address_line1 = forms.CharField(label=_("Address"), max_length=200, required=False)
+    address_line1 = forms.CharField(
+        label=_("Address"), max_length=200, error_messages={"required": _("Enter the street and number.")}
+    )
     address_line2 = forms.CharField(label=_("Address line 2"), max_length=200, required=False)
     postal_code = forms.CharField(label=_("Postal code"), max_length=20, required=False)
-    city = forms.CharField(label=_("City"), max_length=100, required=False)
+    city = forms.CharField(label=_("City"), max_length=100, error_messages={"required": _("Enter the city.")})
     po_number = forms.CharField(
         label=_("PO number"),
         max_length=40,
@@ -75,9 +77,11 @@ class BillingProfileForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["country"] = forms.ChoiceField(
             label=_("Country or region"),
-            required=False,
             choices=[("", "—"), *country_choices()],
-            error_messages={"invalid_choice": _("Choose a country from the list.")},
+            error_messages={
+                "invalid_choice": _("Choose a country from the list."),
+                "required": _("Choose a country from the list."),
+            },
         )
         # The order people read an address in; country after city.
         order = ["address_line1", "address_line2", "postal_code", "city", "country", "po_number"]
