@@ -126,8 +126,11 @@ class BillingAccount(models.Model):
 
     @property
     def address_lines(self) -> list[str]:
+        from billing_portal.countries import country_name  # names in the reader's language, never "NL"
+
         city = " ".join(p for p in (self.postal_code, self.city) if p)
-        return [line for line in (self.address_line1, self.address_line2, city, self.country) if line]
+        country = country_name(self.country)
+        return [line for line in (self.address_line1, self.address_line2, city, country) if line]
 
 
 class Role(models.TextChoices):

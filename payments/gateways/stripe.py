@@ -222,6 +222,8 @@ class StripeGateway:
             last4=_get(card, "last4", ""),
             exp_month=int(_get(card, "exp_month", 0)),
             exp_year=int(_get(card, "exp_year", 0)),
+            # Stripe's identity of the card number within the account: the same card added twice is one.
+            fingerprint=_get(card, "fingerprint", "") or "",
         )
 
     def update_expiry(self, *, token: str, exp_month: int, exp_year: int) -> CardResult:
