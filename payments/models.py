@@ -117,7 +117,11 @@ class PaymentMethod(models.Model):
         from billing_portal.countries import country_name
 
         city = " ".join(p for p in (self.postal_code, self.city) if p)
-        return [line for line in (self.address_line1, self.address_line2, city, country_name(self.country)) if line]
+        return [
+            line
+            for line in (self.address_line1, self.address_line2, city, country_name(self.country))
+            if line
+        ]
 
 
 class PaymentAttempt(models.Model):
