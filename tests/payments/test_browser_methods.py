@@ -27,7 +27,7 @@ def demo(live_server, page: Page) -> Page:
     page.set_viewport_size({"width": 1440, "height": 900})
     errors: list[str] = []
     page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    page.errors = errors  # type: ignore[attr-defined]
+    page.errors = errors
     return page
 
 
@@ -196,7 +196,7 @@ def test_owner_manages_cards_profile_and_recipients(live_server, demo: Page):
     expect(page.locator("#additional-recipients")).to_contain_text("cfo@contoso.example")
     _shot(page, "pm-notifications-recipients")
     _assert_accessible(page, "pm-notifications-recipients")
-    assert page.errors == []  # type: ignore[attr-defined]
+    assert page.errors == []
 
 
 def test_dutch_owner_sees_the_expired_card_and_panes_in_dutch(live_server, demo: Page):
