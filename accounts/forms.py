@@ -128,3 +128,59 @@ class AcceptInvitationForm(forms.Form):
         if data.get("password") and data.get("password_again") and data["password"] != data["password_again"]:
             self.add_error("password_again", _("The two passwords are not the same."))
         return data
+
+
+class BillingProfileForm(forms.Form):
+    """Billing profile: bill-to address, PO number, invoice attachments. Currency is shown, never edited."""
+
+    address_line1 = forms.CharField(
+        label=_("Address"), max_length=200, error_messages={"required": _("Enter the street and number.")}
+    )
+    address_line2 = forms.CharField(label=_("Address line 2"), max_length=200, required=False)
+    postal_code = forms.CharField(label=_("Postal code"), max_length=20, required=False)
+    city = forms.CharField(label=_("City"), max_length=100, error_messages={"required": _("Enter the city.")})
+    po_number = forms.CharField(
+        label=_("PO number"),
+        max_length=40,
+        required=False,
+        help_text=_("Your purchase order number, printed on every invoice."),
+    )
+    invoice_email_attachments = forms.BooleanField(
+        label=_("Get invoices in e-mail attachments"),
+        required=False,
+        help_text=_("Invoice and payment mails carry the invoice as a PDF."),
+    )
+
+    def __init__(self, *args, **kwargs) -> None:
+        from billing_portal.countries import country_choices
+
+        super().__init__(*args, **kwargs)
+        self.fields["country"] = forms.ChoiceField(
+            label=_("Country or region"),
+            choices=[("", "—"), *country_choices()],
+            error_messages={
+                "invalid_choice": _("Choose a country from the list."),
+                "required": _("Choose a country from the list."),
+            },
+        )
+        # The order people read an address in; country after city.
+        order = ["address_line1", "address_line2", "postal_code", "city", "country", "po_number"]
+        self.order_fields([*order, "invoice_email_attachments"])
+        for name, auto in (
+            ("address_line1", "address-line1"),
+            ("address_line2", "address-line2"),
+            ("postal_code", "postal-code"),
+            ("city", "address-level2"),
+            ("country", "country"),
+        ):
+            self.fields[name].widget.attrs["autocomplete"] = auto
+
+
+class RecipientsForm(forms.Form):
+    recipients = forms.CharField(
+        label=_("Additional recipients"),
+        required=False,
+        max_length=4000,
+        widget=forms.Textarea(attrs={"rows": 5, "spellcheck": "false", "autocomplete": "off"}),
+        help_text=_("One e-mail address per line (or separated by commas), at most 10."),
+    )

@@ -86,6 +86,12 @@ class BillingAccount(models.Model):
     remittance_account_holder = models.CharField(_("account holder"), max_length=120, blank=True)
     remittance_iban = models.CharField(_("IBAN"), max_length=34, blank=True)
     remittance_bic = models.CharField(_("BIC"), max_length=11, blank=True)
+    # Billing profile: printed on invoices (the customer's purchase order) and whether invoice mails carry the PDF.
+    po_number = models.CharField(_("PO number"), max_length=40, blank=True, default="")
+    invoice_email_attachments = models.BooleanField(_("Get invoices in e-mail attachments"), default=False)
+    # "Edit recipients": who else receives billing mail besides notification_email (lower-case, unique,
+    # at most MAX_ADDITIONAL_RECIPIENTS; billing_account_update_recipients keeps it so).
+    additional_recipients = models.JSONField(_("additional recipients"), default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -109,13 +115,23 @@ class BillingAccount(models.Model):
         return self.name
 
     @property
+    def billing_mail_recipients(self) -> list[str]:
+        """Every address billing mail goes to: the notification address first, then the additional ones."""
+        seen = {self.notification_email.lower()}
+        extra = [a for a in self.additional_recipients or [] if a.lower() not in seen]
+        return [self.notification_email, *extra]
+
+    @property
     def pays_by_bank_transfer(self) -> bool:
         return self.payment_mode == self.PaymentMode.BANK_TRANSFER
 
     @property
     def address_lines(self) -> list[str]:
+        from billing_portal.countries import country_name  # names in the reader's language, never "NL"
+
         city = " ".join(p for p in (self.postal_code, self.city) if p)
-        return [line for line in (self.address_line1, self.address_line2, city, self.country) if line]
+        country = country_name(self.country)
+        return [line for line in (self.address_line1, self.address_line2, city, country) if line]
 
     @property
     def country_name(self) -> str:
@@ -139,6 +155,8 @@ class Role(models.TextChoices):
 
 # What each role may do; views ask through Membership.can_*, never by comparing strings.
 _PAYING_ROLES = {Role.OWNER, Role.ADMIN, Role.INVOICE_MANAGER}
+# Managing cards (active, replace, edit, delete), notification settings and the billing profile: owners and
+# admins only, whatever other roles may pay (an invoice manager picks or adds a card in a payment pane only).
 _ADMIN_ROLES = {Role.OWNER, Role.ADMIN}
 
 
@@ -177,6 +195,10 @@ class Membership(models.Model):
 
     @property
     def can_edit_notifications(self) -> bool:
+        return self.role in _ADMIN_ROLES
+
+    @property
+    def can_edit_billing_profile(self) -> bool:
         return self.role in _ADMIN_ROLES
 
     @property

@@ -29,4 +29,9 @@ urlpatterns = [
     ),
     # Not under /a/<id>/: the invited person is not a member yet. The token is signed and expires.
     path("invitations/<str:token>/", views.invitation_open, name="invitation"),
+    path(
+        "a/<int:account_id>/billing/notifications/recipients/", views.recipients_edit, name="recipients_edit"
+    ),
+    path("a/<int:account_id>/billing/profile/", views.billing_profile, name="billing_profile"),
+    path("a/<int:account_id>/billing/profile/edit/", views.billing_profile_edit, name="billing_profile_edit"),
 ]

@@ -17,23 +17,30 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import trigger_client_event
 
-from subscriptions.selectors import account_overview, past_due_summary
+from billing_portal.countries import country_name
+from subscriptions.selectors import account_overview, invoice_frequencies, past_due_summary
 
 from .decorators import account_member_required, is_htmx, member_may
 from .forms import (
     ROLE_HINTS,
     AcceptInvitationForm,
+    BillingProfileForm,
     InviteForm,
     NotificationSettingsForm,
+    RecipientsForm,
     RoleForm,
     SignInForm,
 )
 from .models import Invitation, Membership, User
 from .selectors import account_members, invitations_pending, membership_for_user, memberships_of_user
 from .services import (
+    MAX_ADDITIONAL_RECIPIENTS,
     InvitationError,
     RoleChangeError,
+    SettingsInvalid,
     billing_account_update_notifications,
+    billing_account_update_profile,
+    billing_account_update_recipients,
     invitation_accept,
     invitation_create,
     invitation_from_token,
@@ -257,6 +264,35 @@ def role_change(request: HttpRequest, membership: Membership, member_id: int) ->
     )
 
 
+def _saved(request: HttpRequest, *, redirect_to: str, text: str, refresh: str) -> HttpResponse:
+    """After a settings pane saved: a redirect without JavaScript; for htmx the pane closes, the page's
+    region reloads itself (`refresh` event) and the message bar lands on the page."""
+    messages.success(request, text)
+    if not is_htmx(request):
+        return redirect(redirect_to)
+    response = render(request, "includes/oob_messages.html", {})
+    trigger_client_event(response, refresh)
+    return trigger_client_event(response, "closePane")
+
+
+@account_member_required
+def billing_profile(request: HttpRequest, membership: Membership) -> HttpResponse:
+    """Bills & payments → Billing profile: currency, invoice frequency, bill-to address, PO number and
+    invoice attachments. Everyone in the account reads it; owners and admins edit it in a pane."""
+    account = membership.account
+    return render(
+        request,
+        "accounts/billing_profile.html#profile-card" if is_htmx(request) else "accounts/billing_profile.html",
+        {
+            "membership": membership,
+            "account": account,
+            "country": country_name(account.country),
+            "frequencies": invoice_frequencies(account=account),
+            "nav_current": "bills",
+        },
+    )
+
+
 @require_http_methods(["GET", "POST"])
 @member_may("can_manage_roles")
 def member_remove(request: HttpRequest, membership: Membership, member_id: int) -> HttpResponse:
@@ -323,6 +359,58 @@ def invite(request: HttpRequest, membership: Membership) -> HttpResponse:
             "role_hints": ROLE_HINTS,
             "invitation_days": settings.INVITATION_MAX_AGE_DAYS,
             "pane_close_url": _roles_url(membership),
+        },
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@member_may("can_edit_billing_profile")
+def billing_profile_edit(request: HttpRequest, membership: Membership) -> HttpResponse:
+    account = membership.account
+    if request.method == "POST":
+        form = BillingProfileForm(request.POST)
+        if form.is_valid():
+            try:
+                billing_account_update_profile(
+                    account=account,
+                    actor=membership.user,
+                    **form.cleaned_data,
+                )
+            except SettingsInvalid as exc:
+                for field, message in exc.errors.items():
+                    form.add_error(field, message)
+            else:
+                return _saved(
+                    request,
+                    redirect_to=reverse("accounts:billing_profile", kwargs={"account_id": account.pk}),
+                    text=_("The billing profile was saved."),
+                    refresh="profileChanged",
+                )
+        messages.error(request, _("Nothing was changed. Correct the highlighted fields and save again."))
+    else:
+        form = BillingProfileForm(
+            initial={
+                name: getattr(account, name)
+                for name in (
+                    "address_line1",
+                    "address_line2",
+                    "postal_code",
+                    "city",
+                    "country",
+                    "po_number",
+                    "invoice_email_attachments",
+                )
+            }
+        )
+    return render(
+        request,
+        "accounts/billing_profile_edit.html",
+        {
+            "membership": membership,
+            "account": account,
+            "form": form,
+            "nav_current": "bills",
+            "pane_close_url": reverse("accounts:billing_profile", kwargs={"account_id": account.pk}),
         },
     )
 
@@ -395,5 +483,47 @@ def invitation_open(request: HttpRequest, token: str) -> HttpResponse:
             "has_user": has_user,
             "signed_in_as": user,
             "error": error,
+        },
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@member_may("can_edit_notifications")
+def recipients_edit(request: HttpRequest, membership: Membership) -> HttpResponse:
+    """Billing notifications → "Edit recipients": additional addresses that receive billing mail."""
+    account = membership.account
+    if request.method == "POST":
+        form = RecipientsForm(request.POST)
+        if form.is_valid():
+            try:
+                account = billing_account_update_recipients(
+                    account=account,
+                    actor=membership.user,
+                    raw=form.cleaned_data["recipients"],
+                )
+            except SettingsInvalid as exc:
+                for field, message in exc.errors.items():
+                    form.add_error(field, message)
+            else:
+                return _saved(
+                    request,
+                    redirect_to=reverse("accounts:notifications", kwargs={"account_id": account.pk}),
+                    text=_("Billing mail goes to %(list)s.")
+                    % {"list": ", ".join(account.billing_mail_recipients)},
+                    refresh="recipientsChanged",
+                )
+        messages.error(request, _("Nothing was changed. Correct the highlighted field and save again."))
+    else:
+        form = RecipientsForm(initial={"recipients": "\n".join(account.additional_recipients or [])})
+    return render(
+        request,
+        "accounts/recipients_edit.html",
+        {
+            "membership": membership,
+            "account": account,
+            "form": form,
+            "max_recipients": MAX_ADDITIONAL_RECIPIENTS,
+            "nav_current": "notifications",
+            "pane_close_url": reverse("accounts:notifications", kwargs={"account_id": account.pk}),
         },
     )

@@ -27,6 +27,8 @@ class Notice(models.Model):
     account = models.ForeignKey("accounts.BillingAccount", on_delete=models.CASCADE, related_name="notices")
     kind = models.CharField(max_length=30, choices=Kind.choices)
     recipient = models.EmailField()
+    # The account's additional recipients when the notice was queued ("Edit recipients").
+    additional_recipients = models.JSONField(default=list, blank=True)
     subject = models.CharField(max_length=300)
     language = models.CharField(max_length=8, default="en")
     dedupe_key = models.CharField(max_length=200, unique=True)

@@ -28,8 +28,9 @@ def notice_send(
     context: dict[str, Any],
     recipient: str | None = None,
 ) -> Notice | None:
-    """Queue one mail to the account's notification address (or `recipient`: an invited person, the
-    owner, whoever asked support), at most once per dedupe_key. It is written in the account's language.
+    """Queue one mail, at most once per dedupe_key, written in the account's language. Billing mail goes to
+    the account's notification address and its additional recipients ("Edit recipients"); a mail for one
+    person (`recipient`: an invited person, the owner, whoever asked support) goes to that person alone.
 
     Returns the new Notice, or None when this event was already notified. The mail itself goes
     out from a task enqueued on commit, so a rolled-back payment never mails a receipt.
@@ -43,6 +44,7 @@ def notice_send(
                 account=account,
                 kind=kind,
                 recipient=recipient or account.notification_email,
+                additional_recipients=[] if recipient else account.billing_mail_recipients[1:],
                 subject=subject[:300],
                 language=account.language,
                 dedupe_key=dedupe_key,
@@ -99,7 +101,10 @@ def notice_deliver(*, notice_id: int, context: dict[str, Any] | None = None) -> 
             text = render_to_string(f"notifications/email/{notice.kind}.txt", context)
             html = render_to_string(f"notifications/email/{notice.kind}.html", context)
         message = EmailMultiAlternatives(
-            subject=notice.subject, body=text, from_email=settings.DEFAULT_FROM_EMAIL, to=[notice.recipient]
+            subject=notice.subject,
+            body=text,
+            from_email=settings.DEFAULT_FROM_EMAIL,
+            to=[notice.recipient, *notice.additional_recipients],
         )
         message.attach_alternative(html, "text/html")
         try:

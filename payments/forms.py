@@ -39,3 +39,50 @@ class PayForm(forms.Form):
 class ExpiryForm(forms.Form):
     exp_month = forms.CharField(max_length=2, error_messages={"required": _("Enter the expiry month.")})
     exp_year = forms.CharField(max_length=4, error_messages={"required": _("Enter the expiry year.")})
+
+
+def _country_field() -> forms.ChoiceField:
+    from billing_portal.countries import country_choices
+
+    return forms.ChoiceField(
+        label=_("Country or region"),
+        required=False,
+        choices=[("", "—"), *country_choices()],
+        error_messages={"invalid_choice": _("Choose a country from the list.")},
+    )
+
+
+class PaymentMethodEditForm(forms.Form):
+    """Edit: name on card, billing address, expiry (owner only). Never the number. The service validates
+    again; this form keeps what was typed when something is wrong."""
+
+    holder_name = forms.CharField(label=_("Name on card"), max_length=120, required=False)
+    address_line1 = forms.CharField(label=_("Address"), max_length=200, required=False)
+    address_line2 = forms.CharField(label=_("Address line 2"), max_length=200, required=False)
+    postal_code = forms.CharField(label=_("Postal code"), max_length=20, required=False)
+    city = forms.CharField(label=_("City"), max_length=100, required=False)
+    exp_month = forms.CharField(label=_("Expiry month"), max_length=2, required=False)
+    exp_year = forms.CharField(label=_("Expiry year"), max_length=4, required=False)
+
+    def __init__(self, *args, can_edit_expiry: bool, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["country"] = _country_field()
+        self.fields["holder_name"].widget.attrs.update(autocomplete="cc-name")
+        self.fields["address_line1"].widget.attrs.update(autocomplete="address-line1")
+        self.fields["address_line2"].widget.attrs.update(autocomplete="address-line2")
+        self.fields["postal_code"].widget.attrs.update(autocomplete="postal-code")
+        self.fields["city"].widget.attrs.update(autocomplete="address-level2")
+        self.fields["country"].widget.attrs.update(autocomplete="country")
+        self.fields["exp_month"].widget.attrs.update(inputmode="numeric", autocomplete="cc-exp-month")
+        self.fields["exp_year"].widget.attrs.update(inputmode="numeric", autocomplete="cc-exp-year")
+        if not can_edit_expiry:
+            del self.fields["exp_month"]
+            del self.fields["exp_year"]
+
+
+def parse_id(value: str | None) -> int | None:
+    """A database id typed into a form: ASCII digits only ("²" and "٣" are not ids)."""
+    value = (value or "").strip()
+    if value and value.isascii() and value.isdigit() and len(value) < 19:
+        return int(value)
+    return None

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import datetime as dt
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
@@ -44,6 +47,19 @@ class PaymentMethod(models.Model):
     is_default = models.BooleanField(default=False)
     gateway = models.CharField(max_length=20)
     gateway_token = models.CharField(max_length=255)
+    # The gateway's identity of the card number (Stripe: card.fingerprint; simulated: brand, last four and
+    # expiry). The same card added twice in one account is one method; "" for cards from before.
+    fingerprint = models.CharField(max_length=64, blank=True, default="")
+    # The cardholder's billing address, as printed on the card's statement; editable, never the number.
+    address_line1 = models.CharField(max_length=200, blank=True, default="")
+    address_line2 = models.CharField(max_length=200, blank=True, default="")
+    postal_code = models.CharField(max_length=20, blank=True, default="")
+    city = models.CharField(max_length=100, blank=True, default="")
+    country = models.CharField(max_length=2, blank=True, default="", help_text="ISO 3166-1 alpha-2")
+    # Deleted by a person: kept for the history of its payments (status "detached"), never charged again.
+    removed_at = models.DateTimeField(null=True, blank=True)
+    # When the gateway confirmed it forgot the card; null while that is still to be done.
+    gateway_detached_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -52,6 +68,16 @@ class PaymentMethod(models.Model):
             models.UniqueConstraint(fields=["gateway", "gateway_token"], name="paymentmethod_token_unique"),
             models.UniqueConstraint(
                 fields=["account"], condition=Q(is_default=True), name="paymentmethod_one_default_per_account"
+            ),
+            # One live method per card and account; removed ones stay as history beside a re-added card.
+            models.UniqueConstraint(
+                fields=["account", "fingerprint"],
+                condition=~Q(fingerprint="") & ~Q(status="detached"),
+                name="paymentmethod_one_live_per_fingerprint",
+            ),
+            models.CheckConstraint(
+                condition=~Q(is_default=True) | ~Q(status="detached"),
+                name="paymentmethod_removed_is_not_default",
             ),
             models.CheckConstraint(
                 condition=Q(exp_month__gte=1) & Q(exp_month__lte=12), name="paymentmethod_exp_month_valid"
@@ -79,6 +105,26 @@ class PaymentMethod(models.Model):
     @property
     def expiry(self) -> str:
         return f"{self.exp_month:02d}/{self.exp_year}"
+
+    def is_expired(self, today: dt.date | None = None) -> bool:
+        """The expiry date printed on the card has passed (it is valid through the end of its month)."""
+        today = today or timezone.localdate()
+        return (self.exp_year, self.exp_month) < (today.year, today.month)
+
+    @property
+    def is_removed(self) -> bool:
+        return self.status == self.Status.DETACHED
+
+    @property
+    def address_lines(self) -> list[str]:
+        from billing_portal.countries import country_name
+
+        city = " ".join(p for p in (self.postal_code, self.city) if p)
+        return [
+            line
+            for line in (self.address_line1, self.address_line2, city, country_name(self.country))
+            if line
+        ]
 
 
 class PaymentAttempt(models.Model):

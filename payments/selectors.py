@@ -160,3 +160,8 @@ def payment_methods_for_account(*, account: BillingAccount) -> QuerySet[PaymentM
         .prefetch_related(Prefetch("subscriptions", queryset=first_live, to_attr="first_subscriptions"))
         .order_by("-is_default", "pk")
     )
+
+
+def payment_method_subscription_count(*, method: PaymentMethod) -> int:
+    """Subscriptions a card pays or would pay again (all but deleted ones): what Delete must move first."""
+    return method.subscriptions.exclude(status=Subscription.Status.DELETED).count()

@@ -122,6 +122,18 @@ def _require_payer(*, account_id: int, actor: Any) -> None:
         raise PaymentNotAllowed(_("Only billing account owners and billing admins can make payments."))
 
 
+def _require_manager(*, account_id: int, actor: Any) -> None:
+    """Making a card active, replacing, editing and deleting cards: owners and admins only (an invoice
+    manager may pick or add a card in a payment pane, nothing more; readers nothing)."""
+    membership = Membership.objects.filter(
+        account_id=account_id, user_id=getattr(actor, "pk", None) or 0
+    ).first()
+    if membership is None or not membership.can_manage_payment_methods:
+        raise PaymentNotAllowed(
+            _("Only billing account owners and billing admins can manage payment methods.")
+        )
+
+
 # ---------------------------------------------------------------------------------------------
 # The engine
 
@@ -480,6 +492,20 @@ def _apply_decline(
         method.last_decline_code = code
         method.last_declined_at = now
         method.save(update_fields=["status", "last_decline_code", "last_declined_at"])
+    elif _added_for_this_attempt(method=method, attempt=attempt):
+        # …except for a card added just now to pay this: its holder never proved it is theirs, so it is
+        # not kept as a valid card (PRODUCT.md: a card that failed 3-D Secure while being added).
+        _method_mark_removed(method=method, now=now)
+        audit_record(
+            account=account,
+            actor=attempt.initiated_by,
+            actor_label=attempt.initiated_by_label,
+            action="payment_method.removed",
+            message=f"{method.label} was not kept: 3-D Secure failed on its first payment",
+            target=method,
+            data={"reason": "authentication_failed"},
+        )
+        transaction.on_commit(lambda: _gateway_detach(method_id=method.pk))
     if attempt.off_session:
         # Nobody was present: the invoices and subscriptions are past due now (dunning retries them).
         for allocation in attempt.allocations.select_related("invoice").order_by("invoice_id"):
@@ -543,6 +569,15 @@ def _apply_invalid(
         target=attempt,
         data={"detail": detail},
     )
+
+
+def _added_for_this_attempt(*, method: PaymentMethod, attempt: PaymentAttempt) -> bool:
+    """The attempt is the card's first use: no other payment and no subscription uses it yet."""
+    if method.status == PaymentMethod.Status.DETACHED:
+        return False
+    if PaymentAttempt.objects.filter(payment_method=method).exclude(pk=attempt.pk).exists():
+        return False
+    return not method.subscriptions.exclude(status=Subscription.Status.DELETED).exists()
 
 
 def attempt_abandon(*, attempt_id: int) -> PaymentAttempt:
@@ -864,8 +899,46 @@ def _payment_method_record(
     holder_name: str,
     actor_label: str = "",
 ) -> PaymentMethod:
+    """Store a card the gateway just accepted, once per account: the same card (fingerprint) added again
+    — twice in a row, by a double submit, or by two people at once — is the method we already have, and
+    the gateway's duplicate is detached after commit."""
+    fingerprint = (getattr(card, "fingerprint", "") or "")[:64]
+    duplicate_token = ""
     with transaction.atomic():
         account = account_lock(account_id=account_id)
+        existing = None
+        if fingerprint:
+            existing = (
+                PaymentMethod.objects.select_for_update()
+                .filter(account=account, fingerprint=fingerprint)
+                .exclude(status=PaymentMethod.Status.DETACHED)
+                .first()
+            )
+        if existing is not None:
+            if existing.gateway_token == card.token:
+                return existing
+            duplicate_token = card.token
+            if (existing.exp_month, existing.exp_year) != (card.exp_month, card.exp_year):
+                # The same number with a new expiry (a renewed card): keep the one row, use the new token.
+                duplicate_token = existing.gateway_token
+                old = existing.expiry
+                existing.gateway_token = card.token
+                existing.exp_month, existing.exp_year = card.exp_month, card.exp_year
+                fields = ["gateway_token", "exp_month", "exp_year"]
+                if existing.last_decline_code == "expired_card":
+                    existing.status, existing.last_decline_code = PaymentMethod.Status.VALID, ""
+                    fields += ["status", "last_decline_code"]
+                existing.save(update_fields=fields)
+                audit_record(
+                    account=account,
+                    actor=actor,
+                    action="payment_method.expiry_changed",
+                    message=f"{existing.label} added again: expiry date changed from {old} to {existing.expiry}",
+                    target=existing,
+                )
+            gateway, method = existing.gateway, existing
+            transaction.on_commit(lambda: _gateway_detach_token(gateway=gateway, token=duplicate_token))
+            return method
         try:
             with transaction.atomic():
                 method = PaymentMethod.objects.create(
@@ -880,6 +953,7 @@ def _payment_method_record(
                     owner=actor if getattr(actor, "is_authenticated", False) else None,
                     gateway=gateway_name,
                     gateway_token=card.token,
+                    fingerprint=fingerprint,
                 )
         except IntegrityError:
             # The same card saved twice (a double submit, or the gateway's webhook and the browser both
@@ -911,7 +985,8 @@ def _payment_method_record(
 def payment_method_update_expiry(
     *, account_id: int, method_id: int, actor: Any, exp_month: Any, exp_year: Any
 ) -> PaymentMethod:
-    """The card's owner enters a new expiry date. A declined or expired card may then pay again."""
+    """The card's owner enters a new expiry date. A card declined *because it expired* may then pay again;
+    a new date says nothing about any other decline (funds, a stolen card), so those stay."""
     _require_payer(account_id=account_id, actor=actor)
     method = PaymentMethod.objects.get(account_id=account_id, pk=method_id)
     if method.owner_id is None or method.owner_id != getattr(actor, "pk", None):
@@ -925,13 +1000,11 @@ def payment_method_update_expiry(
     with transaction.atomic():
         account = account_lock(account_id=account_id)
         method = PaymentMethod.objects.select_for_update().get(pk=method.pk)
+        if method.status == PaymentMethod.Status.DETACHED:
+            raise PaymentError(_("This payment method was deleted."))
         old = method.expiry
         method.exp_month, method.exp_year = month, year
-        fields = ["exp_month", "exp_year"]
-        if method.status in (PaymentMethod.Status.DECLINED, PaymentMethod.Status.EXPIRED):
-            method.status = PaymentMethod.Status.VALID
-            method.last_decline_code = ""
-            fields += ["status", "last_decline_code"]
+        fields = ["exp_month", "exp_year", *_clear_expiry_decline(method)]
         method.save(update_fields=fields)
         audit_record(
             account=account,
@@ -941,3 +1014,329 @@ def payment_method_update_expiry(
             target=method,
         )
     return method
+
+
+def _clear_expiry_decline(method: PaymentMethod) -> list[str]:
+    """A new expiry date fixes a card declined because it expired, and nothing else. Returns changed fields."""
+    if method.last_decline_code == "expired_card" or method.status == PaymentMethod.Status.EXPIRED:
+        method.status = PaymentMethod.Status.VALID
+        method.last_decline_code = ""
+        return ["status", "last_decline_code"]
+    return []
+
+
+# ---------------------------------------------------------------------------------------------
+# Managing payment methods: active, replace, edit, delete (owners and admins; PRODUCT.md flow 8)
+
+
+def _locked_method(*, account_id: int, method_id: int, field: str = "method") -> PaymentMethod:
+    """A card of this account under the account lock the caller holds; removed cards are not offered."""
+    try:
+        return (
+            PaymentMethod.objects.select_for_update()
+            .exclude(status=PaymentMethod.Status.DETACHED)
+            .get(account_id=account_id, pk=method_id)
+        )
+    except PaymentMethod.DoesNotExist:
+        msg = _("Choose a payment method.")
+        raise PaymentError(msg, errors={field: msg}) from None
+
+
+def _check_target(method: PaymentMethod, *, field: str) -> None:
+    """A card that subscriptions move to must be able to pay them: not past its expiry date."""
+    if method.is_expired():
+        msg = _("%(card)s has expired. Choose another card or update its expiry date first.") % {
+            "card": method.label
+        }
+        raise PaymentError(msg, errors={field: msg})
+
+
+def payment_method_set_default(*, account_id: int, method_id: int, actor: Any) -> PaymentMethod:
+    """Make this my active payment method: the account's default for new subscriptions and the card the
+    payment panes offer first. Setting the current default again changes nothing."""
+    _require_manager(account_id=account_id, actor=actor)
+    with transaction.atomic():
+        account = account_lock(account_id=account_id)
+        method = _locked_method(account_id=account_id, method_id=method_id)
+        if method.is_default:
+            return method
+        _check_target(method, field="method")
+        previous = PaymentMethod.objects.filter(account=account, is_default=True).first()
+        # Clear first: the database allows one default per account at any moment.
+        PaymentMethod.objects.filter(account=account, is_default=True).update(is_default=False)
+        method.is_default = True
+        method.save(update_fields=["is_default"])
+        audit_record(
+            account=account,
+            actor=actor,
+            action="payment_method.made_default",
+            message=f"{method.label} is now the active payment method"
+            + (f" (was {previous.label})" if previous else ""),
+            target=method,
+            data={"previous": previous.pk if previous else None},
+        )
+    return method
+
+
+def payment_method_replace_all(*, account_id: int, from_method_id: int, to_method_id: int, actor: Any) -> int:
+    """Replace payment method for all items: every subscription on one card moves to another. Nothing is
+    charged; renewals and retries use the new card from now on. Returns how many moved (0 on a repeat)."""
+    _require_manager(account_id=account_id, actor=actor)
+    if from_method_id == to_method_id:
+        msg = _("Choose a different payment method from the one being replaced.")
+        raise PaymentError(msg, errors={"method": msg})
+    with transaction.atomic():
+        account = account_lock(account_id=account_id)
+        # Both card rows in pk order (the lock order), the source may be any card still listed.
+        first, second = sorted((from_method_id, to_method_id))
+        locked = {
+            m.pk: m
+            for m in PaymentMethod.objects.select_for_update()
+            .filter(account=account, pk__in=[first, second])
+            .exclude(status=PaymentMethod.Status.DETACHED)
+            .order_by("pk")
+        }
+        source, target = locked.get(from_method_id), locked.get(to_method_id)
+        if source is None or target is None:
+            msg = _("Choose a payment method.")
+            raise PaymentError(msg, errors={"method": msg})
+        _check_target(target, field="method")
+        moved = (
+            Subscription.objects.filter(account=account, payment_method=source)
+            .exclude(status=Subscription.Status.DELETED)
+            .update(payment_method=target)
+        )
+        if moved:
+            audit_record(
+                account=account,
+                actor=actor,
+                action="payment_method.replaced",
+                message=f"{moved} subscription(s) moved from {source.label} to {target.label}; nothing was charged",
+                target=target,
+                data={"from": source.pk, "to": target.pk, "moved_subscriptions": moved},
+            )
+    return moved
+
+
+def subscription_payment_method_replace(
+    *, account_id: int, subscription_id: int, to_method_id: int, actor: Any
+) -> Subscription:
+    """Replace payment method on one subscription (Your products, its "…" menu). Nothing is charged."""
+    _require_manager(account_id=account_id, actor=actor)
+    with transaction.atomic():
+        account = account_lock(account_id=account_id)
+        try:
+            sub = (
+                Subscription.objects.select_for_update(of=("self",))
+                .select_related("product", "payment_method")
+                .exclude(status=Subscription.Status.DELETED)
+                .get(account=account, pk=subscription_id)
+            )
+        except Subscription.DoesNotExist:
+            raise PaymentError(_("This subscription no longer exists.")) from None
+        target = _locked_method(account_id=account_id, method_id=to_method_id)
+        if sub.payment_method_id == target.pk:
+            return sub
+        _check_target(target, field="method")
+        source = sub.payment_method
+        sub.payment_method = target
+        sub.save(update_fields=["payment_method"])
+        audit_record(
+            account=account,
+            actor=actor,
+            action="payment_method.replaced",
+            message=f"{sub.product.name}: payment method changed from "
+            f"{source.label if source else 'none'} to {target.label}; nothing was charged",
+            target=sub,
+            data={"from": source.pk if source else None, "to": target.pk, "moved_subscriptions": 1},
+        )
+    return sub
+
+
+def payment_method_update(
+    *,
+    account_id: int,
+    method_id: int,
+    actor: Any,
+    holder_name: str,
+    address_line1: str = "",
+    address_line2: str = "",
+    postal_code: str = "",
+    city: str = "",
+    country: str = "",
+    exp_month: Any = None,
+    exp_year: Any = None,
+) -> PaymentMethod:
+    """Edit a card: name on card and billing address (owners and admins), expiry (the card's owner only).
+    The number is never editable: another number is another card. Nothing changes unless all is valid."""
+    from billing_portal.countries import is_country_code
+
+    _require_manager(account_id=account_id, actor=actor)
+    current = (
+        PaymentMethod.objects.exclude(status=PaymentMethod.Status.DETACHED)
+        .filter(account_id=account_id, pk=method_id)
+        .first()
+    )
+    if current is None:
+        raise PaymentError(_("This payment method was deleted."))
+    values = {
+        "holder_name": (holder_name or "").strip(),
+        "address_line1": (address_line1 or "").strip(),
+        "address_line2": (address_line2 or "").strip(),
+        "postal_code": (postal_code or "").strip(),
+        "city": (city or "").strip(),
+        "country": (country or "").strip().upper(),
+    }
+    errors: dict[str, str] = {}
+    limits = {"holder_name": 120, "address_line1": 200, "address_line2": 200, "postal_code": 20, "city": 100}
+    for name, limit in limits.items():
+        if len(values[name]) > limit:
+            errors[name] = _("Use at most %(n)d characters.") % {"n": limit}
+    if not values["holder_name"]:
+        errors["holder_name"] = _("Enter the name as printed on the card.")
+    if values["country"] and not is_country_code(values["country"]):
+        errors["country"] = _("Choose a country from the list.")
+    new_expiry: tuple[int, int] | None = None
+    expiry_given = exp_month not in (None, "") or exp_year not in (None, "")
+    if expiry_given:
+        try:
+            month, year = validate_expiry(exp_month=exp_month, exp_year=exp_year)
+        except InvalidCardInput as exc:
+            errors.update(exc.errors)
+        else:
+            if (month, year) != (current.exp_month, current.exp_year):
+                new_expiry = (month, year)
+    if new_expiry is not None and (
+        current.owner_id is None or current.owner_id != getattr(actor, "pk", None)
+    ):
+        raise NotCardOwner(_("Only the person who added this card can change its expiry date."))
+    if errors:
+        raise InvalidCardInput(_("Nothing was changed. Correct the highlighted fields."), errors=errors)
+    if new_expiry is not None:
+        result = get_gateway(current.gateway).update_expiry(
+            token=current.gateway_token, exp_month=new_expiry[0], exp_year=new_expiry[1]
+        )
+        if not result.ok:
+            raise InvalidCardInput(
+                _("The bank did not accept the new expiry date."), errors=result.errors or {}
+            )
+    with transaction.atomic():
+        account = account_lock(account_id=account_id)
+        method = _locked_method(account_id=account_id, method_id=method_id)
+        changed = {k: [getattr(method, k), v] for k, v in values.items() if getattr(method, k) != v}
+        for name, (_old, new) in changed.items():
+            setattr(method, name, new)
+        fields = list(changed)
+        if new_expiry is not None:
+            changed["expiry"] = [method.expiry, f"{new_expiry[0]:02d}/{new_expiry[1]}"]
+            method.exp_month, method.exp_year = new_expiry
+            fields += ["exp_month", "exp_year", *_clear_expiry_decline(method)]
+        if not fields:
+            return method
+        method.save(update_fields=fields)
+        audit_record(
+            account=account,
+            actor=actor,
+            action="payment_method.edited",
+            message=f"{method.label}: " + ", ".join(f"{k} changed" for k in changed),
+            target=method,
+            data={"changed": changed},
+        )
+    return method
+
+
+def _method_mark_removed(*, method: PaymentMethod, now: dt.datetime) -> None:
+    method.status = PaymentMethod.Status.DETACHED
+    method.removed_at = now
+    method.is_default = False
+    method.save(update_fields=["status", "removed_at", "is_default"])
+
+
+def payment_method_remove(
+    *, account_id: int, method_id: int, actor: Any, replacement_id: int | None = None
+) -> PaymentMethod:
+    """Delete a card. Its subscriptions first move to the replacement chosen in the same pane (required
+    while any use it); it stays in our records for its payments' history, is never charged again, and
+    is detached at the gateway. Deleting it twice (a double submit) is the one deletion."""
+    _require_manager(account_id=account_id, actor=actor)
+    now = timezone.now()
+    with transaction.atomic():
+        account = account_lock(account_id=account_id)
+        try:
+            method = PaymentMethod.objects.select_for_update().get(account=account, pk=method_id)
+        except PaymentMethod.DoesNotExist:
+            raise PaymentError(_("Choose a payment method.")) from None
+        if method.status == PaymentMethod.Status.DETACHED:
+            return method
+        if PaymentAttempt.objects.filter(payment_method=method, status__in=PaymentAttempt.IN_FLIGHT).exists():
+            raise PaymentInProgress(
+                _(
+                    "A payment with this card is still being processed. Delete it once that payment is finished."
+                )
+            )
+        subs = Subscription.objects.filter(account=account, payment_method=method).exclude(
+            status=Subscription.Status.DELETED
+        )
+        moved = 0
+        replacement = None
+        if subs.exists() or (method.is_default and replacement_id):
+            if replacement_id is None or replacement_id == method.pk:
+                msg = _("Choose the payment method that pays this card's subscriptions from now on.")
+                raise PaymentError(msg, errors={"replacement": msg})
+            replacement = _locked_method(account_id=account_id, method_id=replacement_id, field="replacement")
+            _check_target(replacement, field="replacement")
+            moved = subs.update(payment_method=replacement)
+        was_default = method.is_default
+        _method_mark_removed(method=method, now=now)
+        if was_default and replacement is not None:
+            replacement.is_default = True
+            replacement.save(update_fields=["is_default"])
+        audit_record(
+            account=account,
+            actor=actor,
+            action="payment_method.removed",
+            message=f"{method.label} was deleted"
+            + (f"; {moved} subscription(s) moved to {replacement.label}" if replacement and moved else "")
+            + ("; it was the active payment method" if was_default else ""),
+            target=method,
+            data={
+                "replacement": replacement.pk if replacement else None,
+                "moved_subscriptions": moved,
+                "was_default": was_default,
+            },
+        )
+    # After commit, outside the lock: a slow gateway must not hold the account. Our side is already done:
+    # the engine and dunning never charge a removed card, whether or not the gateway answers.
+    _gateway_detach(method_id=method.pk)
+    return method
+
+
+def _gateway_detach(*, method_id: int) -> None:
+    method = PaymentMethod.objects.get(pk=method_id)
+    if method.gateway_detached_at is not None or not method.gateway_token:
+        return
+    if _gateway_detach_token(gateway=method.gateway, token=method.gateway_token):
+        PaymentMethod.objects.filter(pk=method_id).update(gateway_detached_at=timezone.now())
+
+
+def _gateway_detach_token(*, gateway: str, token: str) -> bool:
+    """Forget a card at its gateway. True when the gateway no longer holds it."""
+    from .gateways.base import GatewayError, UnsupportedOperation
+
+    if not token:
+        return True
+    try:
+        get_gateway(gateway).detach(token=token)
+    except UnsupportedOperation:
+        logger.error("the %s gateway cannot detach cards; the card stays attached there", gateway)
+        return False
+    except GatewayError as exc:
+        if exc.permanent:  # the gateway does not know the card (any more): nothing left to forget
+            logger.warning("detach of a %s card refused as permanent: %s", gateway, exc)
+            return True
+        logger.exception("detach of a %s card failed; it stays attached at the gateway", gateway)
+        return False
+    except Exception:
+        logger.exception("detach of a %s card failed; it stays attached at the gateway", gateway)
+        return False
+    return True

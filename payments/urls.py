@@ -8,6 +8,18 @@ urlpatterns = [
     path("billing/payment-methods/", views.methods, name="methods"),
     path("billing/payment-methods/add/", views.method_add, name="method_add"),
     path("billing/payment-methods/<int:method_id>/edit/", views.method_edit, name="method_edit"),
+    path(
+        "billing/payment-methods/<int:method_id>/make-active/",
+        views.method_set_default,
+        name="method_set_default",
+    ),
+    path("billing/payment-methods/<int:method_id>/replace/", views.method_replace, name="method_replace"),
+    path("billing/payment-methods/<int:method_id>/delete/", views.method_delete, name="method_delete"),
+    path(
+        "products/<int:subscription_id>/replace-payment-method/",
+        views.subscription_replace,
+        name="subscription_replace",
+    ),
     path("billing/settle/<int:failed_method_id>/", views.settle_balance, name="settle"),
     path("billing/settle/<int:failed_method_id>/expiry/", views.settle_expiry, name="settle_expiry"),
     path("billing/invoices/<str:number>/pay/", views.invoice_pay, name="invoice_pay"),

@@ -22,7 +22,9 @@ from django.http import (
 )
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
@@ -30,11 +32,11 @@ from django_htmx.middleware import HtmxDetails
 
 from accounts.decorators import account_member_required, is_htmx
 from accounts.models import Membership
-from subscriptions.models import Invoice
+from subscriptions.models import Invoice, Subscription
 from subscriptions.selectors import past_due_summary
 
 from . import services, webhooks
-from .forms import ExpiryForm, PayForm, new_form_key
+from .forms import ExpiryForm, PayForm, PaymentMethodEditForm, new_form_key, parse_id
 from .gateways.base import (
     CardCollection,
     GatewayError,
@@ -45,26 +47,37 @@ from .gateways.base import (
     get_gateway,
 )
 from .models import PaymentAttempt, PaymentMethod
-from .selectors import attempts_in_flight, payment_methods_for_account, payment_methods_usable, settle_quote
+from .selectors import (
+    attempts_in_flight,
+    payment_method_subscription_count,
+    payment_methods_for_account,
+    payment_methods_usable,
+    settle_quote,
+)
 
 logger = logging.getLogger(__name__)
 
 
 @account_member_required
 def methods(request: HttpRequest, membership: Membership) -> HttpResponse:
-    """Bills & payments → Payment methods: every card, and a warning naming each declined one."""
+    """Bills & payments → Payment methods: every card in a table, a warning naming each declined card with
+    something past due, and one for a working card that has past-due charges of its own."""
     account = membership.account
     summary = past_due_summary(account=account)
     cards = list(payment_methods_for_account(account=account))
-    declined = []
+    today = timezone.localdate()
+    declined, own_past_due = [], []
     for card in cards:
         card.past_due = summary.for_method(card.pk)  # type: ignore[attr-defined]
         card.decline_reason = decline_reason(card.last_decline_code)  # type: ignore[attr-defined]
+        card.expired = card.is_expired(today)  # type: ignore[attr-defined]
         card.more_subscriptions = card.live_subscription_count - len(card.first_subscriptions)  # type: ignore[attr-defined]
         # The warning names a declined card while something it pays is still past due; once that
         # balance is settled (with another card) the warning is gone, the card keeps its status.
-        if card.status in (card.Status.DECLINED, card.Status.EXPIRED) and card.past_due:  # type: ignore[attr-defined]
+        if card.past_due and card.status in (card.Status.DECLINED, card.Status.EXPIRED):  # type: ignore[attr-defined]
             declined.append(card)
+        elif card.past_due:  # type: ignore[attr-defined]
+            own_past_due.append(card)
     template = "payments/methods.html#method-list" if is_htmx(request) else "payments/methods.html"
     return render(
         request,
@@ -74,6 +87,7 @@ def methods(request: HttpRequest, membership: Membership) -> HttpResponse:
             "account": account,
             "cards": cards,
             "declined": declined,
+            "own_past_due": own_past_due,
             "past_due": summary,
         },
     )
@@ -336,6 +350,11 @@ def settle_expiry(request: HtmxHttpRequest, membership: Membership, failed_metho
 
 
 def _pay_context(*, membership: Membership, invoice: Invoice) -> dict[str, Any]:
+    methods = list(payment_methods_usable(account=membership.account))
+    # The invoice's own card first; else the account's active payment method (Make this my active …).
+    preferred = invoice.subscription.payment_method_id if invoice.subscription else None
+    if preferred not in {m.pk for m in methods}:
+        preferred = next((m.pk for m in methods if m.is_default), None)
     return {
         "membership": membership,
         "account": membership.account,
@@ -344,8 +363,8 @@ def _pay_context(*, membership: Membership, invoice: Invoice) -> dict[str, Any]:
         "pane_close_url": reverse(
             "subscriptions:invoice_detail", args=[membership.account_id, invoice.number]
         ),
-        "methods": list(payment_methods_usable(account=membership.account)),
-        "default_method_id": invoice.subscription.payment_method_id if invoice.subscription else None,
+        "methods": methods,
+        "default_method_id": preferred,
         "form_key": new_form_key(),
         "expiry_years": range(_this_year(), _this_year() + 16),
         **_card_form_context(),
@@ -541,42 +560,237 @@ def method_add(request: HtmxHttpRequest, membership: Membership) -> HttpResponse
     return _render_pane(request, "payments/method_add.html", context)
 
 
-@account_member_required
-@require_http_methods(["GET", "POST"])
-def method_edit(request: HtmxHttpRequest, membership: Membership, method_id: int) -> HttpResponse:
-    """Edit a card's expiry date. Only the admin who added the card may; the number is never editable."""
-    _require_manage_methods(membership)
-    method = get_object_or_404(
-        PaymentMethod.objects.exclude(status=PaymentMethod.Status.DETACHED),
+def _live_method(membership: Membership, method_id: int) -> PaymentMethod:
+    """A card of this account that is not deleted, or 404 (another account's id is a 404 too)."""
+    return get_object_or_404(
+        PaymentMethod.objects.exclude(status=PaymentMethod.Status.DETACHED).select_related("owner"),
         account=membership.account,
         pk=method_id,
     )
-    if method.owner_id != request.user.pk:
-        raise PermissionDenied
-    context: dict[str, Any] = {
+
+
+def _chosen_method(membership: Membership, raw: str | None) -> PaymentMethod | None:
+    """The card picked in a pane's radio list: None when nothing (or no id) was picked, 404 for an id
+    that is not one of this account's cards."""
+    chosen_id = parse_id(raw)
+    return None if chosen_id is None else _live_method(membership, chosen_id)
+
+
+def _method_pane_context(membership: Membership, **extra: Any) -> dict[str, Any]:
+    return {
         "membership": membership,
         "account": membership.account,
-        "method": method,
         "pane_close_url": _close_url(membership),
+        "nav_current": "methods",
+        **extra,
     }
+
+
+@account_member_required
+@require_http_methods(["GET", "POST"])
+def method_edit(request: HtmxHttpRequest, membership: Membership, method_id: int) -> HttpResponse:
+    """Edit a card: name on card and billing address (owners and admins); expiry only for the admin who
+    added it. The number is never editable."""
+    _require_manage_methods(membership)
+    method = _live_method(membership, method_id)
+    is_owner = method.owner_id is not None and method.owner_id == request.user.pk
+    initial = {
+        "holder_name": method.holder_name,
+        "address_line1": method.address_line1,
+        "address_line2": method.address_line2,
+        "postal_code": method.postal_code,
+        "city": method.city,
+        "country": method.country,
+        "exp_month": f"{method.exp_month:02d}",
+        "exp_year": str(method.exp_year),
+    }
+    form = PaymentMethodEditForm(
+        request.POST if request.method == "POST" else None, initial=initial, can_edit_expiry=is_owner
+    )
+    context = _method_pane_context(membership, method=method, form=form, is_owner=is_owner)
     if request.method == "POST":
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                method = services.payment_method_update(
+                    account_id=membership.account_id,
+                    method_id=method.pk,
+                    actor=request.user,
+                    holder_name=data["holder_name"],
+                    address_line1=data["address_line1"],
+                    address_line2=data["address_line2"],
+                    postal_code=data["postal_code"],
+                    city=data["city"],
+                    country=data["country"],
+                    exp_month=data.get("exp_month") if is_owner else None,
+                    exp_year=data.get("exp_year") if is_owner else None,
+                )
+            except services.NotCardOwner as exc:
+                raise PermissionDenied from exc
+            except services.PaymentError as exc:
+                context["error"] = exc.message
+                for field, message in exc.errors.items():
+                    form.add_error(field if field in form.fields else None, message)
+            else:
+                return _card_saved(request, membership, _("%(card)s was saved.") % {"card": method.label})
+        else:
+            context["error"] = _("Nothing was changed. Correct the highlighted fields.")
+    return _render_pane(request, "payments/method_edit.html", context)
+
+
+@require_POST
+@account_member_required
+def method_set_default(request: HtmxHttpRequest, membership: Membership, method_id: int) -> HttpResponse:
+    """Make this my active payment method (from the card's "…" menu)."""
+    _require_manage_methods(membership)
+    method = _live_method(membership, method_id)
+    try:
+        method = services.payment_method_set_default(
+            account_id=membership.account_id, method_id=method.pk, actor=request.user
+        )
+    except services.PaymentError as exc:
+        messages.error(request, exc.message)
+        if request.htmx:
+            return render(request, "includes/oob_messages.html", {"membership": membership})
+        return HttpResponseRedirect(reverse("payments:methods", args=[membership.account_id]), status=303)
+    return _card_saved(
+        request, membership, _("%(card)s is now your active payment method.") % {"card": method.label}
+    )
+
+
+@account_member_required
+@require_http_methods(["GET", "POST"])
+def method_replace(request: HtmxHttpRequest, membership: Membership, method_id: int) -> HttpResponse:
+    """Replace payment method for all items: every subscription on this card moves to the chosen one.
+    Nothing is charged."""
+    _require_manage_methods(membership)
+    source = _live_method(membership, method_id)
+    others = [m for m in payment_methods_usable(account=membership.account) if m.pk != source.pk]
+    context = _method_pane_context(
+        membership,
+        source=source,
+        methods=others,
+        subscription_count=payment_method_subscription_count(method=source),
+        selected_id=None,
+    )
+    if request.method == "POST":
+        target = _chosen_method(membership, request.POST.get("method"))
+        if target is None:
+            context["error"] = context["method_error"] = _("Choose the card that pays these subscriptions.")
+        else:
+            context["selected_id"] = target.pk
+            try:
+                moved = services.payment_method_replace_all(
+                    account_id=membership.account_id,
+                    from_method_id=source.pk,
+                    to_method_id=target.pk,
+                    actor=request.user,
+                )
+            except services.PaymentError as exc:
+                context["error"] = exc.message
+                context["method_error"] = exc.errors.get("method", "")
+            else:
+                return _card_saved(
+                    request,
+                    membership,
+                    ngettext(
+                        "%(n)d subscription now uses %(card)s. Nothing was charged.",
+                        "%(n)d subscriptions now use %(card)s. Nothing was charged.",
+                        moved,
+                    )
+                    % {"n": moved, "card": target.label},
+                )
+    return _render_pane(request, "payments/method_replace.html", context)
+
+
+@account_member_required
+@require_http_methods(["GET", "POST"])
+def subscription_replace(
+    request: HtmxHttpRequest, membership: Membership, subscription_id: int
+) -> HttpResponse:
+    """Replace payment method on one subscription (Your products → "…"). Nothing is charged."""
+    _require_manage_methods(membership)
+    sub = get_object_or_404(
+        Subscription.objects.exclude(status=Subscription.Status.DELETED).select_related(
+            "product", "payment_method"
+        ),
+        account=membership.account,
+        pk=subscription_id,
+    )
+    others = [m for m in payment_methods_usable(account=membership.account) if m.pk != sub.payment_method_id]
+    context = _method_pane_context(
+        membership,
+        subscription=sub,
+        methods=others,
+        selected_id=None,
+        pane_close_url=reverse("subscriptions:products", args=[membership.account_id]),
+        nav_current="products",
+    )
+    if request.method == "POST":
+        target = _chosen_method(membership, request.POST.get("method"))
+        if target is None:
+            context["error"] = context["method_error"] = _("Choose the card that pays this subscription.")
+        else:
+            context["selected_id"] = target.pk
+            try:
+                services.subscription_payment_method_replace(
+                    account_id=membership.account_id,
+                    subscription_id=sub.pk,
+                    to_method_id=target.pk,
+                    actor=request.user,
+                )
+            except services.PaymentError as exc:
+                context["error"] = exc.message
+                context["method_error"] = exc.errors.get("method", "")
+            else:
+                messages.success(
+                    request,
+                    _("%(product)s now uses %(card)s. Nothing was charged.")
+                    % {"product": sub.product.name, "card": target.label},
+                )
+                if request.htmx:
+                    response = render(request, "includes/oob_messages.html", {"membership": membership})
+                    trigger_client_event(response, "balanceChanged")
+                    trigger_client_event(response, "closePane")
+                    return response
+                return HttpResponseRedirect(context["pane_close_url"], status=303)
+    return _render_pane(request, "payments/subscription_replace.html", context)
+
+
+@account_member_required
+@require_http_methods(["GET", "POST"])
+def method_delete(request: HtmxHttpRequest, membership: Membership, method_id: int) -> HttpResponse:
+    """Delete a card; while subscriptions use it, the replacement is chosen in this pane first."""
+    _require_manage_methods(membership)
+    method = _live_method(membership, method_id)
+    others = [m for m in payment_methods_usable(account=membership.account) if m.pk != method.pk]
+    context = _method_pane_context(
+        membership,
+        method=method,
+        methods=others,
+        subscription_count=payment_method_subscription_count(method=method),
+        selected_id=None,
+    )
+    if request.method == "POST":
+        replacement = _chosen_method(membership, request.POST.get("replacement"))
+        context["selected_id"] = replacement.pk if replacement else None
         try:
-            method = services.payment_method_update_expiry(
+            services.payment_method_remove(
                 account_id=membership.account_id,
                 method_id=method.pk,
                 actor=request.user,
-                exp_month=request.POST.get("exp_month", ""),
-                exp_year=request.POST.get("exp_year", ""),
+                replacement_id=replacement.pk if replacement else None,
             )
-        except services.NotCardOwner as exc:
-            raise PermissionDenied from exc
         except services.PaymentError as exc:
-            context.update({"error": exc.message, "form_errors": exc.errors})
+            context["error"] = exc.message
+            context["replacement_error"] = exc.errors.get("replacement", "")
         else:
-            return _card_saved(
-                request,
-                membership,
-                _("The expiry date of %(card)s is now %(expiry)s.")
-                % {"card": method.label, "expiry": method.expiry},
-            )
-    return _render_pane(request, "payments/method_edit.html", context)
+            text = _("%(card)s was deleted.") % {"card": method.label}
+            if replacement is not None and context["subscription_count"]:
+                text += " " + ngettext(
+                    "%(n)d subscription now uses %(card)s.",
+                    "%(n)d subscriptions now use %(card)s.",
+                    context["subscription_count"],
+                ) % {"n": context["subscription_count"], "card": replacement.label}
+            return _card_saved(request, membership, text)
+    return _render_pane(request, "payments/method_delete.html", context)

@@ -167,3 +167,18 @@ def invoice_for_account(*, account: BillingAccount, number: str) -> Invoice:
         account=account,
         number=number,
     )
+
+
+def invoice_frequencies(*, account: BillingAccount) -> list[str]:
+    """How often the account is invoiced: each subscription is invoiced once per billing period of its
+    product, so the account's frequencies are the periods its subscriptions have ("Monthly", "Annual").
+    One query, whatever the number of subscriptions."""
+    from .models import Product
+
+    periods = set(
+        Subscription.objects.filter(account=account)
+        .exclude(status__in=[Subscription.Status.CANCELLED, Subscription.Status.DELETED])
+        .values_list("product__billing_period", flat=True)
+        .distinct()
+    )
+    return [str(label) for value, label in Product.Period.choices if value in periods]

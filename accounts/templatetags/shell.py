@@ -37,6 +37,8 @@ _NAV_FOR_VIEW = {
     "accounts:roles": "accounts",
     "support_requests:list": "support",
     "support_requests:detail": "support",
+    "accounts:billing_profile": "bills",
+    "accounts:billing_profile_edit": "bills",
 }
 
 

@@ -213,6 +213,8 @@ class CardResult:
     last4: str = ""
     exp_month: int = 0
     exp_year: int = 0
+    # The gateway's identity of the card number (Stripe: card.fingerprint), so the same card added twice is one.
+    fingerprint: str = ""
     # Field errors for the form ({"number": "..."}), plain words.
     errors: dict[str, str] | None = None
     # When ok is False and not a field problem: True means the gateway could not be reached.

@@ -7,6 +7,7 @@ request altogether (settings.SIMULATED_GATEWAY_UNREACHABLE_CARDS: nothing reache
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 
 from django.conf import settings
@@ -61,6 +62,13 @@ def _result(charge: SimCharge) -> ChargeResult:
         amount_minor=charge.amount_minor,
         currency=charge.currency,
     )
+
+
+def simulated_fingerprint(*, brand: str, last4: str, exp_month: int, exp_year: int) -> str:
+    """The simulator's card identity: brand, last four and expiry (the bank has no fingerprint of its own).
+    Seeds and tests use it too, so a demo card added again through the form is recognised."""
+    raw = f"{brand}:{last4}:{int(exp_month):02d}/{int(exp_year)}"
+    return "simfp_" + hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 
 class SimulatedGateway:
@@ -136,13 +144,17 @@ class SimulatedGateway:
         token = bank.sim_card_register(
             number=number, exp_month=exp_month, exp_year=exp_year, holder_name=holder_name
         )
+        brand = card_brand(number)
         return CardResult(
             ok=True,
             token=token,
-            brand=card_brand(number),
+            brand=brand,
             last4=number[-4:],
             exp_month=exp_month,
             exp_year=exp_year,
+            fingerprint=simulated_fingerprint(
+                brand=brand, last4=number[-4:], exp_month=exp_month, exp_year=exp_year
+            ),
         )
 
     def update_expiry(self, *, token: str, exp_month: int, exp_year: int) -> CardResult:

@@ -315,6 +315,8 @@ class StripeGateway:
             last4=card.last4,
             exp_month=card.exp_month,
             exp_year=card.exp_year,
+            # Stripe's identity of the card number within the account: the same card added twice is one.
+            fingerprint=card.fingerprint,
         )
 
     def update_expiry(self, *, token: str, exp_month: int, exp_year: int) -> CardResult:

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from accounts.models import BillingAccount, Role, User
 from gateway_sim.services import sim_card_register
+from payments.gateways.simulated import simulated_fingerprint
 from payments.models import PaymentMethod
 from subscriptions.models import Invoice, Subscription
 from tests.factories import (
@@ -37,9 +38,13 @@ def card(
     decline_code: str = "",
 ) -> PaymentMethod:
     token = sim_card_register(number=number, exp_month=exp_month, exp_year=exp_year)
+    brand = BRANDS.get(number[0], PaymentMethod.Brand.OTHER)
     return PaymentMethodFactory(
         account=account,
-        brand=BRANDS.get(number[0], PaymentMethod.Brand.OTHER),
+        brand=brand,
+        fingerprint=simulated_fingerprint(
+            brand=brand, last4=number[-4:], exp_month=exp_month, exp_year=exp_year
+        ),
         last4=number[-4:],
         exp_month=exp_month,
         exp_year=exp_year,

@@ -233,15 +233,46 @@ def test_3ds_completed_then_settles(contoso):
     assert Invoice.objects.filter(status=Invoice.Status.PAID).count() == 3
 
 
-def test_3ds_failed_pays_nothing_and_keeps_the_card_usable(contoso):
+def test_3ds_failed_on_a_new_cards_first_payment_pays_nothing_and_does_not_keep_the_card(
+    contoso, django_capture_on_commit_callbacks
+):
+    from gateway_sim.models import SimCard
     from gateway_sim.services import sim_charge_authenticate
 
     sca, attempt = _three_ds_settle(contoso)
     sim_charge_authenticate(reference=attempt.gateway_reference, success=False)
-    attempt = services.attempt_complete_action(attempt_id=attempt.pk)
+    with django_capture_on_commit_callbacks(execute=True):
+        attempt = services.attempt_complete_action(attempt_id=attempt.pk)
     assert attempt.status == PaymentAttempt.Status.FAILED
     assert attempt.decline_code == "authentication_failed"
     assert Invoice.objects.filter(status=Invoice.Status.PAID).count() == 0
+    # The card was added to pay this and its holder failed the bank's check: it is not kept as valid.
+    sca.refresh_from_db()
+    assert sca.status == PaymentMethod.Status.DETACHED
+    assert sca.removed_at is not None
+    assert SimCard.objects.get(token=sca.gateway_token).forgotten_at is not None
+    # The failed card's subscriptions stay where they were.
+    assert contoso.subs["m365"].payment_method_id == contoso.visa.pk
+
+
+def test_3ds_failed_on_a_card_in_use_keeps_the_card_usable(contoso):
+    from gateway_sim.services import sim_charge_authenticate
+
+    sca = card(account=contoso.account, number="4000002500003155", owner=contoso.finance)
+    subscription(
+        account=contoso.account, name="On SCA", quantity=1, unit_price_minor=500, method=sca, past_due=False
+    )
+    attempt = services.balance_settle(
+        account_id=contoso.account.pk,
+        failed_method_id=contoso.visa.pk,
+        chosen_method_id=sca.pk,
+        actor=contoso.finance,
+        idempotency_key=key(),
+        return_url="/back/",
+    )
+    sim_charge_authenticate(reference=attempt.gateway_reference, success=False)
+    attempt = services.attempt_complete_action(attempt_id=attempt.pk)
+    assert attempt.decline_code == "authentication_failed"
     assert PaymentMethod.objects.get(pk=sca.pk).status == PaymentMethod.Status.VALID
 
 

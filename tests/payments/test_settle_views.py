@@ -72,7 +72,18 @@ def test_owner_changes_expiry_in_the_pane(client, contoso):
     response = client.post(url, {"exp_month": "3", "exp_year": "2031"})
     assert "is now 03/2031" in response.content.decode()
     method = PaymentMethod.objects.get(pk=contoso.visa.pk)
-    assert (method.exp_month, method.exp_year, method.status) == (3, 2031, "valid")
+    # The Visa was declined with card_declined, not for its expiry: a new date does not clear that.
+    assert (method.exp_month, method.exp_year, method.status) == (3, 2031, "declined")
+    assert method.last_decline_code == "card_declined"
+
+
+def test_new_expiry_clears_an_expired_card_decline(client, contoso):
+    PaymentMethod.objects.filter(pk=contoso.visa.pk).update(last_decline_code="expired_card")
+    client.force_login(contoso.admin)
+    url = reverse("payments:settle_expiry", args=[contoso.account.pk, contoso.visa.pk])
+    client.post(url, {"exp_month": "3", "exp_year": "2031"})
+    method = PaymentMethod.objects.get(pk=contoso.visa.pk)
+    assert (method.status, method.last_decline_code) == ("valid", "")
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,13 @@ PAGES = [
     ("accounts:roles", {}),
     ("support_requests:list", {}),
     ("support_requests:new", {}),
+    ("accounts:billing_profile", {}),
+    ("accounts:billing_profile_edit", {}),
+    ("accounts:recipients_edit", {}),
+    ("payments:method_edit", {"method": True}),
+    ("payments:method_replace", {"method": True}),
+    ("payments:method_delete", {"method": True}),
+    ("payments:subscription_replace", {"subscription": True}),
 ]
 
 
@@ -31,6 +38,10 @@ def _url(name, extra, account) -> str:
     kwargs = {"account_id": account.pk}
     if extra.get("number"):
         kwargs["number"] = account.invoices.order_by("pk").first().number
+    if extra.get("method"):  # the default card, which pays every subscription but the past-due ones
+        kwargs["method_id"] = account.payment_methods.get(is_default=True).pk
+    if extra.get("subscription"):
+        kwargs["subscription_id"] = account.subscriptions.order_by("-pk").first().pk
     return reverse(name, kwargs=kwargs) + extra.get("query", "")
 
 

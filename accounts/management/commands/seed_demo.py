@@ -97,6 +97,7 @@ class Command(BaseCommand):
             owner=owner,
             gateway="simulated",
             gateway_token=token,
+            fingerprint=demo_card_fingerprint(brand=brand, number=number, exp=exp),
             **fields,
         )
 
@@ -305,6 +306,13 @@ class Command(BaseCommand):
         if not User.objects.filter(email="root@billing.example").exists():
             User.objects.create_superuser(email="root@billing.example", password=PASSWORD, full_name="Root")
         return created_any
+
+
+def demo_card_fingerprint(*, brand: str, number: str, exp: tuple[int, int]) -> str:
+    """The simulated gateway's fingerprint, so a demo card typed into the Add form again is the same card."""
+    from payments.gateways.simulated import simulated_fingerprint
+
+    return simulated_fingerprint(brand=brand, last4=number[-4:], exp_month=exp[0], exp_year=exp[1])
 
 
 def register_demo_card(*, number: str, exp_month: int, exp_year: int, holder: str) -> str:
