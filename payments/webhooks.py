@@ -168,6 +168,8 @@ def payment_event_apply(stored: WebhookEvent, event: GatewayEvent) -> Handled:
         return Handled(Status.IGNORED, "no payment attempt of ours")
     if result.amount_minor is not None and result.amount_minor != attempt.amount_minor:
         return Handled(Status.FAILED, "amount differs from the attempt's")
+    if result.currency and result.currency.upper() != attempt.currency.upper():
+        return Handled(Status.FAILED, "currency differs from the attempt's")
     if result.outcome == ChargeOutcome.REQUIRES_ACTION and attempt.status not in (
         PaymentAttempt.Status.PENDING,
         PaymentAttempt.Status.UNKNOWN,
