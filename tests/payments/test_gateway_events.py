@@ -527,3 +527,16 @@ def test_a_success_in_another_currency_does_not_settle_the_attempt(client, fake_
     attempt.refresh_from_db()
     assert attempt.status != PaymentAttempt.Status.SUCCEEDED
     assert WebhookEvent.objects.get().status == "failed"
+
+
+def test_another_intent_carrying_our_key_does_not_settle_the_attempt(client, fake_stripe, contoso):
+    """The attempt knows its PaymentIntent; a different intent with our key in its metadata is not it."""
+    attempt, intent = _unknown_stripe_attempt(fake_stripe, contoso)
+    attempt.gateway_reference = intent["id"]  # learned by reconciliation after the time-out
+    attempt.save(update_fields=["gateway_reference"])
+    stranger = dict(intent, id="pi_someone_else", status="succeeded")
+    assert post(client, event("payment_intent.succeeded", stranger)).status_code == 200
+    attempt.refresh_from_db()
+    assert attempt.status != PaymentAttempt.Status.SUCCEEDED
+    assert attempt.gateway_reference == intent["id"]
+    assert WebhookEvent.objects.get().status == "failed"
