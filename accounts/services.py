@@ -257,7 +257,19 @@ def invitation_create(*, account_id: int, actor: User, email: str, role: str) ->
         account_id=account_id, email=email, status=Invitation.Status.PENDING
     ).first()
     if pending is not None:
-        return pending
+        if pending.created_at > timezone.now() - dt.timedelta(days=settings.INVITATION_MAX_AGE_DAYS):
+            return pending
+        # Its link has expired: the person was told to ask for a new invitation, so this is one.
+        pending.status = Invitation.Status.REVOKED
+        pending.save(update_fields=["status"])
+        audit_record(
+            account=account,
+            actor=actor,
+            action="account.invitation_revoked",
+            message=f"The expired invitation of {email} was replaced by a new one by {actor.email}.",
+            target=pending,
+            data={"email": email, "role": pending.role, "expired": True},
+        )
     invitation = Invitation.objects.create(account=account, email=email, role=role, invited_by=actor)
     summary = f"{email} was invited as {_role_label(role)} by {actor.email}."
     event = audit_record(

@@ -166,8 +166,21 @@ def payment_event_apply(stored: WebhookEvent, event: GatewayEvent) -> Handled:
         ).first()
     if attempt is None:
         return Handled(Status.IGNORED, "no payment attempt of ours")
+    if attempt.gateway_reference and result.reference and attempt.gateway_reference != result.reference:
+        # Found by our key, but the attempt's charge is another one: never merge two charges into one.
+        logger.error(
+            "%s event %s: charge %s carries the key of attempt %s (charge %s)",
+            stored.gateway,
+            stored.event_id,
+            result.reference,
+            attempt.pk,
+            attempt.gateway_reference,
+        )
+        return Handled(Status.FAILED, "another charge carries this attempt's key")
     if result.amount_minor is not None and result.amount_minor != attempt.amount_minor:
         return Handled(Status.FAILED, "amount differs from the attempt's")
+    if result.currency and result.currency.upper() != attempt.currency.upper():
+        return Handled(Status.FAILED, "currency differs from the attempt's")
     if result.outcome == ChargeOutcome.REQUIRES_ACTION and attempt.status not in (
         PaymentAttempt.Status.PENDING,
         PaymentAttempt.Status.UNKNOWN,

@@ -57,7 +57,11 @@ def _subject_of(request: HttpRequest, membership: Membership) -> dict[str, Any]:
     account = membership.account
     params = request.POST if request.method == "POST" else request.GET
     if params.get("invoice"):
-        invoice = get_object_or_404(Invoice, account=account, number=params["invoice"][:32])
+        number = params["invoice"]
+        # A NUL byte reaches PostgreSQL as an error (a 500); a cut-down number could name another invoice.
+        if len(number) > 32 or not number.isprintable():
+            raise Http404
+        invoice = get_object_or_404(Invoice, account=account, number=number)
         return {
             "about": SupportRequest.About.INVOICE,
             "invoice": invoice,

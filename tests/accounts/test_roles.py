@@ -429,3 +429,19 @@ def test_panes_work_as_htmx_fragments_and_as_pages(client, world):
     response = _invite(client, account, headers=HTMX)
     assert "closePane" in response["HX-Trigger"]
     assert "new.person@example.test" in response.content.decode()
+
+
+def test_inviting_again_after_the_link_expired_sends_a_new_link_that_works(client, world, settings):
+    """The expired page says "ask the owner to invite you again": doing so must produce a working link."""
+    account, users = world
+    client.force_login(users["owner"])
+    _invite(client, account)
+    first = _link_from_mail()
+    with _later(settings):
+        _invite(client, account)
+        second = _link_from_mail()
+        assert second != first
+        client.logout()
+        assert client.get(second).status_code == 200
+    assert Invitation.objects.filter(status=Invitation.Status.PENDING).count() == 1
+    assert Invitation.objects.filter(status=Invitation.Status.REVOKED).count() == 1

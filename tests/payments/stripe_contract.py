@@ -12,6 +12,7 @@ Bumping the SDK re-reads all of it: a parameter the new API version drops makes 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import re
@@ -152,6 +153,7 @@ class _Shape:
     mapping: bool  # Dict[str, …] / UntypedStripeObject: free keys
     literals: set[str]
     free_scalar: bool  # str, int, bool, … (anything not a Literal)
+    scalars: set[Any] = dataclasses.field(default_factory=set)  # which of them: {int}, {bool}, {str, int}, …
 
 
 def _shape(annotation: Any, ns: dict[str, Any]) -> _Shape:
@@ -177,6 +179,7 @@ def _shape(annotation: Any, ns: dict[str, Any]) -> _Shape:
             shape.mapping = True
         else:
             shape.free_scalar = True
+            shape.scalars.add(t)
     return shape
 
 
@@ -248,6 +251,13 @@ def _check_value(shape: _Shape, value: Any, *, name: str, ns: dict[str, Any], ou
                     f"Invalid {name}: must be one of {', '.join(sorted(shape.literals))}",
                 )
             )
+    elif shape.free_scalar and not (shape.literals or shape.typeddicts or shape.lists or shape.mapping):
+        # Form values are text; Stripe parses integers and booleans strictly ("12.5", "٣", "yes" are refused).
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        if shape.scalars <= {int} and not (text.isascii() and re.fullmatch(r"-?\d+", text)):
+            out.append(Violation("parameter_invalid", name, f"Invalid integer: {text}"))
+        elif shape.scalars <= {bool} and text not in ("true", "false"):
+            out.append(Violation("parameter_invalid", name, f"Invalid boolean: {text}"))
     elif not (shape.free_scalar or shape.literals) and value != "":
         kind = "a hash" if (shape.typeddicts or shape.mapping) else "an array"
         out.append(Violation("parameter_invalid", name, f"Invalid {name}: must be {kind}"))

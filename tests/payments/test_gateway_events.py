@@ -495,3 +495,48 @@ def test_a_malformed_copy_of_a_handled_event_does_not_reopen_it(client):
     bad = event("invoice.paid", "not an object", event_id="evt_same")
     assert post(client, bad).status_code == 400
     assert WebhookEvent.objects.get().status == "ignored"
+
+
+def _unknown_stripe_attempt(fake_stripe, contoso):
+    """An invoice payment whose charge timed out: UNKNOWN, waiting for the webhook or reconciliation."""
+    method = PaymentMethodFactory(
+        account=contoso.account, gateway="stripe", gateway_token="cus_C/pm_card_timeout"
+    )
+    attempt = services.invoice_pay(
+        account_id=contoso.account.pk,
+        invoice_id=contoso.invoices["teams"].pk,
+        payment_method_id=method.pk,
+        actor=contoso.finance,
+        idempotency_key=str(uuid.uuid4()),
+    )
+    return attempt, next(iter(fake_stripe.intents.values()))
+
+
+def test_a_success_for_another_amount_does_not_settle_the_attempt(client, fake_stripe, contoso):
+    attempt, intent = _unknown_stripe_attempt(fake_stripe, contoso)
+    assert post(client, event("payment_intent.succeeded", dict(intent, amount=1))).status_code == 200
+    attempt.refresh_from_db()
+    assert attempt.status != PaymentAttempt.Status.SUCCEEDED
+    assert WebhookEvent.objects.get().status == "failed"
+
+
+def test_a_success_in_another_currency_does_not_settle_the_attempt(client, fake_stripe, contoso):
+    attempt, intent = _unknown_stripe_attempt(fake_stripe, contoso)
+    other = "usd" if attempt.currency.upper() != "USD" else "eur"
+    assert post(client, event("payment_intent.succeeded", dict(intent, currency=other))).status_code == 200
+    attempt.refresh_from_db()
+    assert attempt.status != PaymentAttempt.Status.SUCCEEDED
+    assert WebhookEvent.objects.get().status == "failed"
+
+
+def test_another_intent_carrying_our_key_does_not_settle_the_attempt(client, fake_stripe, contoso):
+    """The attempt knows its PaymentIntent; a different intent with our key in its metadata is not it."""
+    attempt, intent = _unknown_stripe_attempt(fake_stripe, contoso)
+    attempt.gateway_reference = intent["id"]  # learned by reconciliation after the time-out
+    attempt.save(update_fields=["gateway_reference"])
+    stranger = dict(intent, id="pi_someone_else", status="succeeded")
+    assert post(client, event("payment_intent.succeeded", stranger)).status_code == 200
+    attempt.refresh_from_db()
+    assert attempt.status != PaymentAttempt.Status.SUCCEEDED
+    assert attempt.gateway_reference == intent["id"]
+    assert WebhookEvent.objects.get().status == "failed"

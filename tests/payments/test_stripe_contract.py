@@ -149,3 +149,13 @@ def test_stripe_js_restricts_to_cards_with_the_option_endive_offers():
     # Stripe.js throws an integration error for paymentMethodTypes since endive (comments aside).
     code = "\n".join(line for line in js.splitlines() if not line.lstrip().startswith("//"))
     assert re.search(r"(?<![A-Za-z])paymentMethodTypes", code) is None
+
+
+@pytest.mark.parametrize(
+    ("param", "value"), [("amount", "12.5"), ("amount", "٣"), ("amount", "1e3"), ("confirm", "yes")]
+)
+def test_integers_and_booleans_are_parsed_as_strictly_as_stripe(param, value):
+    params = _route("POST", "/v1/payment_intents").params
+    body = {"amount": "100", "currency": "eur", param: value}
+    assert [(v.code, v.param) for v in stripe_contract.check(params, body)] == [("parameter_invalid", param)]
+    assert stripe_contract.check(params, {"amount": "100", "currency": "eur", "confirm": "true"}) == []

@@ -162,7 +162,8 @@ def test_bad_input_stays_in_the_pane_with_what_was_typed(client, world):
 
 
 @pytest.mark.parametrize(
-    "query", ["?invoice=NOPE", "?payment=999999", "?payment=%C2%B2", "?subscription=999999"]
+    "query",
+    ["?invoice=NOPE", "?invoice=INV%00", "?payment=999999", "?payment=%C2%B2", "?subscription=999999"],
 )
 def test_unknown_or_foreign_objects_are_404(client, world, query):
     account, users = world
