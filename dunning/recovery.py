@@ -229,7 +229,7 @@ class Timing:
     paydays: Mapping[str, tuple[int, ...]] = field(default_factory=lambda: {"": (-1, 1)})
     timezones: Mapping[str, str] = field(default_factory=dict)
     default_timezone: str = "UTC"
-    payday_lookahead_days: int = 3  # a retry due this close before a payday waits for it
+    payday_lookahead_days: int = 2  # a retry due this close before a payday waits for it
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,11 +264,18 @@ def fixed_plan(*, ctx: RetryContext, days: Sequence[int], policy: str) -> RetryP
     return RetryPlan(at, policy, "schedule" if at else "schedule_used")
 
 
-def per_code_plan(*, ctx: RetryContext, policy: str = PolicyName.PER_CODE) -> RetryPlan:
+def per_code_plan(
+    *, ctx: RetryContext, policy: str = PolicyName.PER_CODE, gap: dt.timedelta = dt.timedelta(0)
+) -> RetryPlan:
+    """The decline code's own days; none for codes the table does not retry. With `gap`, a day that
+    comes sooner than that after the previous attempt is skipped."""
     rule = ctx.rule
     if not rule.retry:
         return RetryPlan(None, policy, f"no_retry_{rule.customer_action}")
-    at = _first_day_after(ctx.first_failed_at, rule.retry_days, ctx.now)
+    # The n-th retry takes the n-th day at the earliest (timing may have moved a retry earlier in its
+    # day), and a day already past is skipped rather than fired late in a burst.
+    remaining = sorted(rule.retry_days)[max(ctx.attempts - 1, 0) :]
+    at = _first_day_after(ctx.first_failed_at, remaining, ctx.now + gap)
     return RetryPlan(at, policy, "code_schedule" if at else "schedule_used")
 
 
@@ -293,16 +300,29 @@ def next_payday(*, timing: Timing, country: str, after: dt.date) -> dt.date | No
     return None
 
 
-def timed(*, at: dt.datetime, timing: Timing, country: str) -> dt.datetime:
-    """`at` moved to a good hour in the card's country: outside the quiet hours, at the retry hour of
-    that local day (or the next day when that hour has passed). Never earlier than `at`."""
+# A retry moved to a better hour stays at least this long after the previous attempt.
+MIN_SPACING = dt.timedelta(hours=6)
+EVENING = 21  # local hour from which a retry moves to the next morning
+# Spacing: timing may have moved the last retry later in its day; the next one keeps this distance.
+SMART_GAP = dt.timedelta(hours=12)
+
+
+def timed(
+    *, at: dt.datetime, timing: Timing, country: str, earliest: dt.datetime | None = None
+) -> dt.datetime:
+    """`at` moved to a good hour in the card's country: the retry hour of that local day (earlier the
+    same day when `earliest` allows it), else `at` itself in daytime, else the next morning. Never in
+    the quiet hours and never before `earliest` (default: `at`)."""
+    earliest = at if earliest is None else earliest
     zone = _zone(timing, country)
     local = at.astimezone(zone)
     candidate = local.replace(hour=timing.retry_hour, minute=0, second=0, microsecond=0)
-    if candidate < local:
-        in_quiet = timing.quiet_start <= local.hour < timing.quiet_end
-        if not in_quiet and local.hour < 21:
-            return at  # later the same day, still business-like hours: keep it
+    if candidate >= earliest:
+        return candidate.astimezone(dt.UTC)
+    if not (timing.quiet_start <= local.hour < timing.quiet_end) and local.hour < EVENING and at >= earliest:
+        return at  # later the same day, still business-like hours: keep it
+    candidate += dt.timedelta(days=1)
+    while candidate < earliest:
         candidate += dt.timedelta(days=1)
     return candidate.astimezone(dt.UTC)
 
@@ -310,14 +330,20 @@ def timed(*, at: dt.datetime, timing: Timing, country: str) -> dt.datetime:
 def smart_plan(*, ctx: RetryContext, timing: Timing) -> RetryPlan:
     """Per code, then timing: insufficient funds waits for the day after payday when one is near,
     and every retry lands at a good hour in the card's country."""
-    base = per_code_plan(ctx=ctx, policy=PolicyName.SMART)
+    base = per_code_plan(ctx=ctx, policy=PolicyName.SMART, gap=SMART_GAP)
     if base.at is None:
         return base
     at, why = base.at, "code_schedule"
     if ctx.rule.waits_for_payday:
         local_day = at.astimezone(_zone(timing, ctx.country)).date()
         payday = next_payday(timing=timing, country=ctx.country, after=local_day - dt.timedelta(days=1))
-        if payday is not None and (payday - local_day).days <= timing.payday_lookahead_days:
+        just_paid = next_payday(timing=timing, country=ctx.country, after=local_day - dt.timedelta(days=3))
+        already_after = just_paid is not None and just_paid < local_day
+        if (
+            not already_after
+            and payday is not None
+            and (payday - local_day).days <= timing.payday_lookahead_days
+        ):
             day_after = payday + dt.timedelta(days=1)
             if day_after > local_day:
                 zone = _zone(timing, ctx.country)
@@ -325,7 +351,7 @@ def smart_plan(*, ctx: RetryContext, timing: Timing) -> RetryPlan:
                     dt.UTC
                 )
                 why = "payday"
-    at = timed(at=at, timing=timing, country=ctx.country)
+    at = timed(at=at, timing=timing, country=ctx.country, earliest=max(ctx.now + MIN_SPACING, ctx.now))
     return RetryPlan(at, PolicyName.SMART, why)
 
 
@@ -354,5 +380,5 @@ def plan_within_budget(
             return RetryPlan(None, plan.policy, f"budget_{decision.reason}"), decision
         at = decision.not_before
         if timing is not None:
-            at = timed(at=at, timing=timing, country=country)
+            at = timed(at=at, timing=timing, country=country, earliest=decision.not_before)
     return RetryPlan(None, plan.policy, f"budget_{refusal.reason if refusal else ''}"), refusal

@@ -21,7 +21,10 @@ from django.utils.translation import gettext as _
 
 from accounts.models import BillingAccount
 from audit.services import audit_record
+from billing_portal.dates import format_datetime
 from billing_portal.money import Money, format_money
+from dunning.messages import refusal_text
+from dunning.services import retry_budget_check, retry_refusal_record
 from notifications.services import notice_send
 from payments.models import PaymentAllocation, PaymentAttempt
 from payments.services import account_lock, invoices_charge
@@ -480,9 +483,14 @@ def invoice_retry_now(
     reason: str,
     idempotency_key: str,
     ip_address: str | None = None,
+    override_budget: bool = False,
 ) -> PaymentAttempt:
     """Charge a past-due invoice now, off-session, to its subscription's card, through the same
-    locked payment service as every other charge (payments.services.invoices_charge)."""
+    locked payment service as every other charge (payments.services.invoices_charge).
+
+    The retry budget (the card networks' rules, dunning.services.retry_budget_check) is asked first,
+    as for every automatic charge. A refusal stops the charge and is recorded; support may override
+    it, with the reason given, and the override is audited."""
     reason = _clean_reason(reason)
     # A double submit of the confirmation carries the same key: answer with the first attempt.
     existing = PaymentAttempt.objects.filter(idempotency_key=idempotency_key, account_id=account_id).first()
@@ -505,6 +513,37 @@ def invoice_retry_now(
             _("Invoice %(number)s has no card to charge; the account pays by invoice.")
             % {"number": invoice.number}
         )
+    now = timezone.now()
+    decision = retry_budget_check(
+        account_id=account_id,
+        method_id=method.pk,
+        amount_minor=invoice.amount_due_minor,
+        source=PaymentAttempt.Source.SUPPORT_RETRY,
+        at=now,
+    )
+    if not decision.allowed:
+        with transaction.atomic():
+            retry_refusal_record(
+                account=invoice.account,
+                decision=decision,
+                source=PaymentAttempt.Source.SUPPORT_RETRY,
+                invoice=invoice,
+                method_id=method.pk,
+                actor=actor,
+                actor_label=f"support: {actor.email}",
+                overridden=override_budget,
+                reason=reason,
+            )
+        if not override_budget:
+            when = (
+                _("It may be charged again from %(when)s.") % {"when": format_datetime(decision.not_before)}
+                if decision.not_before
+                else _("This card may not be charged again.")
+            )
+            raise SupportActionError(
+                _("The card network's retry rules do not allow charging %(method)s now: %(rule)s. %(when)s")
+                % {"method": method.label, "rule": refusal_text(decision.reason), "when": when}
+            )
     with transaction.atomic():
         audit_record(
             account=invoice.account,
@@ -524,4 +563,5 @@ def invoice_retry_now(
         idempotency_key=idempotency_key,
         actor=actor,
         actor_label=f"support: {actor.email}",
+        retry_policy="support",
     )

@@ -262,6 +262,8 @@ def grace_extend(request: HttpRequest, account_id: int, subscription_id: int) ->
                 (_("Extend by"), _("%(days)d days") % {"days": days}),
                 (_("Reason"), reason),
             ]
+            if form.cleaned_data["override_budget"]:
+                summary.append((_("Retry limits"), _("Overridden")))
             return _confirm(
                 request,
                 account,
@@ -296,6 +298,7 @@ def invoice_retry(request: HttpRequest, account_id: int, invoice_id: int) -> Htt
                     reason=reason,
                     idempotency_key=f"support-retry-{invoice.pk}-{form.cleaned_data['token']}",
                     ip_address=_ip(request),
+                    override_budget=form.cleaned_data["override_budget"],
                 )
             except (SupportActionError, PaymentError) as exc:
                 # PaymentError: the engine's own refusals, e.g. a payment already in flight.
@@ -319,6 +322,8 @@ def invoice_retry(request: HttpRequest, account_id: int, invoice_id: int) -> Htt
                 (_("Amount due"), invoice.amount_due.format()),
                 (_("Reason"), reason),
             ]
+            if form.cleaned_data["override_budget"]:
+                summary.append((_("Retry limits"), _("Overridden")))
             return _confirm(
                 request,
                 account,
