@@ -117,9 +117,9 @@ def retry_budget_decide(
     at: dt.datetime,
 ) -> BudgetDecision:
     """May this card be charged at `at`? `history` is every earlier attempt on the same card (any
-    amount, any initiator; older than 30 days may be left out). Refusals name the rule and, unless
+    amount, any initiator; older than 30 days may be left out; one at the same instant counts). Refusals name the rule and, unless
     the card may never be retried, the first moment the charge would be allowed."""
-    past = sorted((a for a in history if a.at < at), key=lambda a: a.at)
+    past = sorted((a for a in history if a.at <= at), key=lambda a: a.at)
     last_success = max((a.at for a in past if a.succeeded), default=None)
     if any(a.never_again and (last_success is None or a.at > last_success) for a in past):
         return BudgetDecision(False, None, Refusal.NEVER_RETRY)

@@ -52,3 +52,13 @@ def browser_type_launch_args(browser_type_launch_args):
             "--disable-sync",
         ],
     }
+
+
+@pytest.fixture(autouse=True)
+def _fresh_decline_table():
+    """The decline-code table is cached per process; a test's rolled-back edits must not leak."""
+    from dunning.policy import decline_table_clear
+
+    decline_table_clear()
+    yield
+    decline_table_clear()
