@@ -185,7 +185,7 @@ def test_no_schedule_that_asks_the_budget_ever_breaks_a_network_rule(past, plans
     timing = Timing(timezones={"NL": "Europe/Amsterdam"}) if smart else None
     scheduled: list[dt.datetime] = []
     for ahead, fails, advice, category_1, amount, customer_declines in plans:
-        for k in range(customer_declines):  # the customer tries on their own meanwhile
+        for _k in range(customer_declines):  # the customer tries on their own meanwhile
             now += dt.timedelta(minutes=7)
             history.append(
                 _attempt(now, mit=False, declined=True, advice="", category_1=False, amount=amount)
@@ -210,6 +210,7 @@ def test_no_schedule_that_asks_the_budget_ever_breaks_a_network_rule(past, plans
         )
         if plan.at is None:
             continue
+        assert wish.at is not None
         assert plan.at >= wish.at  # the budget only ever delays
         if timing is not None:
             local = plan.at.astimezone(recovery.ZoneInfo("Europe/Amsterdam"))
@@ -258,8 +259,10 @@ def test_smart_timing_avoids_the_night_in_the_cards_country():
     late = dt.datetime(2026, 3, 2, 23, 30, tzinfo=dt.UTC)  # 00:30 in Amsterdam
     plan = recovery.smart_plan(ctx=ctx(SOFT, now=late, first=late), timing=TIMING)
     assert plan.policy == "smart"
+    assert plan.at is not None
     local = plan.at.astimezone(recovery.ZoneInfo("Europe/Amsterdam"))
-    assert local.hour == 10 and plan.at - late >= recovery.MIN_SPACING
+    assert local.hour == 10
+    assert plan.at - late >= recovery.MIN_SPACING
     us = recovery.smart_plan(ctx=ctx(SOFT, now=late, first=late, country="US"), timing=TIMING)
     assert us.at.astimezone(recovery.ZoneInfo("America/New_York")).hour == 10
 
@@ -286,8 +289,10 @@ def test_budget_moves_a_plan_and_says_why():
         country="",
         horizon=T0 + 60 * DAY,
     )
-    assert plan.at == T0 + 6 * DAY and plan.why == "budget_mac_wait"
-    assert refusal is not None and refusal.reason == Refusal.MAC_WAIT
+    assert plan.at == T0 + 6 * DAY
+    assert plan.why == "budget_mac_wait"
+    assert refusal is not None
+    assert refusal.reason == Refusal.MAC_WAIT
     never, _ = plan_within_budget(
         plan=RetryPlan(T0 + DAY, "per_code", "code_schedule"),
         decide=lambda at: decide([decline(T0, never=True)], at=at),

@@ -28,11 +28,14 @@ def test_per_code_with_timing_beats_both_fixed_schedules_per_attempt_with_no_vio
         )
     }
     smart, kill_bill, stripe = reports["smart"], reports["kill_bill"], reports["stripe_8_in_14"]
-    assert smart.violations == 0 and reports["per_code"].violations == 0
+    assert smart.violations == 0
+    assert reports["per_code"].violations == 0
     assert smart.euros_per_attempt > kill_bill.euros_per_attempt
     assert smart.euros_per_attempt > stripe.euros_per_attempt
     # The fixed schedules retry stolen cards and MAC 03: the networks' rules catch them.
-    assert kill_bill.violations > 0 and stripe.violations > 0 and stripe.fees_eur > 0
+    assert kill_bill.violations > 0
+    assert stripe.violations > 0
+    assert stripe.fees_eur > 0
     assert all(r.failed_minor == smart.failed_minor for r in reports.values())  # one population
 
 
@@ -72,9 +75,12 @@ def test_command_prints_the_table_and_writes_the_chart(tmp_path, capsys):
     assert "Seed 4: 120 failed renewals" in out.out
     for name in ("kill_bill", "stripe_8_in_14", "per_code", "smart", "€/attempt net", "violations"):
         assert name in out.out
-    assert "480/480" in out.err and "[####" in out.err  # the progress bar (120 renewals × 4 policies)
+    assert "480/480" in out.err
+    assert "[####" in out.err  # the progress bar (120 renewals × 4 policies)
     chart = svg.read_text()
-    assert chart.startswith("<?xml") and chart.count("<polyline") == 4 and "Per code + timing" in chart
+    assert chart.startswith("<?xml")
+    assert chart.count("<polyline") == 4
+    assert "Per code + timing" in chart
 
 
 def test_command_reads_toml_and_refuses_a_bad_file(tmp_path):
