@@ -332,8 +332,8 @@ DUNNING_COUNTRY_TIMEZONES = {
     "AU": "Australia/Sydney",
 }
 # The support dashboard's figures are computed by this task, not per page view.
-CELERY_BEAT_SCHEDULE["recovery-snapshot"] = {
-    "task": "dunning.tasks.recovery_snapshot",
+CELERY_BEAT_SCHEDULE["support-dashboard-snapshot"] = {
+    "task": "support.tasks.dashboard_snapshot",
     "schedule": 300.0,
     "options": {"expires": 290},
 }

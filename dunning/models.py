@@ -219,16 +219,3 @@ class RetryRefusal(models.Model):
 
     def __str__(self) -> str:
         return f"{self.reason} on invoice {self.invoice_id}"
-
-
-class RecoverySnapshot(models.Model):
-    """The support dashboard's figures, computed by a beat task (dunning.tasks.recovery_snapshot) so
-    a page view reads one row instead of scanning every invoice."""
-
-    key = models.CharField(max_length=40, unique=True)
-    data = models.JSONField(default=dict)
-    computed_at = models.DateTimeField()
-    duration_ms = models.PositiveIntegerField(default=0)
-
-    def __str__(self) -> str:
-        return f"{self.key} at {self.computed_at:%Y-%m-%d %H:%M}"
