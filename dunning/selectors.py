@@ -219,9 +219,9 @@ def subscriptions_dunning_timelines(
             timeline.reason = customer_message(entry.message)
             if entry.rule.customer_action != DeclineCode.CustomerAction.NONE:
                 timeline.customer_action = str(DeclineCode.CustomerAction(entry.rule.customer_action).label)
-        planned = [notes[i.pk] for i in unpaid if i.pk in notes]
-        if planned:
-            note = min(planned, key=lambda n: (n.planned_at is None, n.planned_at or now))
+        noted = [notes[i.pk] for i in unpaid if i.pk in notes]
+        if noted:
+            note = min(noted, key=lambda n: (n.planned_at is None, n.planned_at or now))
             timeline.next_retry_why = plan_reason(note.reason)
         timeline.attempts = sorted(history[sub.pk].values(), key=lambda a: (a.created_at, a.pk))
         timeline.refusals = refusals[sub.pk][:20]
