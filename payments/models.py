@@ -133,10 +133,11 @@ class PaymentAttempt(models.Model):
     )
     # The card network's own hints on a decline (Mastercard Merchant Advice Code, Visa response code),
     # kept for the retry budget (dunning.recovery): "" when the gateway gave none.
-    network_advice_code = models.CharField(max_length=4, blank=True)
-    network_decline_code = models.CharField(max_length=8, blank=True)
+    # db_default: raw inserts (benchmarks, seeds) that predate these columns keep working.
+    network_advice_code = models.CharField(max_length=4, blank=True, default="", db_default="")
+    network_decline_code = models.CharField(max_length=8, blank=True, default="", db_default="")
     # Which dunning policy chose the time of this automatic charge ("smart", "fixed", "support", …).
-    retry_policy = models.CharField(max_length=20, blank=True)
+    retry_policy = models.CharField(max_length=20, blank=True, default="", db_default="")
     reconcile_count = models.PositiveIntegerField(default=0)
     reconcile_after = models.DateTimeField(null=True, blank=True, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)

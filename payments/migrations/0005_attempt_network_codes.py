@@ -13,16 +13,16 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='paymentattempt',
             name='network_advice_code',
-            field=models.CharField(blank=True, max_length=4),
+            field=models.CharField(blank=True, db_default='', default='', max_length=4),
         ),
         migrations.AddField(
             model_name='paymentattempt',
             name='network_decline_code',
-            field=models.CharField(blank=True, max_length=8),
+            field=models.CharField(blank=True, db_default='', default='', max_length=8),
         ),
         migrations.AddField(
             model_name='paymentattempt',
             name='retry_policy',
-            field=models.CharField(blank=True, max_length=20),
+            field=models.CharField(blank=True, db_default='', default='', max_length=20),
         ),
     ]
