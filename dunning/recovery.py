@@ -302,7 +302,6 @@ def next_payday(*, timing: Timing, country: str, after: dt.date) -> dt.date | No
 
 # A retry moved to a better hour stays at least this long after the previous attempt.
 MIN_SPACING = dt.timedelta(hours=6)
-EVENING = 21  # local hour from which a retry moves to the next morning
 # Spacing: timing may have moved the last retry later in its day; the next one keeps this distance.
 SMART_GAP = dt.timedelta(hours=12)
 
@@ -310,18 +309,17 @@ SMART_GAP = dt.timedelta(hours=12)
 def timed(
     *, at: dt.datetime, timing: Timing, country: str, earliest: dt.datetime | None = None
 ) -> dt.datetime:
-    """`at` moved to a good hour in the card's country: the retry hour of that local day (earlier the
-    same day when `earliest` allows it), else `at` itself in daytime, else the next morning. Never in
-    the quiet hours and never before `earliest` (default: `at`)."""
+    """`at` kept out of the quiet hours of the card's country (00:00–05:00: Recurly measured 25–28 %
+    declines at night against about 18 % in business hours): a time in them moves to the retry hour
+    (10:00) of that local day. Other hours stay, since no published figure says they differ. Never
+    before `earliest` (default: `at`)."""
     earliest = at if earliest is None else earliest
     zone = _zone(timing, country)
+    at = max(at, earliest)
     local = at.astimezone(zone)
+    if not (timing.quiet_start <= local.hour < timing.quiet_end):
+        return at  # outside the quiet hours: the published data gives no reason to move it
     candidate = local.replace(hour=timing.retry_hour, minute=0, second=0, microsecond=0)
-    if candidate >= earliest:
-        return candidate.astimezone(dt.UTC)
-    if not (timing.quiet_start <= local.hour < timing.quiet_end) and local.hour < EVENING and at >= earliest:
-        return at  # later the same day, still business-like hours: keep it
-    candidate += dt.timedelta(days=1)
     while candidate < earliest:
         candidate += dt.timedelta(days=1)
     return candidate.astimezone(dt.UTC)

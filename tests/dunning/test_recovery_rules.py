@@ -263,7 +263,12 @@ def test_smart_timing_avoids_the_night_in_the_cards_country():
     local = plan.at.astimezone(recovery.ZoneInfo("Europe/Amsterdam"))
     assert local.hour == 10
     assert plan.at - late >= recovery.MIN_SPACING
+    # 23:30 UTC is 18:30 in New York: daytime there, so the retry keeps its time.
     us = recovery.smart_plan(ctx=ctx(SOFT, now=late, first=late, country="US"), timing=TIMING)
+    assert us.at == late + dt.timedelta(days=1)
+    night_ny = dt.datetime(2026, 3, 2, 6, 0, tzinfo=dt.UTC)  # 01:00 in New York
+    us = recovery.smart_plan(ctx=ctx(SOFT, now=night_ny, first=night_ny, country="US"), timing=TIMING)
+    assert us.at is not None
     assert us.at.astimezone(recovery.ZoneInfo("America/New_York")).hour == 10
 
 
