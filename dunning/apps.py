@@ -9,6 +9,11 @@ class DunningConfig(AppConfig):
     def ready(self) -> None:
         from payments.gateways.base import register_decline_policy
 
-        from .policy import classify, message_for
+        from django.db.models.signals import post_migrate
+
+        from .policy import classify, decline_codes_ensure_defaults, message_for
 
         register_decline_policy(classify=classify, message=message_for)
+        post_migrate.connect(
+            decline_codes_ensure_defaults, sender=self, dispatch_uid="dunning.decline_defaults"
+        )

@@ -78,9 +78,56 @@ def decline_table() -> dict[str, DeclineEntry]:
     return table
 
 
+_generation = 0
+
+
 def decline_table_clear(**_kwargs: object) -> None:
-    global _cache
+    global _cache, _generation
     _cache = None
+    _generation += 1
+
+
+def decline_table_generation() -> int:
+    """Bumped by every clear: lets tests notice that a test edited the table."""
+    return _generation
+
+
+def decline_codes_ensure_defaults(**_kwargs: object) -> None:
+    """Create the default rows that are missing (after migrate, and after a test database flush)."""
+    import importlib
+
+    defaults = importlib.import_module("dunning.migrations.0004_default_decline_codes").DEFAULTS
+    have = set(DeclineCode.objects.values_list("code", flat=True))
+    DeclineCode.objects.bulk_create(
+        [
+            DeclineCode(
+                code=code,
+                category=category,
+                visa_category=visa,
+                visa_response_code=visa_code,
+                retry=retry,
+                retry_days=days,
+                waits_for_payday=payday,
+                customer_action=action,
+                customer_message=message,
+                source=source,
+            )
+            for code, (
+                category,
+                visa,
+                visa_code,
+                retry,
+                days,
+                payday,
+                action,
+                message,
+                source,
+            ) in defaults.items()
+            if code not in have
+        ],
+        ignore_conflicts=True,
+    )
+    decline_table_clear()
 
 
 post_save.connect(decline_table_clear, sender=DeclineCode, dispatch_uid="dunning.decline_table.save")
