@@ -7,9 +7,9 @@ class DunningConfig(AppConfig):
     verbose_name = _("Dunning")
 
     def ready(self) -> None:
-        from payments.gateways.base import register_decline_policy
-
         from django.db.models.signals import post_migrate
+
+        from payments.gateways.base import register_decline_policy
 
         from .policy import classify, decline_codes_ensure_defaults, message_for
 
