@@ -64,7 +64,6 @@ def _decline_table_cached(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
         policy.decline_table_clear()
         policy.decline_table()
-    yield
 
 
 @pytest.fixture(autouse=True)
