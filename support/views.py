@@ -262,8 +262,6 @@ def grace_extend(request: HttpRequest, account_id: int, subscription_id: int) ->
                 (_("Extend by"), _("%(days)d days") % {"days": days}),
                 (_("Reason"), reason),
             ]
-            if form.cleaned_data["override_budget"]:
-                summary.append((_("Retry limits"), _("Overridden")))
             return _confirm(
                 request,
                 account,

@@ -211,3 +211,28 @@ def test_support_retry_now_asks_the_budget_and_may_override_with_a_reason(django
         event = AuditEvent.objects.get(action="dunning.budget_overridden")
         assert event.actor == agent
         assert "bank lifted the block" in event.message
+
+
+def test_support_override_goes_through_the_confirmation_page(client):
+    from support.services import support_staff_group
+    from tests.factories import UserFactory
+
+    agent = UserFactory(email="agent2@billing.example", is_staff=True)
+    agent.groups.add(support_staff_group())
+    client.force_login(agent)
+    with time_machine.travel(START, tick=False):
+        r = renewing_subscription(number=MAC_03)
+        run_now()
+        invoice = renewal_invoice(r.sub)
+        url = f"/support/accounts/{r.account.pk}/invoices/{invoice.pk}/retry/"
+        refused = client.post(url, {"reason": "asked", "token": "t1", "confirm": "yes"})
+        assert refused.status_code == 400  # the form again, with the refusal
+        assert "retry rules do not allow" in refused.content.decode()
+        assert len(bank_charges(r.method)) == 1
+        review = client.post(url, {"reason": "asked", "token": "t2", "override_budget": "on"})
+        assert "Overridden" in review.content.decode()
+        done = client.post(
+            url, {"reason": "asked", "token": "t2", "override_budget": "True", "confirm": "yes"}
+        )
+        assert done.status_code == 302
+        assert len(bank_charges(r.method)) == 2
