@@ -12,3 +12,11 @@ def format_date(value: dt.date | dt.datetime, language: str | None = None) -> st
     language = (language or translation.get_language() or "en").split("-")[0]
     with translation.override(language):
         return formats.date_format(value, "j b Y" if language == "nl" else "j M Y")
+
+
+def format_datetime(value: dt.datetime, language: str | None = None) -> str:
+    """A moment for people, in the site's time zone: '24 Nov 2026 10:00' / '24 nov 2026 10:00'."""
+    from django.utils import timezone
+
+    local = timezone.localtime(value) if timezone.is_aware(value) else value
+    return f"{format_date(local, language)} {local:%H:%M}"

@@ -307,6 +307,37 @@ DUNNING_SOFT_RETRY_DAYS = [1, 3, 5, 7]
 # Declines with a code we do not know.
 DUNNING_UNKNOWN_RETRY_DAYS = [1, 3, 5, 7]
 DUNNING_FINAL_WARNING_DAYS = 3  # days before disabling
+# Which policy schedules retries (docs/RECOVERY.md): "smart" (per decline code + timing), "per_code",
+# or "fixed" (the days of RetryPolicy per decline category). Every attempt records the one that chose it.
+DUNNING_RETRY_POLICY = os.environ.get("DUNNING_RETRY_POLICY", "smart")
+# Timing policy: no retries in these local hours of the card's country (declines are likelier at
+# night: Recurly), retries at this local hour, and the days salaries land per country (-1 = last
+# day of the month; "" = every other country). Paydays are an assumption (RECOVERY-DATA.md).
+DUNNING_QUIET_HOURS = (0, 5)
+DUNNING_RETRY_HOUR = 10
+DUNNING_PAYDAYS: dict[str, tuple[int, ...]] = {"": (-1, 1), "US": (1, 15)}
+DUNNING_COUNTRY_TIMEZONES = {
+    "NL": "Europe/Amsterdam",
+    "BE": "Europe/Brussels",
+    "DE": "Europe/Berlin",
+    "FR": "Europe/Paris",
+    "ES": "Europe/Madrid",
+    "IT": "Europe/Rome",
+    "IE": "Europe/Dublin",
+    "GB": "Europe/London",
+    "PT": "Europe/Lisbon",
+    "PL": "Europe/Warsaw",
+    "SE": "Europe/Stockholm",
+    "US": "America/New_York",
+    "CA": "America/Toronto",
+    "AU": "Australia/Sydney",
+}
+# The support dashboard's figures are computed by this task, not per page view.
+CELERY_BEAT_SCHEDULE["support-dashboard-snapshot"] = {
+    "task": "support.tasks.dashboard_snapshot",
+    "schedule": 300.0,
+    "options": {"expires": 290},
+}
 # Reconciliation of unanswered charges backs off 15 s, 1 min, 3 min, 1 h, then daily
 # (payments.services.RECONCILE_BACKOFF); after this many look-ups the timeline says support has it.
 DUNNING_UNKNOWN_SUPPORT_AFTER = 5

@@ -17,7 +17,9 @@ from payments.models import PaymentAllocation, PaymentAttempt
 from payments.services import PENDING_STALE_AFTER
 from subscriptions.models import Invoice, Subscription
 
-from .models import RetryPolicy
+from .messages import customer_message, plan_reason, refusal_text
+from .models import DeclineCode, InvoiceDunning, RetryPolicy, RetryRefusal
+from .policy import decline_entry
 from .services import KEY_PREFIX, decline_category, due_account_ids, leased_account_ids, lifecycle_due_q
 
 UNPAID = (Subscription.Status.PAST_DUE, Subscription.Status.DISABLED)
@@ -41,6 +43,13 @@ class DunningTimeline:
     cancelled_at: dt.datetime | None = None
     data_deleted_at: dt.datetime | None = None
     events: list[tuple[dt.datetime, str, bool]] = field(default_factory=list)
+    # The recovery engine, in plain words: why the last charge failed, what the customer can do, why
+    # the next retry is when it is (or why there is none), and charges the retry budget postponed.
+    reason: str = ""
+    customer_action: str = ""
+    next_retry_why: str = ""
+    attempts: list[PaymentAttempt] = field(default_factory=list)
+    refusals: list[RetryRefusal] = field(default_factory=list)
 
 
 def _result_text(attempt: PaymentAttempt | None) -> str:
@@ -110,6 +119,7 @@ def subscriptions_dunning_timelines(
         unpaid_by_sub[invoice.subscription_id].append(invoice)  # type: ignore[index]
     # The latest attempt on any of each subscription's invoices (paid ones too: "last attempt and result").
     latest: dict[int, PaymentAttempt] = {}
+    history: dict[int, dict[int, PaymentAttempt]] = {i: {} for i in ids}
     for allocation in (
         PaymentAllocation.objects.filter(invoice__subscription_id__in=ids)
         .select_related("attempt", "invoice")
@@ -121,6 +131,16 @@ def subscriptions_dunning_timelines(
         ):
             continue
         latest[allocation.invoice.subscription_id] = allocation.attempt  # type: ignore[index]
+        history[allocation.invoice.subscription_id][allocation.attempt_id] = allocation.attempt  # type: ignore[index]
+    unpaid_ids = [i.pk for invoices in unpaid_by_sub.values() for i in invoices]
+    notes = {n.invoice_id: n for n in InvoiceDunning.objects.filter(invoice_id__in=unpaid_ids)}
+    refusals: dict[int, list[RetryRefusal]] = {i: [] for i in ids}
+    sub_of_invoice = {i.pk: i.subscription_id for invoices in unpaid_by_sub.values() for i in invoices}
+    for refusal in RetryRefusal.objects.filter(invoice_id__in=unpaid_ids).order_by("-created_at", "-pk")[
+        :200
+    ]:
+        refusal.text = refusal_text(refusal.reason)  # type: ignore[attr-defined]
+        refusals[sub_of_invoice[refusal.invoice_id]].append(refusal)  # type: ignore[index]
     policies = {p.category: p for p in RetryPolicy.objects.all()}
     for category in RetryPolicy.Category.values:
         policies.setdefault(
@@ -194,6 +214,17 @@ def subscriptions_dunning_timelines(
             ((at, label, done or at <= now) for at, label, done in events if at is not None),
             key=lambda e: e[0],
         )
+        if attempt is not None and attempt.decline_code:
+            entry = decline_entry(attempt.decline_code, policies=policies)
+            timeline.reason = customer_message(entry.message)
+            if entry.rule.customer_action != DeclineCode.CustomerAction.NONE:
+                timeline.customer_action = str(DeclineCode.CustomerAction(entry.rule.customer_action).label)
+        noted = [notes[i.pk] for i in unpaid if i.pk in notes]
+        if noted:
+            note = min(noted, key=lambda n: (n.planned_at is None, n.planned_at or now))
+            timeline.next_retry_why = plan_reason(note.reason)
+        timeline.attempts = sorted(history[sub.pk].values(), key=lambda a: (a.created_at, a.pk))
+        timeline.refusals = refusals[sub.pk][:20]
         result[sub.pk] = timeline
     return result
 

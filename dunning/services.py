@@ -55,7 +55,10 @@ from subscriptions.services import (
     subscription_restore,
 )
 
-from .models import AccountSweep, RetryPolicy
+from . import recovery
+from .models import AccountSweep, InvoiceDunning, RetryPolicy, RetryRefusal
+from .policy import active_policy, decline_entry, decline_table, timing_from_settings
+from .recovery import BudgetDecision, CardAttempt, PolicyName, RetryContext, RetryPlan
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +137,238 @@ def attempt_number(key: str) -> int | None:
         return int(key.rsplit(":", 1)[1])
     except (IndexError, ValueError):
         return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Retry budget: the card networks' rules, checked before every automatic charge
+
+BUDGET_LOOKBACK = max(recovery.VISA_WINDOW, recovery.MC_WINDOW)
+REATTEMPT_SOURCES = (
+    PaymentAttempt.Source.RETRY,
+    PaymentAttempt.Source.SUPPORT_RETRY,
+    PaymentAttempt.Source.SETTLE,
+)
+# A charge may wait for the budget at most this long after the first failure; later, it stops.
+BUDGET_HORIZON = dt.timedelta(days=60)
+
+
+@dataclass
+class CardHistory:
+    """The recent attempts on an account's cards, read once per account run (card_history_load) and
+    kept current in memory as the run charges, so each charge's budget check costs no query."""
+
+    by_method: dict[int, dict[int, CardAttempt]] = field(default_factory=dict)
+    brands: dict[int, str] = field(default_factory=dict)
+
+    def decide(
+        self, *, method_id: int, amount_minor: int, merchant_initiated: bool, reattempt: bool, at: dt.datetime
+    ) -> BudgetDecision:
+        return recovery.retry_budget_decide(
+            history=self.by_method.get(method_id, {}).values(),
+            brand=self.brands.get(method_id, ""),
+            amount_minor=amount_minor,
+            merchant_initiated=merchant_initiated,
+            reattempt=reattempt,
+            at=at,
+        )
+
+    def add(self, attempt: PaymentAttempt, *, brand: str = "") -> None:
+        if attempt.payment_method_id is None:
+            return
+        if brand:
+            self.brands[attempt.payment_method_id] = brand
+        # Keyed by attempt: a repeated key answers with the same attempt, counted once.
+        self.by_method.setdefault(attempt.payment_method_id, {})[attempt.pk] = _card_attempt(attempt)
+
+
+def _never_codes() -> set[str]:
+    return {code for code, entry in decline_table().items() if entry.rule.visa_category == 1}
+
+
+def _card_attempt(attempt: PaymentAttempt) -> CardAttempt:
+    declined = attempt.status == PaymentAttempt.Status.FAILED
+    entry = decline_table().get(attempt.decline_code) if declined else None
+    return CardAttempt(
+        at=attempt.created_at,
+        amount_minor=attempt.amount_minor,
+        merchant_initiated=attempt.off_session,
+        reattempt=attempt.source in REATTEMPT_SOURCES,
+        declined=declined,
+        succeeded=attempt.status == PaymentAttempt.Status.SUCCEEDED,
+        never_again=declined
+        and recovery.never_retry_codes(
+            network_advice_code=attempt.network_advice_code,
+            network_decline_code=attempt.network_decline_code,
+            visa_category=entry.rule.visa_category if entry else 0,
+        ),
+        wait=recovery.mac_wait(attempt.network_advice_code) if declined else dt.timedelta(0),
+    )
+
+
+def card_history_load(*, account_id: int, now: dt.datetime) -> CardHistory:
+    """One query: the last 30 days of attempts on the account's cards, plus any older decline that
+    forbids a card for good (Visa Category 1, MAC 03/21) and the successes after it."""
+    never = Q(
+        status=PaymentAttempt.Status.FAILED,
+    ) & (
+        Q(network_advice_code__in=recovery.MAC_NEVER)
+        | Q(network_decline_code__in=recovery.VISA_CATEGORY_1)
+        | Q(decline_code__in=_never_codes())
+    )
+    rows = (
+        PaymentAttempt.objects.filter(account_id=account_id, payment_method__isnull=False)
+        .filter(Q(created_at__gte=now - BUDGET_LOOKBACK) | never | Q(status=PaymentAttempt.Status.SUCCEEDED))
+        .select_related("payment_method")
+        .only(
+            "pk",
+            "payment_method__brand",
+            "created_at",
+            "amount_minor",
+            "off_session",
+            "source",
+            "status",
+            "decline_code",
+            "network_advice_code",
+            "network_decline_code",
+        )
+        .order_by("created_at", "pk")
+    )
+    history = CardHistory()
+    for attempt in rows:
+        assert attempt.payment_method is not None
+        history.add(attempt, brand=attempt.payment_method.brand)
+    return history
+
+
+def retry_refusal_record(
+    *,
+    account: BillingAccount,
+    decision: BudgetDecision,
+    source: str,
+    invoice: Invoice | None,
+    method_id: int | None,
+    actor: Any = None,
+    actor_label: str = JOB_LABEL,
+    overridden: bool = False,
+    reason: str = "",
+) -> RetryRefusal:
+    """Record a refused (or overridden) automatic charge and audit it, in the caller's transaction."""
+    refusal = RetryRefusal.objects.create(
+        account=account,
+        invoice=invoice,
+        payment_method_id=method_id,
+        source=source,
+        reason=decision.reason,
+        not_before=decision.not_before,
+        overridden=overridden,
+        actor_label=actor_label,
+    )
+    when = f"not before {decision.not_before:%Y-%m-%d %H:%M} UTC" if decision.not_before else "never again"
+    audit_record(
+        account=account,
+        actor=actor,
+        actor_label=actor_label,
+        action="dunning.budget_overridden" if overridden else "dunning.retry_refused",
+        message=(
+            f"Support charged {invoice.number if invoice else 'the card'} despite the retry budget "
+            f"({decision.reason}): {reason}"
+            if overridden
+            else f"Retry budget refused charging {invoice.number if invoice else 'the card'} now "
+            f"({decision.reason}); {when}"
+        ),
+        target=invoice or account,
+        data={"reason": decision.reason, "not_before": decision.not_before, "override_reason": reason},
+    )
+    return refusal
+
+
+def retry_budget_check(
+    *,
+    account_id: int,
+    method_id: int,
+    amount_minor: int,
+    source: str,
+    at: dt.datetime,
+    history: CardHistory | None = None,
+) -> BudgetDecision:
+    """May the card be charged automatically at `at`? One decision for renewals, retries and support's
+    retry now. Reads the account's card history once (or uses the run's), records nothing: callers
+    record refusals with retry_refusal_record() inside their own transaction."""
+    history = history if history is not None else card_history_load(account_id=account_id, now=at)
+    return history.decide(
+        method_id=method_id,
+        amount_minor=amount_minor,
+        merchant_initiated=True,
+        reattempt=source in REATTEMPT_SOURCES,
+        at=at,
+    )
+
+
+def retry_plan(
+    *,
+    account: BillingAccount,
+    invoice: Invoice,
+    attempt: PaymentAttempt,
+    code: str,
+    now: dt.datetime,
+    policies: dict[str, RetryPolicy],
+    history: CardHistory,
+) -> RetryPlan:
+    """When to charge a declined invoice again: the active policy's choice, moved until the retry
+    budget allows it."""
+    assert invoice.first_failed_at is not None
+    entry = decline_entry(code, policies=policies)
+    ctx = RetryContext(
+        first_failed_at=invoice.first_failed_at,
+        now=now,
+        attempts=invoice.attempt_count,
+        rule=entry.rule,
+        country=account.country,
+    )
+    name = active_policy()
+    timing = timing_from_settings() if name == PolicyName.SMART else None
+    if name == PolicyName.FIXED:
+        category = entry.rule.category if entry.rule.category in policies else RetryPolicy.Category.UNKNOWN
+        plan = recovery.fixed_plan(ctx=ctx, days=policies[category].days, policy=PolicyName.FIXED)
+    elif timing is not None:
+        plan = recovery.smart_plan(ctx=ctx, timing=timing)
+    else:
+        plan = recovery.per_code_plan(ctx=ctx)
+    if attempt.payment_method_id is None:
+        return plan
+    method_id = attempt.payment_method_id
+    plan, _refusal = recovery.plan_within_budget(
+        plan=plan,
+        decide=lambda at: history.decide(
+            method_id=method_id,
+            amount_minor=invoice.amount_due_minor,
+            merchant_initiated=True,
+            reattempt=True,
+            at=at,
+        ),
+        timing=timing,
+        country=account.country,
+        horizon=invoice.first_failed_at + BUDGET_HORIZON,
+    )
+    return plan
+
+
+def _dunning_note(*, invoice: Invoice, plan: RetryPlan | None, code: str = "", reason: str = "") -> None:
+    """Keep the invoice's dunning row (the timeline's "why") current."""
+    values: dict[str, Any] = {}
+    if plan is not None:
+        values.update(policy=plan.policy, reason=plan.why, planned_at=plan.at)
+    if reason:
+        values["reason"] = reason
+    if code:
+        values["last_decline_code"] = code
+    row, created = InvoiceDunning.objects.get_or_create(
+        invoice=invoice, defaults={**values, "first_decline_code": code}
+    )
+    if not created and values:
+        if code and not row.first_decline_code:
+            values["first_decline_code"] = code
+        InvoiceDunning.objects.filter(pk=row.pk).update(**values, updated_at=timezone.now())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,8 +604,13 @@ def account_dunning_run(*, account_id: int, now: dt.datetime) -> RunReport:
         .values_list("pk", flat=True)
     )
     policies = retry_policies()
-    for invoice_id in list(due_invoices):
-        report.charged[invoice_id] = invoice_charge_due(invoice_id=invoice_id, now=now, policies=policies)
+    due_ids = list(due_invoices)
+    # One read of the account's card history for the whole run; each charge updates it in memory.
+    history = card_history_load(account_id=account_id, now=now) if due_ids else None
+    for invoice_id in due_ids:
+        report.charged[invoice_id] = invoice_charge_due(
+            invoice_id=invoice_id, now=now, policies=policies, history=history
+        )
     subs = Subscription.objects.filter(lifecycle_due_q(now), account_id=account_id).order_by("pk")
     for sub_id in list(subs.values_list("pk", flat=True)):
         report.lifecycle[sub_id] = subscription_lifecycle_step(subscription_id=sub_id, now=now)
@@ -463,16 +703,21 @@ def _schedule_final_warning(*, sub: Subscription, now: dt.datetime) -> None:
 
 
 def invoice_charge_due(
-    *, invoice_id: int, now: dt.datetime, policies: dict[str, RetryPolicy] | None = None
+    *,
+    invoice_id: int,
+    now: dt.datetime,
+    policies: dict[str, RetryPolicy] | None = None,
+    history: CardHistory | None = None,
 ) -> str:
-    """Charge one due invoice off-session, once. Returns what happened, in a word, for reports."""
+    """Charge one due invoice off-session, once, if the retry budget allows it. Returns what happened,
+    in a word, for reports."""
     with transaction.atomic():
         account = account_lock(
             account_id=Invoice.objects.values_list("account_id", flat=True).get(pk=invoice_id)
         )
         invoice = (
             Invoice.objects.select_for_update(of=("self",))
-            .select_related("subscription__payment_method", "subscription__product")
+            .select_related("subscription__payment_method", "subscription__product", "dunning")
             .get(pk=invoice_id)
         )
         # Re-check under the lock: a customer, support or another worker may have been first.
@@ -514,6 +759,38 @@ def invoice_charge_due(
             if invoice.first_failed_at is None and invoice.transaction_type == Invoice.TransactionType.RENEW
             else PaymentAttempt.Source.RETRY
         )
+        if in_flight is None:
+            if history is None:
+                history = card_history_load(account_id=account.pk, now=now)
+            decision = retry_budget_check(
+                account_id=account.pk,
+                method_id=method.pk,
+                amount_minor=invoice.amount_due_minor,
+                source=source,
+                at=now,
+                history=history,
+            )
+            if not decision.allowed:
+                # The network rules say not now (or never): wait until they allow it, and say why.
+                retry_refusal_record(
+                    account=account, decision=decision, source=source, invoice=invoice, method_id=method.pk
+                )
+                invoice.next_attempt_at = (
+                    decision.not_before
+                    if decision.not_before is not None
+                    and decision.not_before <= (invoice.first_failed_at or now) + BUDGET_HORIZON
+                    else None
+                )
+                invoice.save(update_fields=["next_attempt_at"])
+                _dunning_note(
+                    invoice=invoice,
+                    plan=RetryPlan(invoice.next_attempt_at, active_policy(), f"budget_{decision.reason}"),
+                )
+                return "refused"
+        dunning_row = getattr(invoice, "dunning", None)
+        retry_policy = (
+            dunning_row.policy if dunning_row is not None and source == PaymentAttempt.Source.RETRY else ""
+        )
         # The lease: while this charge runs nobody else takes the invoice; if this process dies, the
         # invoice is due again when the lease ends and asks with the same key.
         invoice.next_attempt_at = now + settings.DUNNING_ENQUEUE_LEASE
@@ -529,6 +806,7 @@ def invoice_charge_due(
             idempotency_key=key,
             actor_label=JOB_LABEL,
             description=f"Invoice {invoice.number}",
+            retry_policy=retry_policy,
         )
     except NothingToPay:
         Invoice.objects.filter(pk=invoice.pk).exclude(status__in=Invoice.PAYABLE_STATUSES).update(
@@ -552,16 +830,25 @@ def invoice_charge_due(
                 target=invoice,
             )
         return "error"
+    if history is not None and method.brand:
+        history.add(attempt, brand=method.brand)
     if attempt.status == PaymentAttempt.Status.SUCCEEDED:
         # Paid: the engine cleared next_attempt_at; only the attempt number is left to record.
         Invoice.objects.filter(pk=invoice.pk, attempt_count__lt=number).update(attempt_count=number)
     else:
-        invoice_after_attempt(invoice_id=invoice.pk, attempt_id=attempt.pk, now=now, policies=policies)
+        invoice_after_attempt(
+            invoice_id=invoice.pk, attempt_id=attempt.pk, now=now, policies=policies, history=history
+        )
     return str(attempt.status)
 
 
 def invoice_after_attempt(
-    *, invoice_id: int, attempt_id: int, now: dt.datetime, policies: dict[str, RetryPolicy] | None = None
+    *,
+    invoice_id: int,
+    attempt_id: int,
+    now: dt.datetime,
+    policies: dict[str, RetryPolicy] | None = None,
+    history: CardHistory | None = None,
 ) -> Invoice:
     """Schedule what comes after an off-session attempt on an invoice, by its outcome and decline category.
 
@@ -607,10 +894,20 @@ def invoice_after_attempt(
             if invoice.first_failed_at is None:
                 invoice.first_failed_at = failed_at
                 fields.add("first_failed_at")
-            invoice.next_attempt_at = next_retry_at(
-                first_failed_at=invoice.first_failed_at, days=policies[category].days, now=now
+            if history is None:
+                history = card_history_load(account_id=account.pk, now=now)
+            plan = retry_plan(
+                account=account,
+                invoice=invoice,
+                attempt=attempt,
+                code=code,
+                now=now,
+                policies=policies,
+                history=history,
             )
+            invoice.next_attempt_at = plan.at
             fields.add("next_attempt_at")
+            _dunning_note(invoice=invoice, plan=plan, code=code)
             invoice.save(update_fields=sorted(fields))
             fields.clear()
             if invoice.status == Invoice.Status.OPEN:

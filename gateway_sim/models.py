@@ -46,6 +46,9 @@ class SimCharge(models.Model):
     currency = models.CharField(max_length=3)
     status = models.CharField(max_length=16, choices=Status.choices)
     decline_code = models.CharField(max_length=40, blank=True)
+    # The card network's hints on a decline (Mastercard Merchant Advice Code, Visa response code).
+    network_advice_code = models.CharField(max_length=4, blank=True)
+    network_decline_code = models.CharField(max_length=8, blank=True)
     off_session = models.BooleanField(default=False)
     description = models.CharField(max_length=300, blank=True)
     # Where the 3-D Secure page sends the customer afterwards (a path on our own site).

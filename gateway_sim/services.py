@@ -21,6 +21,36 @@ DECLINING_CARDS = {
 }
 # These are refused already when the card is added (as Stripe does when attaching them).
 DECLINED_ON_ATTACH = {n: c for n, c in DECLINING_CARDS.items() if n != "4000000000000341"}
+
+# Network-hint cards (ours, not Stripe's): they attach fine and every charge is declined with the
+# card network's own codes, as Stripe passes them in last_payment_error.network_advice_code /
+# network_decline_code. Mastercard Merchant Advice Codes: 03 / 21 never retry, 24–30 retry after
+# 1 h … 10 days. Visa Category 1 response codes: never retry. (docs/RECOVERY.md, "Test cards".)
+# number: (decline code, network_advice_code, network_decline_code)
+NETWORK_CARDS: dict[str, tuple[str, str, str]] = {
+    "5200000000000031": ("card_declined", "03", "05"),
+    "5200000000000213": ("card_declined", "21", "05"),
+    "5200000000000247": ("card_declined", "24", "05"),
+    "5200000000000254": ("card_declined", "25", "05"),
+    "5200000000000262": ("card_declined", "26", "05"),
+    "5200000000000270": ("card_declined", "27", "05"),
+    "5200000000000288": ("card_declined", "28", "05"),
+    "5200000000000296": ("card_declined", "29", "05"),
+    "5200000000000304": ("card_declined", "30", "05"),
+    "4000000000001042": ("pickup_card", "", "04"),
+    "4000000000001075": ("pickup_card", "", "07"),
+    "4000000000001125": ("transaction_not_allowed", "", "12"),
+    "4000000000001141": ("incorrect_number", "", "14"),
+    "4000000000001158": ("invalid_account", "", "15"),
+    "4000000000001414": ("lost_card", "", "41"),
+    "4000000000001430": ("stolen_card", "", "43"),
+    # A generic code with a Category 1 network code: the network code alone stops the retries.
+    "4000000000001463": ("card_declined", "", "46"),
+    "4000000000001570": ("transaction_not_allowed", "", "57"),
+    "4000000000001802": ("do_not_try_again", "", "R0"),
+    "4000000000001810": ("revocation_of_authorization", "", "R1"),
+    "4000000000001836": ("revocation_of_authorization", "", "R3"),
+}
 THREE_D_SECURE_CARDS = {"4000002500003155"}
 
 
@@ -74,9 +104,12 @@ def sim_charge_create(
     if existing is not None:
         return existing
     card = SimCard.objects.get(token=token, forgotten_at__isnull=True)  # a forgotten card is unknown
-    status, code = SimCharge.Status.SUCCEEDED, ""
+    status, code, advice, network_code = SimCharge.Status.SUCCEEDED, "", "", ""
     if _expired(card):
-        status, code = SimCharge.Status.DECLINED, "expired_card"
+        status, code, network_code = SimCharge.Status.DECLINED, "expired_card", "54"
+    elif card.number in NETWORK_CARDS:
+        status = SimCharge.Status.DECLINED
+        code, advice, network_code = NETWORK_CARDS[card.number]
     elif card.number in DECLINING_CARDS:
         status, code = SimCharge.Status.DECLINED, DECLINING_CARDS[card.number]
     elif card.number in THREE_D_SECURE_CARDS:
@@ -95,6 +128,8 @@ def sim_charge_create(
                 currency=currency,
                 status=status,
                 decline_code=code,
+                network_advice_code=advice,
+                network_decline_code=network_code,
                 off_session=off_session,
                 return_url=return_url,
                 description=description[:300],

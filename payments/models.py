@@ -183,6 +183,13 @@ class PaymentAttempt(models.Model):
     reference_note = models.CharField(
         max_length=200, blank=True, help_text="e.g. the bank transfer reference"
     )
+    # The card network's own hints on a decline (Mastercard Merchant Advice Code, Visa response code),
+    # kept for the retry budget (dunning.recovery): "" when the gateway gave none.
+    # db_default: raw inserts (benchmarks, seeds) that predate these columns keep working.
+    network_advice_code = models.CharField(max_length=4, blank=True, default="", db_default="")
+    network_decline_code = models.CharField(max_length=8, blank=True, default="", db_default="")
+    # Which dunning policy chose the time of this automatic charge ("smart", "fixed", "support", …).
+    retry_policy = models.CharField(max_length=20, blank=True, default="", db_default="")
     reconcile_count = models.PositiveIntegerField(default=0)
     reconcile_after = models.DateTimeField(null=True, blank=True, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -190,7 +197,16 @@ class PaymentAttempt(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-pk"]
-        indexes = [models.Index(fields=["account", "status"], name="attempt_account_status")]
+        indexes = [
+            models.Index(fields=["account", "status"], name="attempt_account_status"),
+            # The support dashboard lists requests the gateway refused as invalid, live: few rows, so a
+            # partial index keeps that query off the attempts table's bulk.
+            models.Index(
+                fields=["-created_at"],
+                condition=Q(decline_code="invalid_request"),
+                name="attempt_invalid_request_idx",
+            ),
+        ]
         constraints = [
             models.CheckConstraint(condition=Q(amount_minor__gt=0), name="paymentattempt_amount_positive"),
             models.CheckConstraint(

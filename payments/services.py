@@ -157,6 +157,7 @@ def invoices_charge(
     return_url: str = "",
     description: str = "",
     expected_amount_minor: int | None = None,
+    retry_policy: str = "",
 ) -> PaymentAttempt:
     """Charge one payment method once for what is still unpaid of `invoice_ids`.
 
@@ -189,6 +190,7 @@ def invoices_charge(
                 actor_label=actor_label,
                 replaces_method_id=replaces_method_id,
                 expected_amount_minor=expected_amount_minor,
+                retry_policy=retry_policy,
             )
         except _StaleActions as stale:
             # A customer walked away from a 3-D Secure challenge: cancel it at the gateway first. If
@@ -221,6 +223,7 @@ def _phase1_create(
     actor_label: str,
     replaces_method_id: int | None,
     expected_amount_minor: int | None,
+    retry_policy: str = "",
 ) -> tuple[PaymentAttempt, bool]:
     with transaction.atomic():
         account = account_lock(account_id=account_id)
@@ -279,6 +282,7 @@ def _phase1_create(
             replaces_method_id=replaces_method_id,
             initiated_by=actor if getattr(actor, "is_authenticated", False) else None,
             initiated_by_label=actor_label or getattr(actor, "email", "") or source,
+            retry_policy=retry_policy,
         )
         PaymentAllocation.objects.bulk_create(
             [PaymentAllocation(attempt=attempt, invoice=i, amount_minor=i.amount_due_minor) for i in invoices]
@@ -470,6 +474,9 @@ def _apply_decline(
     attempt.status = Status.FAILED
     attempt.decline_code = code
     attempt.decline_message = decline_message(code)[:300]
+    # The network's own hints (MAC, Visa response code) feed the retry budget (dunning.recovery).
+    attempt.network_advice_code = result.network_advice_code[:4]
+    attempt.network_decline_code = result.network_decline_code[:8]
     attempt.completed_at = now
     attempt.action_url = ""
     attempt.reconcile_after = None
@@ -478,6 +485,8 @@ def _apply_decline(
             "status",
             "decline_code",
             "decline_message",
+            "network_advice_code",
+            "network_decline_code",
             "completed_at",
             "action_url",
             "reconcile_after",
@@ -521,7 +530,12 @@ def _apply_decline(
         action="payment.declined",
         message=f"Payment {attempt.reference} of {attempt.amount} with {method.label} was declined ({code})",
         target=attempt,
-        data={"decline_code": code, "category": str(result.decline_category or "")},
+        data={
+            "decline_code": code,
+            "category": str(result.decline_category or ""),
+            "network_advice_code": result.network_advice_code,
+            "network_decline_code": result.network_decline_code,
+        },
     )
 
 

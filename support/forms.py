@@ -54,3 +54,8 @@ class RetryForm(ReasonForm):
     # Rendered into the form when it is shown, so a double submit carries the same key and the
     # payment service answers the second one with the first attempt instead of charging again.
     token = forms.CharField(widget=forms.HiddenInput, max_length=40)
+    override_budget = forms.BooleanField(
+        label=_("Charge even if the card network's retry limits say no"),
+        required=False,
+        help_text=_("Only when the customer asked for it. The reason above is recorded with the override."),
+    )

@@ -48,3 +48,16 @@ class SupportNote(models.Model):
 
     def __str__(self) -> str:
         return f"note on {self.account_id} by {self.author_id}"
+
+
+class DashboardSnapshot(models.Model):
+    """The recovery dashboard's figures, computed by a beat task (support.tasks.dashboard_snapshot)
+    so a page view reads one row instead of scanning every invoice (millions at scale)."""
+
+    key = models.CharField(max_length=40, unique=True)
+    data = models.JSONField(default=dict)
+    computed_at = models.DateTimeField()
+    duration_ms = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.key} at {self.computed_at:%Y-%m-%d %H:%M}"

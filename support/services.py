@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 from decimal import InvalidOperation
@@ -15,20 +16,24 @@ from typing import Any
 
 from django.contrib.auth.models import Group, Permission
 from django.contrib.contenttypes.models import ContentType
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from accounts.models import BillingAccount
 from audit.services import audit_record
+from billing_portal.dates import format_datetime
 from billing_portal.money import Money, format_money
+from dunning.messages import refusal_text
+from dunning.services import retry_budget_check, retry_refusal_record
 from notifications.services import notice_send
 from payments.models import PaymentAllocation, PaymentAttempt
 from payments.services import account_lock, invoices_charge
 from subscriptions.models import Invoice, Subscription
 from subscriptions.services import invoice_apply_payment, subscription_restore
 
-from .models import SupportConsole, SupportNote
+from .models import DashboardSnapshot, SupportConsole, SupportNote
 from .selectors import in_flight_invoice_ids, support_payable_invoices
 
 SUPPORT_STAFF_GROUP = "Support staff"
@@ -480,9 +485,14 @@ def invoice_retry_now(
     reason: str,
     idempotency_key: str,
     ip_address: str | None = None,
+    override_budget: bool = False,
 ) -> PaymentAttempt:
     """Charge a past-due invoice now, off-session, to its subscription's card, through the same
-    locked payment service as every other charge (payments.services.invoices_charge)."""
+    locked payment service as every other charge (payments.services.invoices_charge).
+
+    The retry budget (the card networks' rules, dunning.services.retry_budget_check) is asked first,
+    as for every automatic charge. A refusal stops the charge and is recorded; support may override
+    it, with the reason given, and the override is audited."""
     reason = _clean_reason(reason)
     # A double submit of the confirmation carries the same key: answer with the first attempt.
     existing = PaymentAttempt.objects.filter(idempotency_key=idempotency_key, account_id=account_id).first()
@@ -505,6 +515,37 @@ def invoice_retry_now(
             _("Invoice %(number)s has no card to charge; the account pays by invoice.")
             % {"number": invoice.number}
         )
+    now = timezone.now()
+    decision = retry_budget_check(
+        account_id=account_id,
+        method_id=method.pk,
+        amount_minor=invoice.amount_due_minor,
+        source=PaymentAttempt.Source.SUPPORT_RETRY,
+        at=now,
+    )
+    if not decision.allowed:
+        with transaction.atomic():
+            retry_refusal_record(
+                account=invoice.account,
+                decision=decision,
+                source=PaymentAttempt.Source.SUPPORT_RETRY,
+                invoice=invoice,
+                method_id=method.pk,
+                actor=actor,
+                actor_label=f"support: {actor.email}",
+                overridden=override_budget,
+                reason=reason,
+            )
+        if not override_budget:
+            when = (
+                _("It may be charged again from %(when)s.") % {"when": format_datetime(decision.not_before)}
+                if decision.not_before
+                else _("This card may not be charged again.")
+            )
+            raise SupportActionError(
+                _("The card network's retry rules do not allow charging %(method)s now: %(rule)s. %(when)s")
+                % {"method": method.label, "rule": refusal_text(decision.reason), "when": when}
+            )
     with transaction.atomic():
         audit_record(
             account=invoice.account,
@@ -524,4 +565,26 @@ def invoice_retry_now(
         idempotency_key=idempotency_key,
         actor=actor,
         actor_label=f"support: {actor.email}",
+        retry_policy="support",
     )
+
+
+def dashboard_snapshot_refresh(*, now: dt.datetime | None = None) -> DashboardSnapshot:
+    """Compute the recovery dashboard's figures and store them as the one snapshot row the page reads.
+    Run by the beat task every few minutes; a page view never scans the invoices itself."""
+    from time import perf_counter
+
+    from .dashboard import SNAPSHOT_KEY, dashboard_figures
+
+    now = now or timezone.now()
+    started = perf_counter()
+    figures = json.loads(json.dumps(dashboard_figures(now=now), cls=DjangoJSONEncoder))
+    snapshot, _created = DashboardSnapshot.objects.update_or_create(
+        key=SNAPSHOT_KEY,
+        defaults={
+            "data": figures,
+            "computed_at": now,
+            "duration_ms": round((perf_counter() - started) * 1000),
+        },
+    )
+    return snapshot

@@ -296,6 +296,7 @@ def invoice_retry(request: HttpRequest, account_id: int, invoice_id: int) -> Htt
                     reason=reason,
                     idempotency_key=f"support-retry-{invoice.pk}-{form.cleaned_data['token']}",
                     ip_address=_ip(request),
+                    override_budget=form.cleaned_data["override_budget"],
                 )
             except (SupportActionError, PaymentError) as exc:
                 # PaymentError: the engine's own refusals, e.g. a payment already in flight.
@@ -319,6 +320,8 @@ def invoice_retry(request: HttpRequest, account_id: int, invoice_id: int) -> Htt
                 (_("Amount due"), invoice.amount_due.format()),
                 (_("Reason"), reason),
             ]
+            if form.cleaned_data["override_budget"]:
+                summary.append((_("Retry limits"), _("Overridden")))
             return _confirm(
                 request,
                 account,

@@ -52,3 +52,28 @@ def browser_type_launch_args(browser_type_launch_args):
             "--disable-sync",
         ],
     }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _decline_table_cached(django_db_setup, django_db_blocker):
+    """The decline-code table is read once per process and kept (60 s in production): load it once
+    for the session, so no test's query count depends on being the first to read it."""
+    from dunning import policy
+
+    policy.CACHE_SECONDS = 10.0**9
+    with django_db_blocker.unblock():
+        policy.decline_table_clear()
+        policy.decline_table()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_decline_table(django_db_blocker):
+    """A test that edited the table (the edit is rolled back) leaves the cache as it found it."""
+    from dunning import policy
+
+    before = policy.decline_table_generation()
+    yield
+    if policy.decline_table_generation() != before:
+        with django_db_blocker.unblock():
+            policy.decline_table_clear()
+            policy.decline_table()

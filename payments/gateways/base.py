@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -82,9 +82,30 @@ _DECLINE_CATEGORIES: dict[str, DeclineCategory] = {
 }
 
 
-def classify_decline(code: str) -> DeclineCategory:
-    """Whether retrying a decline can help. Unknown codes are treated as UNKNOWN (callers decide)."""
+def fallback_decline_category(code: str) -> DeclineCategory:
+    """The built-in category of a code, for codes the operator's policy table has no row for."""
     return _DECLINE_CATEGORIES.get((code or "").strip().lower(), DeclineCategory.UNKNOWN)
+
+
+# The operator's decline-code table (dunning.DeclineCode) plugs in here at start-up
+# (dunning.apps.DunningConfig.ready), so this module needs no import of the dunning app.
+_decline_classifier: Callable[[str], DeclineCategory] | None = None
+_decline_messages: Callable[[str], str | None] | None = None
+
+
+def register_decline_policy(
+    *, classify: Callable[[str], DeclineCategory], message: Callable[[str], str | None]
+) -> None:
+    global _decline_classifier, _decline_messages
+    _decline_classifier, _decline_messages = classify, message
+
+
+def classify_decline(code: str) -> DeclineCategory:
+    """Whether retrying a decline can help, from the decline-code policy table; codes without a row
+    fall back to the built-in table above. Unknown codes are UNKNOWN (callers decide)."""
+    if _decline_classifier is not None:
+        return _decline_classifier(code)
+    return fallback_decline_category(code)
 
 
 _DECLINE_MESSAGES = {
@@ -129,7 +150,12 @@ _GENERIC_DECLINE = _("Your bank declined the payment. Choose another card or con
 
 
 def decline_message(code: str) -> str:
-    """A plain-words, translated explanation of a decline code for the person paying."""
+    """A plain-words, translated explanation of a decline code for the person paying (the policy
+    table's message when the code has a row there)."""
+    if _decline_messages is not None and code:
+        text = _decline_messages(code)
+        if text is not None:
+            return text
     return str(_DECLINE_MESSAGES.get((code or "").strip().lower(), _GENERIC_DECLINE))
 
 

@@ -61,6 +61,8 @@ def _result(charge: SimCharge) -> ChargeResult:
         ),
         amount_minor=charge.amount_minor,
         currency=charge.currency,
+        network_advice_code=charge.network_advice_code if outcome == ChargeOutcome.DECLINED else "",
+        network_decline_code=charge.network_decline_code if outcome == ChargeOutcome.DECLINED else "",
     )
 
 

@@ -44,8 +44,9 @@ def test_a_reader_sees_the_dunning_timeline_with_every_date(client):
     assert "31 Dec 2026" in html  # disabled after 30 days
     assert "31 Mar 2027" in html  # cancelled 90 days later
     assert "29 Jun 2027" in html  # data deleted 90 days after that
-    assert f"/a/{r.account.pk}/billing/settle/{r.method.pk}/" in html
-    assert "insufficient" in html.lower() or "not enough funds" in html
+    # Readers read; they get no pay action (issue 10: "Readers see no pay action there").
+    assert f"/a/{r.account.pk}/billing/settle/{r.method.pk}/" not in html
+    assert "not enough funds" in html
 
 
 def test_the_timeline_fragment_for_htmx(client):

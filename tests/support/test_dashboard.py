@@ -110,11 +110,16 @@ def test_declines_per_code(history):
 
 
 def test_dashboard_page_draws_accessible_svg_charts(support_client, history):
+    from support.services import dashboard_snapshot_refresh
+
+    dashboard_snapshot_refresh()  # the beat task's work; the page only reads it
     with CaptureQueriesContext(connection) as queries:
         response = support_client.get(reverse("support:dashboard"))
     body = response.content.decode()
     assert response.status_code == 200
-    assert body.count('<svg class="chart"') == 4  # past due USD and EUR, recovered EUR, declines
+    # Past due USD and EUR, recovered EUR, declines; recovered by attempt, by decline reason, money at
+    # risk (USD), refused retries.
+    assert body.count('<svg class="chart"') == 8
     assert "<title id=" in body
     assert "<desc id=" in body
     assert "<table" in body
@@ -136,3 +141,64 @@ def test_dashboard_query_count_does_not_grow(support_client, history):
     with CaptureQueriesContext(connection) as after:
         support_client.get(reverse("support:dashboard"))
     assert len(after) == len(before)
+
+
+def test_recovery_analytics_figures(history):
+    from dunning.models import InvoiceDunning, RetryRefusal
+    from support.dashboard import dashboard_figures, recovery_analytics
+
+    _account, eur = history
+    for invoice in Invoice.objects.filter(account=eur):
+        InvoiceDunning.objects.create(invoice=invoice, first_decline_code="insufficient_funds")
+    Invoice.objects.filter(account=eur, number="E-1").update(attempt_count=3)
+    RetryRefusal.objects.create(account=eur, source="retry", reason="mac_wait")
+    RetryRefusal.objects.create(account=eur, source="support_retry", reason="never_retry", overridden=True)
+    figures = dashboard_figures()
+    assert figures["rates"]["EUR"] == {
+        "failed": 2,
+        "failed_minor": 3500,
+        "recovered": 2,
+        "recovered_minor": 3500,
+    }
+    assert sorted(figures["days_to_recover"]) == [4.0, 5.0]
+    analytics = recovery_analytics(figures)
+    assert analytics["median_days"] == "4.5"
+    assert dict(analytics["attempt_rows"]) == {"Automatic retry 2": "1", "Customers settling or paying": "1"}
+    assert analytics["code_rows"] == [("Not enough funds", 2, 2, "100 %")]
+    usd = next(c for c in analytics["risk_charts"] if c["currency"] == "USD")
+    assert dict(usd["rows"])["Subscription disabled"] == "$1,250.00"
+    refused = {label: (n, over) for label, n, over in analytics["refused_rows"]}
+    assert refused["Mastercard asked to wait before retrying"] == (1, 0)
+    assert refused["Card may not be retried (Visa Category 1 or Mastercard advice 03/21)"] == (1, 1)
+
+
+def test_page_reads_the_snapshot_and_never_recomputes(support_client, history):
+    from unittest import mock
+
+    from support.services import dashboard_snapshot_refresh
+
+    dashboard_snapshot_refresh()
+    with (
+        mock.patch("support.dashboard.dashboard_figures", side_effect=AssertionError("scan")),
+        CaptureQueriesContext(connection) as queries,
+    ):
+        response = support_client.get(reverse("support:dashboard"))
+    assert response.status_code == 200
+    assert not any("subscriptions_invoice" in q["sql"] for q in queries.captured_queries)
+    body = response.content.decode()
+    # Charts speak plain words; raw codes appear only in the code column of the declines table.
+    charts = "".join(re.findall(r"<svg.*?</svg>", body, flags=re.S))
+    assert "card_declined" not in charts
+    assert "Declined: choose another card or contact the bank" in charts
+    assert 'data-field="computed-at"' in body
+
+
+def test_the_snapshot_task_is_on_the_beat_schedule(settings, history):
+    from support.models import DashboardSnapshot
+    from support.tasks import dashboard_snapshot
+
+    entry = settings.CELERY_BEAT_SCHEDULE["support-dashboard-snapshot"]
+    assert entry["task"] == "support.tasks.dashboard_snapshot"
+    dashboard_snapshot.delay()
+    snapshot = DashboardSnapshot.objects.get(key="recovery")
+    assert snapshot.data["rates"]["EUR"]["recovered"] == 2
