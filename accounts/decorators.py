@@ -7,16 +7,17 @@ from functools import wraps
 from typing import Any, cast
 
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
 from django.utils import translation
 
 from .models import Membership, User
 from .selectors import membership_for_user
 
-MemberView = Callable[..., HttpResponse]
+MemberView = Callable[..., HttpResponseBase]
 
 
-def account_member_required(view: MemberView) -> Callable[..., HttpResponse]:
+def account_member_required(view: MemberView) -> Callable[..., HttpResponseBase]:
     """Resolve /a/<account_id>/… to the user's Membership and pass it to the view.
 
     Anonymous people go to sign-in; people outside the account get 404 (never 403, so ids reveal
@@ -26,7 +27,7 @@ def account_member_required(view: MemberView) -> Callable[..., HttpResponse]:
 
     @login_required
     @wraps(view)
-    def wrapper(request: HttpRequest, account_id: int, *args: Any, **kwargs: Any) -> HttpResponse:
+    def wrapper(request: HttpRequest, account_id: int, *args: Any, **kwargs: Any) -> HttpResponseBase:
         membership: Membership = membership_for_user(user=cast(User, request.user), account_id=account_id)
         language = membership.account.language
         translation.activate(language)

@@ -76,6 +76,9 @@ class BillingAccount(models.Model):
     city = models.CharField(_("city"), max_length=100, blank=True)
     country = models.CharField(_("country"), max_length=2, blank=True, help_text="ISO 3166-1 alpha-2")
     tax_id = models.CharField(_("tax ID"), max_length=40, blank=True)
+    # Billing profile (issue 9): printed on invoices, and whether invoice mails carry the PDF.
+    po_number = models.CharField(_("PO number"), max_length=60, blank=True)
+    invoice_email_attachments = models.BooleanField(_("get invoices in e-mail attachments"), default=False)
     notification_email = models.EmailField(_("billing notification address"))
     payment_mode = models.CharField(
         _("pays by"), max_length=20, choices=PaymentMode.choices, default=PaymentMode.CARD

@@ -53,6 +53,7 @@ from subscriptions.services import (
     subscription_disable,
     subscription_mark_past_due,
     subscription_restore,
+    subscription_warn,
 )
 
 from .models import AccountSweep, RetryPolicy
@@ -72,10 +73,11 @@ NEVER_ARRIVED_BACKOFF = (
 NOTICE_REQUEUE_AFTER = dt.timedelta(minutes=10)
 LIFECYCLE_STATUSES = (
     Subscription.Status.PAST_DUE,
+    Subscription.Status.WARNED,
     Subscription.Status.DISABLED,
     Subscription.Status.CANCELLED,
 )
-RENEWING_STATUSES = (Subscription.Status.ACTIVE, Subscription.Status.PAST_DUE)
+RENEWING_STATUSES = (Subscription.Status.ACTIVE, Subscription.Status.PAST_DUE, Subscription.Status.WARNED)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -654,7 +656,7 @@ def subscription_lifecycle_step(*, subscription_id: int, now: dt.datetime) -> st
             return "waiting"
         if sub.next_lifecycle_at is None or sub.next_lifecycle_at > now:
             return "not_due"
-        if sub.status == Subscription.Status.PAST_DUE:
+        if sub.status in (Subscription.Status.PAST_DUE, Subscription.Status.WARNED):
             if not sub.invoices.filter(status=Invoice.Status.PAST_DUE).exists():
                 subscription_restore(subscription_id=sub.pk, at=now, actor_label=JOB_LABEL)
                 return "restored"
@@ -662,6 +664,11 @@ def subscription_lifecycle_step(*, subscription_id: int, now: dt.datetime) -> st
             if now < sub.grace_ends_at:
                 warn_at = sub.grace_ends_at - dt.timedelta(days=settings.DUNNING_FINAL_WARNING_DAYS)
                 if now >= warn_at:
+                    # The Warned stage: the status moves (banner on Home and Your products) and the
+                    # final-warning mail goes out, once per grace end date.
+                    if sub.status == Subscription.Status.PAST_DUE:
+                        sub = subscription_warn(subscription_id=sub.pk, at=now)
+                    assert sub.grace_ends_at is not None
                     _notify(
                         account=account,
                         kind="final_warning",
