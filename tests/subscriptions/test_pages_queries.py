@@ -20,6 +20,8 @@ PAGES = [
     ("subscriptions:invoices", {"query": "?status=past_due&issued_from=2000-01-01"}),
     ("subscriptions:invoice_detail", {"number": True}),
     ("payments:methods", {}),
+    ("subscriptions:subscription_detail", {"subscription": True}),
+    ("subscriptions:subscription_reactivate", {"subscription": True}),
 ]
 
 
@@ -27,6 +29,8 @@ def _url(name, extra, account) -> str:
     kwargs = {"account_id": account.pk}
     if extra.get("number"):
         kwargs["number"] = account.invoices.order_by("pk").first().number
+    if extra.get("subscription"):
+        kwargs["subscription_id"] = account.subscriptions.order_by("pk").first().pk
     return reverse(name, kwargs=kwargs) + extra.get("query", "")
 
 
