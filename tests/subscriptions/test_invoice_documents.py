@@ -343,3 +343,55 @@ def test_csv_export_memory_does_not_grow_with_the_number_of_invoices(client, cap
         )
     # Constant memory: ten times the rows may not take much more than the chunk the iterator holds.
     assert large_peak < small_peak * 1.5 + 512 * 1024, (small_peak, large_peak)
+
+
+@pytest.mark.parametrize("attach", [True, False])
+def test_payment_and_invoice_mails_carry_the_pdf_when_attachments_are_on(attach):
+    from django.core import mail
+
+    from notifications.services import notice_deliver, notice_send
+
+    account, _member = _account(invoice_email_attachments=attach)
+    invoice = _invoice(account)
+    receipt = notice_send(
+        account=account,
+        kind="payment_received",
+        dedupe_key="payment_received:test",
+        context={"reference": "PAY-1", "amount": "€292.50", "method": "Visa", "invoices": invoice.number},
+    )
+    failed = notice_send(
+        account=account,
+        kind="payment_failed",
+        dedupe_key="payment_failed:test",
+        context={"product": "M365", "invoice": invoice.number, "amount": "€292.50", "method": "Visa"},
+    )
+    assert receipt is not None
+    assert failed is not None
+    notice_deliver(notice_id=receipt.pk)
+    notice_deliver(notice_id=failed.pk)
+
+    assert len(mail.outbox) == 2
+    for message in mail.outbox:
+        pdfs = [a for a in message.attachments if a[2] == "application/pdf"]
+        if attach:
+            assert [a[0] for a in pdfs] == ["INV-2026-100001.pdf"]
+            assert "INV-2026-100001" in _text(pdfs[0][1])
+        else:
+            assert pdfs == []
+
+
+def test_mail_attachments_only_take_the_accounts_own_invoices():
+    from notifications.models import Notice
+    from notifications.services import notice_invoice_attachments
+
+    account, _member = _account(invoice_email_attachments=True)
+    other, _ = account_with_subscriptions(1)
+    notice = Notice.objects.create(
+        account=account,
+        kind="payment_received",
+        recipient="x@example.test",
+        subject="s",
+        dedupe_key="k",
+        context={"invoices": other.invoices.get().number},
+    )
+    assert notice_invoice_attachments(notice=notice) == []
