@@ -31,6 +31,7 @@ from django.utils import formats, timezone, translation
 
 from accounts.models import BillingAccount
 from audit.services import audit_record
+from billing_portal.dates import format_date
 from billing_portal.money import format_money
 from notifications.services import notice_send, notices_requeue_stale
 from payments.gateways.base import DeclineCategory, classify_decline, decline_message, get_gateway
@@ -226,6 +227,10 @@ def _subscription_renew(*, subscription_id: int, account_id: int, now: dt.dateti
                     period_end=end,
                 )
                 created.append(invoice)
+                if method is None:
+                    # Nobody is charged for it: mail the invoice (with its PDF when the account asked for
+                    # attachments), so a bank-transfer customer knows what to pay and by when.
+                    _notify_invoice_issued(account=account, invoice=invoice, product=sub.product.name)
                 audit_record(
                     account=account,
                     actor_label=JOB_LABEL,
@@ -760,6 +765,22 @@ def _notify(
             "amount": format_money(due, sub.currency, account.language),
             "settle_url": settle_url(account_id=account.pk, method_id=sub.payment_method_id),
             **context,
+        },
+    )
+
+
+def _notify_invoice_issued(*, account: BillingAccount, invoice: Invoice, product: str) -> None:
+    path = reverse("subscriptions:invoice_detail", args=[account.pk, invoice.number])
+    notice_send(
+        account=account,
+        kind="invoice_issued",
+        dedupe_key=f"invoice_issued:{invoice.pk}",
+        context={
+            "product": product,
+            "invoice": invoice.number,
+            "amount": format_money(invoice.amount_due_minor, invoice.currency, account.language),
+            "due_on": format_date(invoice.due_on, account.language),
+            "invoice_url": f"{settings.SITE_URL}{path}",
         },
     )
 

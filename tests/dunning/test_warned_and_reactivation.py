@@ -196,3 +196,33 @@ def test_reactivate_with_nothing_due_is_immediate_and_outside_the_window_is_refu
         late.refresh_from_db()
         assert late.status == Subscription.Status.CANCELLED
         assert late.reactivation_requested_at is None
+
+
+def test_a_bank_transfer_renewal_mails_the_invoice_with_its_pdf(settings, tmp_path):
+    from tests.factories import BillingAccountFactory, SubscriptionFactory
+
+    from .test_lifecycle import run_now
+
+    settings.INVOICE_PDF_CACHE_DIR = tmp_path
+    with time_machine.travel(START, tick=False):
+        account = BillingAccountFactory(
+            payment_mode="bank_transfer",
+            remittance_iban="NL91ABNA0417164300",
+            invoice_email_attachments=True,
+            language="nl",
+        )
+        today = timezone.localdate()
+        sub = SubscriptionFactory(
+            account=account,
+            current_period_start=today - dt.timedelta(days=30),
+            current_period_end=today - dt.timedelta(days=1),
+        )
+        run_now()
+        run_now()  # a second sweep mails nothing new
+        invoice = renewal_invoice(sub)
+        assert kinds(account) == ["invoice_issued"]
+        message = mail.outbox[-1]
+        assert invoice.number in message.subject
+        assert "NL91ABNA0417164300" in message.body
+        assert "€\xa010,00" in message.body  # Dutch money, with its no-break space
+        assert [a[0] for a in message.attachments] == [f"{invoice.number}.pdf"]

@@ -38,7 +38,7 @@ def demo_page(live_server, page: Page) -> Page:
     page.set_viewport_size({"width": 1440, "height": 900})
     errors: list[str] = []
     page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    page.errors = errors  # type: ignore[attr-defined]
+    page.errors = errors
     return page
 
 
