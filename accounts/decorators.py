@@ -8,16 +8,17 @@ from typing import Any, cast
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
 from django.utils import translation
 
 from .models import Membership, User
 from .selectors import membership_for_user
 
-MemberView = Callable[..., HttpResponse]
+MemberView = Callable[..., HttpResponseBase]
 
 
-def account_member_required(view: MemberView) -> Callable[..., HttpResponse]:
+def account_member_required(view: MemberView) -> Callable[..., HttpResponseBase]:
     """Resolve /a/<account_id>/… to the user's Membership and pass it to the view.
 
     Anonymous people go to sign-in; people outside the account get 404 (never 403, so ids reveal
@@ -27,7 +28,7 @@ def account_member_required(view: MemberView) -> Callable[..., HttpResponse]:
 
     @login_required
     @wraps(view)
-    def wrapper(request: HttpRequest, account_id: int, *args: Any, **kwargs: Any) -> HttpResponse:
+    def wrapper(request: HttpRequest, account_id: int, *args: Any, **kwargs: Any) -> HttpResponseBase:
         membership: Membership = membership_for_user(user=cast(User, request.user), account_id=account_id)
         language = membership.account.language
         translation.activate(language)
@@ -37,7 +38,7 @@ def account_member_required(view: MemberView) -> Callable[..., HttpResponse]:
     return wrapper
 
 
-def member_may(permission: str) -> Callable[[MemberView], Callable[..., HttpResponse]]:
+def member_may(permission: str) -> Callable[[MemberView], Callable[..., HttpResponseBase]]:
     """`account_member_required`, then 403 unless `membership.<permission>` (a `Membership.can_*` property).
 
     Outsiders still get 404 first; only members learn that their role may not open the page.
@@ -45,9 +46,9 @@ def member_may(permission: str) -> Callable[[MemberView], Callable[..., HttpResp
     if not isinstance(getattr(Membership, permission, None), property):
         raise AttributeError(f"Membership has no permission property {permission!r}")
 
-    def decorator(view: MemberView) -> Callable[..., HttpResponse]:
+    def decorator(view: MemberView) -> Callable[..., HttpResponseBase]:
         @wraps(view)
-        def checked(request: HttpRequest, membership: Membership, *args: Any, **kwargs: Any) -> HttpResponse:
+        def checked(request: HttpRequest, membership: Membership, *args: Any, **kwargs: Any) -> HttpResponseBase:
             if not getattr(membership, permission):
                 raise PermissionDenied
             return view(request, membership, *args, **kwargs)

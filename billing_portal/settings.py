@@ -301,6 +301,21 @@ BILLING_DISABLED_PERIOD = timedelta(days=int(os.environ.get("BILLING_DISABLED_DA
 BILLING_DATA_RETENTION_AFTER_CANCEL = timedelta(days=int(os.environ.get("BILLING_RETENTION_DAYS", "90")))
 BILLING_PAYMENT_TERMS_DAYS = 30
 
+# Invoice documents (issue 9). The seller block printed on every invoice; PDFs are cached per invoice version.
+BILLING_SELLER = {
+    "name": os.environ.get("BILLING_SELLER_NAME", "Billing Example B.V."),
+    "address": [
+        line
+        for line in os.environ.get(
+            "BILLING_SELLER_ADDRESS", "Herengracht 100|1015 BS Amsterdam|Netherlands"
+        ).split("|")
+        if line
+    ],
+    "vat_id": os.environ.get("BILLING_SELLER_VAT_ID", "NL859123456B01"),
+    "email": os.environ.get("BILLING_SELLER_EMAIL", "billing@billing.example"),
+}
+INVOICE_PDF_CACHE_DIR = Path(os.environ.get("INVOICE_PDF_CACHE_DIR", VAR_DIR / "invoice-pdfs"))
+
 # Dunning (issue 4). Defaults for the RetryPolicy rows, which admins edit in the Django admin.
 # Retry days count from the invoice's first failed charge.
 DUNNING_SOFT_RETRY_DAYS = [1, 3, 5, 7]

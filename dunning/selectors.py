@@ -22,7 +22,8 @@ from .models import DeclineCode, InvoiceDunning, RetryPolicy, RetryRefusal
 from .policy import decline_entry
 from .services import KEY_PREFIX, decline_category, due_account_ids, leased_account_ids, lifecycle_due_q
 
-UNPAID = (Subscription.Status.PAST_DUE, Subscription.Status.DISABLED)
+UNPAID = (Subscription.Status.PAST_DUE, Subscription.Status.WARNED, Subscription.Status.DISABLED)
+_BEFORE_DISABLE = (Subscription.Status.PAST_DUE, Subscription.Status.WARNED)
 
 
 @dataclass
@@ -191,8 +192,8 @@ def subscriptions_dunning_timelines(
                 sub=sub, unpaid=unpaid, attempt=attempt, next_retry=next_retry, policies=policies
             ),
             past_due_since=sub.past_due_since,
-            final_warning_at=final_warning_at if sub.status == Subscription.Status.PAST_DUE else None,
-            disable_at=disable_at if sub.status == Subscription.Status.PAST_DUE else sub.disabled_at,
+            final_warning_at=final_warning_at if sub.status in _BEFORE_DISABLE else None,
+            disable_at=disable_at if sub.status in _BEFORE_DISABLE else sub.disabled_at,
             cancel_at=cancel_at if sub.status in UNPAID else sub.cancelled_at,
             delete_at=delete_at
             if sub.status in (*UNPAID, Subscription.Status.CANCELLED)
@@ -274,7 +275,7 @@ def dunning_plan(
                 )
             )
         for sub in Subscription.objects.filter(
-            account_id__in=chunk, status__in=["active", "past_due"], current_period_end__lt=today
+            account_id__in=chunk, status__in=["active", "past_due", "warned"], current_period_end__lt=today
         ).select_related("product"):
             actions.append(
                 PlannedAction(
@@ -316,6 +317,7 @@ def dunning_plan(
                     "past_due": "final_warning"
                     if sub.grace_ends_at and now < sub.grace_ends_at
                     else "disable",
+                    "warned": "disable",
                     "disabled": "cancel",
                     "cancelled": "delete_data",
                 }[sub.status]
@@ -345,7 +347,7 @@ def dunning_status(*, now: dt.datetime) -> dict[str, object]:
             status=PaymentAttempt.Status.UNKNOWN, reconcile_count__gte=settings.DUNNING_UNKNOWN_SUPPORT_AFTER
         ).count(),
         "lifecycle_due_now": Subscription.objects.filter(
-            next_lifecycle_at__lte=now, status__in=["past_due", "disabled", "cancelled"]
+            next_lifecycle_at__lte=now, status__in=["past_due", "warned", "disabled", "cancelled"]
         ).count(),
         "subscriptions_by_status": dict(
             Subscription.objects.values_list("status").annotate(n=Count("pk")).values_list("status", "n")

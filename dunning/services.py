@@ -31,6 +31,7 @@ from django.utils import formats, timezone, translation
 
 from accounts.models import BillingAccount
 from audit.services import audit_record
+from billing_portal.dates import format_date
 from billing_portal.money import format_money
 from notifications.services import notice_send, notices_requeue_stale
 from payments.gateways.base import DeclineCategory, classify_decline, decline_message, get_gateway
@@ -53,6 +54,7 @@ from subscriptions.services import (
     subscription_disable,
     subscription_mark_past_due,
     subscription_restore,
+    subscription_warn,
 )
 
 from . import recovery
@@ -75,10 +77,11 @@ NEVER_ARRIVED_BACKOFF = (
 NOTICE_REQUEUE_AFTER = dt.timedelta(minutes=10)
 LIFECYCLE_STATUSES = (
     Subscription.Status.PAST_DUE,
+    Subscription.Status.WARNED,
     Subscription.Status.DISABLED,
     Subscription.Status.CANCELLED,
 )
-RENEWING_STATUSES = (Subscription.Status.ACTIVE, Subscription.Status.PAST_DUE)
+RENEWING_STATUSES = (Subscription.Status.ACTIVE, Subscription.Status.PAST_DUE, Subscription.Status.WARNED)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -459,6 +462,10 @@ def _subscription_renew(*, subscription_id: int, account_id: int, now: dt.dateti
                     period_end=end,
                 )
                 created.append(invoice)
+                if method is None:
+                    # Nobody is charged for it: mail the invoice (with its PDF when the account asked for
+                    # attachments), so a bank-transfer customer knows what to pay and by when.
+                    _notify_invoice_issued(account=account, invoice=invoice, product=sub.product.name)
                 audit_record(
                     account=account,
                     actor_label=JOB_LABEL,
@@ -951,7 +958,7 @@ def subscription_lifecycle_step(*, subscription_id: int, now: dt.datetime) -> st
             return "waiting"
         if sub.next_lifecycle_at is None or sub.next_lifecycle_at > now:
             return "not_due"
-        if sub.status == Subscription.Status.PAST_DUE:
+        if sub.status in (Subscription.Status.PAST_DUE, Subscription.Status.WARNED):
             if not sub.invoices.filter(status=Invoice.Status.PAST_DUE).exists():
                 subscription_restore(subscription_id=sub.pk, at=now, actor_label=JOB_LABEL)
                 return "restored"
@@ -959,6 +966,11 @@ def subscription_lifecycle_step(*, subscription_id: int, now: dt.datetime) -> st
             if now < sub.grace_ends_at:
                 warn_at = sub.grace_ends_at - dt.timedelta(days=settings.DUNNING_FINAL_WARNING_DAYS)
                 if now >= warn_at:
+                    # The Warned stage: the status moves (banner on Home and Your products) and the
+                    # final-warning mail goes out, once per grace end date.
+                    if sub.status == Subscription.Status.PAST_DUE:
+                        sub = subscription_warn(subscription_id=sub.pk, at=now)
+                    assert sub.grace_ends_at is not None
                     _notify(
                         account=account,
                         kind="final_warning",
@@ -1047,6 +1059,22 @@ def _notify(
             "amount": format_money(due, sub.currency, account.language),
             "settle_url": settle_url(account_id=account.pk, method_id=sub.payment_method_id),
             **context,
+        },
+    )
+
+
+def _notify_invoice_issued(*, account: BillingAccount, invoice: Invoice, product: str) -> None:
+    path = reverse("subscriptions:invoice_detail", args=[account.pk, invoice.number])
+    notice_send(
+        account=account,
+        kind="invoice_issued",
+        dedupe_key=f"invoice_issued:{invoice.pk}",
+        context={
+            "product": product,
+            "invoice": invoice.number,
+            "amount": format_money(invoice.amount_due_minor, invoice.currency, account.language),
+            "due_on": format_date(invoice.due_on, account.language),
+            "invoice_url": f"{settings.SITE_URL}{path}",
         },
     )
 

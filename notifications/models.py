@@ -18,6 +18,7 @@ class Notice(models.Model):
         INVITATION = "invitation", _("Invitation to a billing account")
         ROLES_CHANGED = "roles_changed", _("Billing account roles changed")
         SUPPORT_REPLY = "support_reply", _("Reply to a support request")
+        INVOICE_ISSUED = "invoice_issued", _("Invoice issued")
 
     class Status(models.TextChoices):
         QUEUED = "queued", _("Queued")

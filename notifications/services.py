@@ -84,6 +84,27 @@ def _serialisable(context: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in context.items() if isinstance(v, (str, int, float, bool)) or v is None}
 
 
+def notice_invoice_numbers(context: dict[str, Any]) -> list[str]:
+    """The invoices a mail is about: `invoice` (one number) or `invoices` (numbers joined by ", ")."""
+    numbers = [context.get("invoice") or "", *str(context.get("invoices") or "").split(",")]
+    return list(dict.fromkeys(n.strip() for n in numbers if n and n.strip()))
+
+
+def notice_invoice_attachments(*, notice: Notice) -> list[tuple[str, bytes]]:
+    """The PDFs of the invoices a mail is about ("Get invoices in e-mail attachments"), as (filename, data)."""
+    # Imported here: invoice documents live above notifications (subscriptions and payments send mail).
+    from subscriptions.documents import invoice_pdf, invoice_pdf_filename
+    from subscriptions.models import Invoice
+
+    numbers = notice_invoice_numbers(notice.context)
+    if not numbers:
+        return []
+    invoices = Invoice.objects.filter(account=notice.account, number__in=numbers).select_related("account")
+    return [
+        (invoice_pdf_filename(i), invoice_pdf(invoice=i)) for i in sorted(invoices, key=lambda i: i.number)
+    ]
+
+
 def notice_deliver(*, notice_id: int, context: dict[str, Any] | None = None) -> Notice:
     """Render and send one queued notice. Safe to call again: a sent notice is not sent twice."""
     with transaction.atomic():
@@ -107,6 +128,9 @@ def notice_deliver(*, notice_id: int, context: dict[str, Any] | None = None) -> 
             to=[notice.recipient, *notice.additional_recipients],
         )
         message.attach_alternative(html, "text/html")
+        if notice.account.invoice_email_attachments:
+            for filename, data in notice_invoice_attachments(notice=notice):
+                message.attach(filename, data, "application/pdf")
         try:
             message.send()
         except Exception as exc:  # an SMTP failure is recorded and retried by the task

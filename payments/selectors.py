@@ -136,7 +136,12 @@ def attempts_abandoned(*, now, limit: int = 100) -> QuerySet[PaymentAttempt]:
 
 
 # Subscriptions a card still pays for (cancelled and deleted ones no longer renew).
-_LIVE = [Subscription.Status.ACTIVE, Subscription.Status.PAST_DUE, Subscription.Status.DISABLED]
+_LIVE = [
+    Subscription.Status.ACTIVE,
+    Subscription.Status.PAST_DUE,
+    Subscription.Status.WARNED,
+    Subscription.Status.DISABLED,
+]
 
 # How many of a card's subscriptions the card names; the rest are counted ("and 12 more").
 SUBSCRIPTIONS_LISTED_PER_METHOD = 5

@@ -28,7 +28,7 @@ from audit.services import audit_record
 from billing_portal.dates import format_date
 from billing_portal.money import format_money
 from notifications.services import notice_send
-from subscriptions.models import Invoice, Subscription
+from subscriptions.models import Invoice, Subscription, restorable_q
 from subscriptions.services import (
     invoice_apply_payment,
     invoice_mark_past_due,
@@ -409,9 +409,7 @@ def _apply_success(*, account: BillingAccount, attempt: PaymentAttempt, now: dt.
         if invoice.subscription_id:
             subscription_ids.add(invoice.subscription_id)
     actor_label = attempt.initiated_by_label
-    for sub in Subscription.objects.filter(
-        pk__in=subscription_ids, status__in=[Subscription.Status.PAST_DUE, Subscription.Status.DISABLED]
-    ).order_by("pk"):
+    for sub in Subscription.objects.filter(restorable_q(), pk__in=subscription_ids).order_by("pk"):
         subscription_restore(
             subscription_id=sub.pk, at=now, actor=actor or attempt.initiated_by, actor_label=actor_label
         )

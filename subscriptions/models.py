@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import datetime as dt
+
+from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 from django.utils.translation import gettext_lazy as _
@@ -29,6 +32,8 @@ class Subscription(models.Model):
     class Status(models.TextChoices):
         ACTIVE = "active", _("Active")
         PAST_DUE = "past_due", _("Past due")
+        # Azure's "Warned": still past due, and the final warning before disabling has gone out.
+        WARNED = "warned", _("Warned")
         DISABLED = "disabled", _("Disabled")
         CANCELLED = "cancelled", _("Cancelled")
         DELETED = "deleted", _("Deleted")
@@ -56,6 +61,8 @@ class Subscription(models.Model):
     grace_ends_at = models.DateTimeField(null=True, blank=True, help_text="disabled after this")
     disabled_at = models.DateTimeField(null=True, blank=True)
     cancelled_at = models.DateTimeField(null=True, blank=True)
+    # "Reactivate subscription" on a cancelled one: the next payment that clears it makes it active again.
+    reactivation_requested_at = models.DateTimeField(null=True, blank=True)
     data_deleted_at = models.DateTimeField(null=True, blank=True)
     next_lifecycle_at = models.DateTimeField(
         null=True, blank=True, db_index=True, help_text="when the lifecycle sweep next looks at it"
@@ -67,7 +74,7 @@ class Subscription(models.Model):
         indexes = [models.Index(fields=["account", "status"], name="subscription_account_status")]
         constraints = [
             models.CheckConstraint(
-                condition=Q(status__in=["active", "past_due", "disabled", "cancelled", "deleted"]),
+                condition=Q(status__in=["active", "past_due", "warned", "disabled", "cancelled", "deleted"]),
                 name="subscription_status_valid",
             ),
             models.CheckConstraint(condition=Q(quantity__gte=1), name="subscription_quantity_positive"),
@@ -79,7 +86,7 @@ class Subscription(models.Model):
                 name="subscription_period_ordered",
             ),
             models.CheckConstraint(
-                condition=~Q(status__in=["past_due", "disabled"]) | Q(past_due_since__isnull=False),
+                condition=~Q(status__in=["past_due", "warned", "disabled"]) | Q(past_due_since__isnull=False),
                 name="subscription_unpaid_has_past_due_since",
             ),
             models.CheckConstraint(
@@ -101,7 +108,29 @@ class Subscription(models.Model):
 
     @property
     def is_unpaid(self) -> bool:
-        return self.status in (self.Status.PAST_DUE, self.Status.DISABLED)
+        return self.status in UNPAID_STATUSES
+
+    @property
+    def renews_on(self) -> dt.date | None:
+        """The day the next period is invoiced; disabled and cancelled subscriptions do not renew."""
+        if self.status not in RENEWING_STATUSES:
+            return None
+        return self.current_period_end + dt.timedelta(days=1)
+
+    def reactivation_ends_at(self) -> dt.datetime | None:
+        """A cancelled subscription can be reactivated until its data is deleted (PRODUCT.md states)."""
+        if self.status != self.Status.CANCELLED or self.cancelled_at is None:
+            return None
+        return self.cancelled_at + settings.BILLING_DATA_RETENTION_AFTER_CANCEL
+
+    def can_reactivate(self, *, at: dt.datetime) -> bool:
+        ends = self.reactivation_ends_at()
+        return ends is not None and at < ends
+
+
+# Subscriptions that owe money and come back to active when it is paid (PRODUCT.md states).
+UNPAID_STATUSES = (Subscription.Status.PAST_DUE, Subscription.Status.WARNED, Subscription.Status.DISABLED)
+RENEWING_STATUSES = (Subscription.Status.ACTIVE, Subscription.Status.PAST_DUE, Subscription.Status.WARNED)
 
 
 class Invoice(models.Model):
@@ -205,3 +234,10 @@ class InvoiceLine(models.Model):
 
     def __str__(self) -> str:
         return self.description
+
+
+def restorable_q() -> Q:
+    """Subscriptions a payment that clears their invoices brings back (subscription_restore)."""
+    return Q(status__in=UNPAID_STATUSES) | Q(
+        status=Subscription.Status.CANCELLED, reactivation_requested_at__isnull=False
+    )

@@ -12,7 +12,7 @@ from accounts.models import BillingAccount
 from billing_portal.money import Money
 from payments.models import PaymentMethod
 
-from .models import Invoice, Subscription
+from .models import UNPAID_STATUSES, Invoice, Subscription
 
 _UNPAID_METHOD_STATUSES = (PaymentMethod.Status.DECLINED, PaymentMethod.Status.EXPIRED)
 
@@ -95,14 +95,30 @@ class AccountOverview:
     total_count: int
     next_invoice: Invoice | None
     default_method: PaymentMethod | None
+    # In the Warned stage (a few days before disabling): the first few, for the Home banner.
+    warned: list[Subscription] = field(default_factory=list)
+    warned_count: int = 0
+
+
+WARNED_SHOWN = 5
 
 
 def account_overview(*, account: BillingAccount) -> AccountOverview:
-    """The summary cards of Home. Three queries."""
+    """The summary cards of Home. Three queries, four when a subscription is in the Warned stage."""
     counts = Subscription.objects.filter(account=account).aggregate(
         active=Count("pk", filter=Q(status=Subscription.Status.ACTIVE)),
-        unpaid=Count("pk", filter=Q(status__in=[Subscription.Status.PAST_DUE, Subscription.Status.DISABLED])),
+        unpaid=Count("pk", filter=Q(status__in=UNPAID_STATUSES)),
         total=Count("pk", filter=~Q(status=Subscription.Status.DELETED)),
+        warned=Count("pk", filter=Q(status=Subscription.Status.WARNED)),
+    )
+    warned = (
+        list(
+            Subscription.objects.filter(account=account, status=Subscription.Status.WARNED)
+            .select_related("product")
+            .order_by("grace_ends_at", "pk")[:WARNED_SHOWN]
+        )
+        if counts["warned"]
+        else []
     )
     next_invoice = (
         Invoice.objects.filter(account=account, status=Invoice.Status.OPEN, amount_due_minor__gt=0)
@@ -120,12 +136,15 @@ def account_overview(*, account: BillingAccount) -> AccountOverview:
         total_count=counts["total"],
         next_invoice=next_invoice,
         default_method=default_method,
+        warned=warned,
+        warned_count=counts["warned"],
     )
 
 
 def subscriptions_for_account(*, account: BillingAccount) -> QuerySet[Subscription]:
     """Your products: subscriptions that need attention first, then by product name."""
     attention = Case(
+        When(status=Subscription.Status.WARNED, then=Value(0)),
         When(status=Subscription.Status.PAST_DUE, then=Value(0)),
         When(status=Subscription.Status.DISABLED, then=Value(1)),
         When(status=Subscription.Status.ACTIVE, then=Value(2)),
@@ -182,3 +201,55 @@ def invoice_frequencies(*, account: BillingAccount) -> list[str]:
         .distinct()
     )
     return [str(label) for value, label in Product.Period.choices if value in periods]
+
+
+SUBSCRIPTION_INVOICES_SHOWN = 12
+
+
+@dataclass(frozen=True)
+class SubscriptionDetails:
+    """The "Subscription and payment settings" page of one subscription: three queries, five when past due."""
+
+    subscription: Subscription
+    invoices: list[Invoice]
+    invoice_count: int
+    amount_due: Money
+    balance: MethodBalance | None
+
+    @property
+    def more_invoices(self) -> bool:
+        return self.invoice_count > len(self.invoices)
+
+
+def subscription_for_account(*, account: BillingAccount, subscription_id: int) -> Subscription:
+    """One subscription of this account; 404 for any other account's id and for deleted ones."""
+    return get_object_or_404(
+        Subscription.objects.select_related("product", "payment_method").exclude(
+            status=Subscription.Status.DELETED
+        ),
+        account=account,
+        pk=subscription_id,
+    )
+
+
+def subscription_details(*, account: BillingAccount, subscription_id: int) -> SubscriptionDetails:
+    sub = subscription_for_account(account=account, subscription_id=subscription_id)
+    invoices = list(
+        Invoice.objects.filter(subscription=sub).order_by("-issued_on", "-pk")[:SUBSCRIPTION_INVOICES_SHOWN]
+    )
+    totals = Invoice.objects.filter(subscription=sub).aggregate(
+        count=Count("pk"),
+        due=Sum("amount_due_minor", filter=Q(status__in=Invoice.PAYABLE_STATUSES)),
+        past_due=Sum("amount_due_minor", filter=Q(status=Invoice.Status.PAST_DUE)),
+    )
+    balance = None
+    if sub.payment_method is not None and totals["past_due"]:
+        # What Settle balance collects for this subscription's card (all its past-due subscriptions).
+        balance = past_due_summary(account=account).for_method(sub.payment_method.pk)
+    return SubscriptionDetails(
+        subscription=sub,
+        invoices=invoices,
+        invoice_count=totals["count"],
+        amount_due=Money(int(totals["due"] or 0), sub.currency),
+        balance=balance,
+    )

@@ -7,14 +7,17 @@ row is not in a state it may leave. Callers that move money hold the billing acc
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from audit.services import audit_record
 
-from .models import Invoice, Subscription
+from .models import UNPAID_STATUSES, Invoice, Product, Subscription
 
 
 class InvalidTransition(Exception):
@@ -69,7 +72,7 @@ def invoice_apply_payment(*, invoice_id: int, amount_minor: int, at: dt.datetime
 def subscription_mark_past_due(*, subscription_id: int, at: dt.datetime) -> Subscription:
     """active → past_due after a failed charge. The grace period runs from the first failure."""
     sub = _locked_subscription(subscription_id)
-    if sub.status in (Subscription.Status.PAST_DUE, Subscription.Status.DISABLED):
+    if sub.status in UNPAID_STATUSES:
         return sub
     if sub.status != Subscription.Status.ACTIVE:
         raise InvalidTransition(f"subscription {sub.pk} is {sub.status}")
@@ -88,41 +91,130 @@ def subscription_mark_past_due(*, subscription_id: int, at: dt.datetime) -> Subs
     return sub
 
 
+def period_end_after(start: dt.date, period: str) -> dt.date:
+    """The last day of a period that starts on `start` (a month or a year, clamped to the month's end)."""
+    months = 12 if period == Product.Period.ANNUAL else 1
+    month0 = start.month - 1 + months
+    year, month = start.year + month0 // 12, month0 % 12 + 1
+    day = min(start.day, calendar.monthrange(year, month)[1])
+    return dt.date(year, month, day) - dt.timedelta(days=1)
+
+
 @transaction.atomic
 def subscription_restore(
-    *, subscription_id: int, at: dt.datetime, actor=None, actor_label: str = ""
+    *, subscription_id: int, at: dt.datetime, actor: Any = None, actor_label: str = ""
 ) -> Subscription:
-    """past_due/disabled → active once nothing on it is unpaid. Cancelled ones stay cancelled."""
+    """past_due/warned/disabled → active once nothing on it is unpaid.
+
+    A cancelled one comes back only when someone asked to reactivate it (`subscription_request_reactivation`)
+    and its reactivation window is still open; otherwise it stays cancelled.
+
+    A subscription that was not renewed while it was unpaid has a period that ended in the past. The
+    payment that reactivates it pays that period, so the period starts again on the day it comes back:
+    its renewal date moves to the next period and never stays in the past.
+    """
     sub = _locked_subscription(subscription_id)
     if sub.status == Subscription.Status.ACTIVE:
         return sub
-    if sub.status not in (Subscription.Status.PAST_DUE, Subscription.Status.DISABLED):
+    reactivating = (
+        sub.status == Subscription.Status.CANCELLED
+        and sub.reactivation_requested_at is not None
+        and sub.can_reactivate(at=at)
+    )
+    if sub.status == Subscription.Status.CANCELLED and sub.reactivation_requested_at and not reactivating:
+        return sub  # asked for too late: the window closed before the payment came; it stays cancelled
+    if sub.status not in UNPAID_STATUSES and not reactivating:
         raise InvalidTransition(f"subscription {sub.pk} is {sub.status} and cannot be reactivated")
-    if sub.invoices.filter(status=Invoice.Status.PAST_DUE).exists():
+    if sub.invoices.filter(status=Invoice.Status.PAST_DUE, amount_due_minor__gt=0).exists():
         return sub
     previous = sub.status
     sub.status = Subscription.Status.ACTIVE
     sub.past_due_since = None
     sub.grace_ends_at = None
     sub.disabled_at = None
+    sub.cancelled_at = None
+    sub.reactivation_requested_at = None
     sub.next_lifecycle_at = None
-    sub.save(update_fields=["status", "past_due_since", "grace_ends_at", "disabled_at", "next_lifecycle_at"])
+    fields = [
+        "status",
+        "past_due_since",
+        "grace_ends_at",
+        "disabled_at",
+        "cancelled_at",
+        "reactivation_requested_at",
+        "next_lifecycle_at",
+    ]
+    today = timezone.localdate(at)
+    if sub.current_period_end < today:
+        sub.current_period_start = today
+        sub.current_period_end = period_end_after(today, sub.product.billing_period)
+        fields += ["current_period_start", "current_period_end"]
+    sub.save(update_fields=fields)
     audit_record(
         account=sub.account,
         actor=actor,
         actor_label=actor_label,
         action="subscription.reactivated",
-        message=f"{sub.product.name} is active again (was {previous.replace('_', ' ')})",
+        message=f"{sub.product.name} is active again (was {previous.replace('_', ' ')}); "
+        f"it renews on {sub.current_period_end + dt.timedelta(days=1):%d %b %Y}",
         target=sub,
     )
     return sub
 
 
 @transaction.atomic
-def subscription_disable(*, subscription_id: int, at: dt.datetime) -> Subscription:
-    """past_due → disabled when the grace period is over. Admins keep read access."""
+def subscription_warn(*, subscription_id: int, at: dt.datetime) -> Subscription:
+    """past_due → warned: the final warning before disabling (Azure's "Warned" state). Idempotent."""
     sub = _locked_subscription(subscription_id)
+    if sub.status == Subscription.Status.WARNED:
+        return sub
     if sub.status != Subscription.Status.PAST_DUE:
+        raise InvalidTransition(f"subscription {sub.pk} is {sub.status}, not past due")
+    sub.status = Subscription.Status.WARNED
+    sub.save(update_fields=["status"])
+    audit_record(
+        account=sub.account,
+        actor_label="billing",
+        action="subscription.warned",
+        message=f"{sub.product.name} will be disabled for non-payment"
+        + (f" on {sub.grace_ends_at:%d %b %Y}" if sub.grace_ends_at else ""),
+        target=sub,
+    )
+    return sub
+
+
+class NothingToReactivate(InvalidTransition):
+    """Only a cancelled subscription inside its reactivation window can be reactivated."""
+
+
+@transaction.atomic
+def subscription_request_reactivation(
+    *, subscription_id: int, at: dt.datetime, actor: Any = None
+) -> Subscription:
+    """ "Reactivate subscription" on a cancelled one. With nothing left to pay it is active at once;
+    otherwise the request is noted and the payment that clears its invoices (Settle balance) brings it back.
+    Asking twice is the same as asking once."""
+    sub = _locked_subscription(subscription_id)
+    if not sub.can_reactivate(at=at):
+        raise NothingToReactivate(f"subscription {sub.pk} is {sub.status}; it cannot be reactivated")
+    if sub.reactivation_requested_at is None:
+        sub.reactivation_requested_at = at
+        sub.save(update_fields=["reactivation_requested_at"])
+        audit_record(
+            account=sub.account,
+            actor=actor,
+            action="subscription.reactivation_requested",
+            message=f"Reactivation of {sub.product.name} requested; it is active again once its balance is paid",
+            target=sub,
+        )
+    return subscription_restore(subscription_id=sub.pk, at=at, actor=actor)
+
+
+@transaction.atomic
+def subscription_disable(*, subscription_id: int, at: dt.datetime) -> Subscription:
+    """past_due/warned → disabled when the grace period is over. Admins keep read access."""
+    sub = _locked_subscription(subscription_id)
+    if sub.status not in (Subscription.Status.PAST_DUE, Subscription.Status.WARNED):
         raise InvalidTransition(f"subscription {sub.pk} is {sub.status}, not past due")
     if sub.grace_ends_at and sub.grace_ends_at > at:
         raise InvalidTransition(f"subscription {sub.pk} is in its grace period until {sub.grace_ends_at}")

@@ -1,18 +1,31 @@
 from __future__ import annotations
 
-import datetime as dt
-
-from django.conf import settings
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_http_methods
+from django_htmx.http import trigger_client_event
 
 from accounts.decorators import account_member_required, is_htmx, member_may
 from accounts.models import Membership
 
+from .documents import invoice_document_context, invoice_pdf_filename, invoices_csv
+from .documents import invoice_pdf as invoice_pdf_bytes
 from .forms import InvoiceFilterForm
 from .models import Subscription
-from .selectors import invoice_for_account, invoices_for_account, past_due_summary, subscriptions_for_account
+from .selectors import (
+    invoice_for_account,
+    invoices_for_account,
+    past_due_summary,
+    subscription_details,
+    subscriptions_for_account,
+)
+from .services import NothingToReactivate, subscription_request_reactivation
 
 PRODUCTS_PER_PAGE = 50
 INVOICES_PER_PAGE = 25
@@ -26,9 +39,6 @@ def products(request: HttpRequest, membership: Membership) -> HttpResponse:
     )
     summary = past_due_summary(account=account)
     for sub in page:
-        # Renewal is invoiced the day after the period ends; disabled and cancelled ones do not renew.
-        renews = sub.status in (Subscription.Status.ACTIVE, Subscription.Status.PAST_DUE)
-        sub.renews_on = sub.current_period_end + dt.timedelta(days=1) if renews else None  # type: ignore[attr-defined]
         sub.balance = summary.for_method(sub.payment_method_id) if sub.payment_method_id else None  # type: ignore[attr-defined]
     template = (
         "subscriptions/products.html#product-list" if is_htmx(request) else "subscriptions/products.html"
@@ -77,7 +87,106 @@ def invoice_detail(request: HttpRequest, membership: Membership, number: str) ->
             "membership": membership,
             "account": account,
             "invoice": invoice,
-            "lines": invoice.lines.all(),
-            "payment_terms_days": settings.BILLING_PAYMENT_TERMS_DAYS,
+            **invoice_document_context(invoice=invoice, lines=invoice.lines.all()),
         },
     )
+
+
+@account_member_required
+def invoice_pdf(request: HttpRequest, membership: Membership, number: str) -> HttpResponse:
+    """ "Download PDF": the same document as the invoice page, in the account's language, cached per version."""
+    invoice = invoice_for_account(account=membership.account, number=number)
+    response = HttpResponse(invoice_pdf_bytes(invoice=invoice), content_type="application/pdf")
+    response["Content-Disposition"] = f'attachment; filename="{invoice_pdf_filename(invoice)}"'
+    response["Cache-Control"] = "private, no-cache"
+    return response
+
+
+@account_member_required
+def invoices_export(request: HttpRequest, membership: Membership) -> StreamingHttpResponse:
+    """The Invoices tab as CSV, with the same filters (a bad filter is left out, as on the page), streamed."""
+    account = membership.account
+    filters = InvoiceFilterForm(request.GET or None).filters()
+    rows = invoices_csv(invoices=invoices_for_account(account=account, **filters), language=account.language)
+    response = StreamingHttpResponse(rows, content_type="text/csv; charset=utf-8")
+    stamp = timezone.localdate().isoformat()
+    response["Content-Disposition"] = f'attachment; filename="invoices-{account.pk}-{stamp}.csv"'
+    response["Cache-Control"] = "private, no-cache"
+    return response
+
+
+@account_member_required
+def subscription_detail(request: HttpRequest, membership: Membership, subscription_id: int) -> HttpResponse:
+    """ "Subscription and payment settings": status, payment method, renewal date, invoices, timeline."""
+    account = membership.account
+    details = subscription_details(account=account, subscription_id=subscription_id)
+    return render(
+        request,
+        "subscriptions/subscription_detail.html#subscription-body"
+        if is_htmx(request)
+        else "subscriptions/subscription_detail.html",
+        {
+            "membership": membership,
+            "account": account,
+            "details": details,
+            "sub": details.subscription,
+            "can_reactivate": details.subscription.can_reactivate(at=timezone.now()),
+            "nav_current": "products",
+        },
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@account_member_required
+def subscription_reactivate(
+    request: HttpRequest, membership: Membership, subscription_id: int
+) -> HttpResponse:
+    """The "Reactivate subscription" pane. What is due is paid first, in the Settle balance pane."""
+    account = membership.account
+    details = subscription_details(account=account, subscription_id=subscription_id)
+    sub = details.subscription
+    detail_url = reverse(
+        "subscriptions:subscription_detail", kwargs={"account_id": account.pk, "subscription_id": sub.pk}
+    )
+    context = {
+        "membership": membership,
+        "account": account,
+        "details": details,
+        "sub": sub,
+        "nav_current": "products",
+        "pane_close_url": detail_url,
+        "can_reactivate": sub.can_reactivate(at=timezone.now()),
+    }
+    if request.method == "POST":
+        if not membership.can_pay:
+            raise PermissionDenied
+        try:
+            sub = subscription_request_reactivation(
+                subscription_id=sub.pk, at=timezone.now(), actor=request.user
+            )
+        except NothingToReactivate:
+            context["error"] = _(
+                "This subscription can no longer be reactivated: it is not cancelled, or its reactivation "
+                "period has ended."
+            )
+            return render(request, "subscriptions/subscription_reactivate.html", context)
+        if sub.status == Subscription.Status.ACTIVE:
+            messages.success(request, _("%(product)s is active again.") % {"product": sub.product.name})
+            if not is_htmx(request):
+                return redirect(detail_url)
+            response = render(request, "includes/oob_messages.html", context)
+            return trigger_client_event(trigger_client_event(response, "balanceChanged"), "closePane")
+        if sub.payment_method_id is not None and not account.pays_by_bank_transfer:
+            # Pay what is due first: the Settle balance pane for its card (htmx follows the redirect
+            # and swaps that pane in; without JavaScript it is the page). Paying brings it back.
+            return redirect("payments:settle", account.pk, sub.payment_method_id)
+        messages.info(
+            request,
+            _(
+                "%(product)s is active again once its invoices are paid by bank transfer. Use the invoice "
+                "number as the payment reference."
+            )
+            % {"product": sub.product.name},
+        )
+        return redirect(reverse("subscriptions:invoices", args=[account.pk]) + "?status=past_due")
+    return render(request, "subscriptions/subscription_reactivate.html", context)

@@ -52,7 +52,8 @@ DOMAIN_RE = re.compile(r"^[a-z0-9-]+(\.[a-z0-9-]+)+$", re.IGNORECASE)
 # Worst first: what a caller most likely phones about. Cancelled and deleted rank below active,
 # because an old cancelled subscription says nothing about the account's standing today.
 _STATUS_RANK = {
-    Subscription.Status.DISABLED: 5,
+    Subscription.Status.DISABLED: 6,
+    Subscription.Status.WARNED: 5,
     Subscription.Status.PAST_DUE: 4,
     Subscription.Status.ACTIVE: 3,
     Subscription.Status.CANCELLED: 2,

@@ -30,7 +30,7 @@ from dunning.services import retry_budget_check, retry_refusal_record
 from notifications.services import notice_send
 from payments.models import PaymentAllocation, PaymentAttempt
 from payments.services import account_lock, invoices_charge
-from subscriptions.models import Invoice, Subscription
+from subscriptions.models import Invoice, Subscription, restorable_q
 from subscriptions.services import invoice_apply_payment, subscription_restore
 
 from .models import DashboardSnapshot, SupportConsole, SupportNote
@@ -410,9 +410,7 @@ def _bank_transfer_record(
             "paid_on": plan.received_on.isoformat(),
         },
     )
-    restorable = Subscription.objects.filter(
-        pk__in=subscription_ids, status__in=[Subscription.Status.PAST_DUE, Subscription.Status.DISABLED]
-    ).order_by("pk")
+    restorable = Subscription.objects.filter(restorable_q(), pk__in=subscription_ids).order_by("pk")
     for sub_id in restorable.values_list("pk", flat=True):
         subscription_restore(subscription_id=sub_id, at=now, actor=actor)
     return attempt

@@ -8,7 +8,7 @@ register = template.Library()
 
 _LEVELS = {
     "success": {"active", "paid", "succeeded", "valid", "sent"},
-    "warning": {"past_due", "declined", "requires_action", "pending", "unknown", "queued"},
+    "warning": {"past_due", "warned", "declined", "requires_action", "pending", "unknown", "queued"},
     "error": {"disabled", "failed", "expired", "cancelled", "deleted", "uncollectible"},
     "info": {"open"},
 }

@@ -105,7 +105,7 @@ def test_invoice_detail_has_lines_totals_terms_and_bill_to(client, demo):
     for text in (
         "Total amount",
         "Amount due",
-        "Payment terms: Net 30 days",
+        "Payment terms: Due on receipt",  # a card renewal is due on its issue date
         "1 Microsoft Way",
         "€11.70",
         "€292.50",

@@ -31,6 +31,8 @@ PAGES = [
     ("payments:method_replace", {"method": True}),
     ("payments:method_delete", {"method": True}),
     ("payments:subscription_replace", {"subscription": True}),
+    ("subscriptions:subscription_detail", {"subscription": True}),
+    ("subscriptions:subscription_reactivate", {"subscription": True}),
 ]
 
 
