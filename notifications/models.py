@@ -15,6 +15,7 @@ class Notice(models.Model):
         DISABLED = "disabled", _("Subscription disabled")
         CANCELLED = "cancelled", _("Subscription cancelled")
         PAYMENT_RECEIVED = "payment_received", _("Payment received")
+        REFUND_ISSUED = "refund_issued", _("Refund issued")
 
     class Status(models.TextChoices):
         QUEUED = "queued", _("Queued")

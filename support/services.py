@@ -21,12 +21,11 @@ from django.utils.translation import gettext as _
 
 from accounts.models import BillingAccount
 from audit.services import audit_record
-from billing_portal.money import Money, format_money
-from notifications.services import notice_send
-from payments.models import PaymentAllocation, PaymentAttempt
+from billing_portal.money import Money
+from payments.ledger import bank_transfer_receive
+from payments.models import PaymentAttempt
 from payments.services import account_lock, invoices_charge
 from subscriptions.models import Invoice, Subscription
-from subscriptions.services import invoice_apply_payment, subscription_restore
 
 from .models import SupportConsole, SupportNote
 from .selectors import in_flight_invoice_ids, support_payable_invoices
@@ -339,39 +338,22 @@ def _bank_transfer_record(
             _("A card payment for %(invoices)s is still in progress; try again when it has finished.")
             % {"invoices": numbers}
         )
-    now = timezone.now()
-    attempt = PaymentAttempt.objects.create(
-        account=account,
-        payment_method=None,
+    # Support writes no payments tables: the payments ledger records and applies the money, restores
+    # subscriptions and sends the receipt, exactly as for a card payment.
+    attempt = bank_transfer_receive(
+        account_id=account.pk,
         amount_minor=plan.money.amount_minor,
-        currency=account.currency,
-        status=PaymentAttempt.Status.SUCCEEDED,
-        source=PaymentAttempt.Source.BANK_TRANSFER,
+        received_on=plan.received_on,
+        reference=plan.reference,
+        allocations=[(a.invoice.pk, a.amount_minor) for a in plan.allocations],
         idempotency_key=bank_transfer_idempotency_key(
             account_id=account.pk,
             reference=plan.reference,
             received_on=plan.received_on,
             amount_minor=plan.money.amount_minor,
         ),
-        gateway="bank_transfer",
-        initiated_by=actor,
-        initiated_by_label=actor.email,
-        reference_note=plan.reference,
-        completed_at=now,
+        actor=actor,
     )
-    PaymentAllocation.objects.bulk_create(
-        [
-            PaymentAllocation(attempt=attempt, invoice=a.invoice, amount_minor=a.amount_minor)
-            for a in plan.allocations
-        ]
-    )
-    subscription_ids: list[int] = []
-    for allocation in sorted(plan.allocations, key=lambda a: a.invoice.pk):
-        invoice = invoice_apply_payment(
-            invoice_id=allocation.invoice.pk, amount_minor=allocation.amount_minor, at=now
-        )
-        if invoice.status == Invoice.Status.PAID and invoice.subscription_id:
-            subscription_ids.append(invoice.subscription_id)
     audit_record(
         account=account,
         actor=actor,
@@ -392,24 +374,6 @@ def _bank_transfer_record(
         },
         ip_address=ip_address,
     )
-    # The same receipt a card payment sends, so the customer knows the wire arrived.
-    notice_send(
-        account=account,
-        kind="payment_received",
-        dedupe_key=f"payment_received:{attempt.pk}",
-        context={
-            "reference": attempt.reference,
-            "amount": format_money(attempt.amount_minor, attempt.currency, account.language),
-            "method": f"Bank transfer (ref. {plan.reference})",
-            "invoices": ", ".join(a.invoice.number for a in plan.allocations),
-            "paid_on": plan.received_on.isoformat(),
-        },
-    )
-    restorable = Subscription.objects.filter(
-        pk__in=subscription_ids, status__in=[Subscription.Status.PAST_DUE, Subscription.Status.DISABLED]
-    ).order_by("pk")
-    for sub_id in restorable.values_list("pk", flat=True):
-        subscription_restore(subscription_id=sub_id, at=now, actor=actor)
     return attempt
 
 
