@@ -59,13 +59,17 @@ def test_opened_dispute_is_recorded_blocks_the_card_and_tells_support(contoso):
     note = dispute_event_apply(event=opened(attempt))
     dispute = Dispute.objects.get()
     assert "recorded" in note
-    assert dispute.status == Dispute.Status.OPEN and dispute.outcome == ""
-    assert dispute.amount_minor == 39050 and dispute.reason == "fraudulent"
+    assert dispute.status == Dispute.Status.OPEN
+    assert dispute.outcome == ""
+    assert dispute.amount_minor == 39050
+    assert dispute.reason == "fraudulent"
     assert dispute.evidence_due_by == EVIDENCE_DUE
     card = PaymentMethod.objects.get(pk=contoso.mastercard.pk)
-    assert card.disputed_at is not None and dispute.reference in card.blocked_reason
+    assert card.disputed_at is not None
+    assert dispute.reference in card.blocked_reason
     audit = AuditEvent.objects.get(action="dispute.opened")
-    assert "fraudulent" in audit.message and "20 Dec 2026" in audit.message
+    assert "fraudulent" in audit.message
+    assert "20 Dec 2026" in audit.message
     # Nothing of an open chargeback may be refunded on top (the bank may take it back itself).
     assert refundable_minor(attempt=attempt) == 0
     with pytest.raises(RefundError):
@@ -107,7 +111,8 @@ def test_lost_dispute_puts_the_amount_back_as_due_and_charges_nothing(contoso):
     dispute_event_apply(event=opened(attempt))
     dispute_event_apply(event=closed(attempt, "lost"))
     dispute = Dispute.objects.get()
-    assert dispute.status == Dispute.Status.CLOSED and dispute.outcome == Dispute.Outcome.LOST
+    assert dispute.status == Dispute.Status.CLOSED
+    assert dispute.outcome == Dispute.Outcome.LOST
     assert DisputeReversal.objects.filter(dispute=dispute).count() == 4
     for key in SETTLE_INVOICES:
         invoice = Invoice.objects.get(pk=contoso.invoices[key].pk)
@@ -116,7 +121,8 @@ def test_lost_dispute_puts_the_amount_back_as_due_and_charges_nothing(contoso):
         assert invoice.next_attempt_at is None
         assert Subscription.objects.get(pk=contoso.subs[key].pk).status == Subscription.Status.PAST_DUE
     audit = AuditEvent.objects.get(action="dispute.lost")
-    assert dispute.reference in audit.message and "Nothing is charged automatically" in audit.message
+    assert dispute.reference in audit.message
+    assert "Nothing is charged automatically" in audit.message
     assert_ledger_consistent(contoso.account.pk)
     charges = SimCharge.objects.count()
     account_dunning_run(account_id=contoso.account.pk, now=timezone.now() + dt.timedelta(days=3))
@@ -205,7 +211,8 @@ def test_simulated_bank_raises_disputes_and_decides_them(contoso):
     raised = sim_dispute_raise(attempt_id=attempt.pk, reason="product_not_received")
     dispute = Dispute.objects.get()
     assert dispute.gateway_reference == raised.gateway_reference
-    assert dispute.reason == "product_not_received" and dispute.evidence_due_by is not None
+    assert dispute.reason == "product_not_received"
+    assert dispute.evidence_due_by is not None
     sim_dispute_decide(dispute_id=dispute.pk, won=False)
     dispute.refresh_from_db()
     assert dispute.outcome == Dispute.Outcome.LOST

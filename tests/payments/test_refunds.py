@@ -56,11 +56,13 @@ def test_full_refund_writes_a_credit_note_on_each_invoice_and_leaves_them_paid(
     assert len({n.number for n in notes}) == 4
     for key in SETTLE_INVOICES:
         invoice = Invoice.objects.get(pk=contoso.invoices[key].pk)
-        assert invoice.status == Invoice.Status.PAID and invoice.amount_due_minor == 0
+        assert invoice.status == Invoice.Status.PAID
+        assert invoice.amount_due_minor == 0
     assert_ledger_consistent(contoso.account.pk)
     assert refundable_minor(attempt=attempt) == 0
     audit = AuditEvent.objects.get(action="refund.succeeded")
-    assert "CN-" in audit.message and attempt.reference in audit.message
+    assert "CN-" in audit.message
+    assert attempt.reference in audit.message
     notice = Notice.objects.get(kind="refund_issued")
     assert "€390.50" in notice.subject
 
@@ -183,7 +185,8 @@ def test_refund_racing_its_webhook_counts_once(contoso, settings):
     assert "matched to our pending refund" in note
     assert Refund.objects.count() == 1
     pending.refresh_from_db()
-    assert pending.status == Refund.Status.SUCCEEDED and pending.gateway_reference == sim.reference
+    assert pending.status == Refund.Status.SUCCEEDED
+    assert pending.gateway_reference == sim.reference
     # Then our own answer arrives (reconciliation), and the webhook is delivered again.
     settings.SIMULATED_GATEWAY_TIMEOUT_CARDS = []
     refund_reconcile(refund_id=pending.pk)
