@@ -28,7 +28,7 @@ from subscriptions.services import subscription_mark_past_due
 from .gateways.base import DisputeInfo, GatewayEvent, GatewayEventKind
 from .ledger import invoice_ledger_sync
 from .models import Dispute, DisputeReversal, PaymentAttempt, PaymentMethod, Refund
-from .refunds import _invoice_parts
+from .refunds import payment_invoice_parts
 from .services import account_lock
 
 logger = logging.getLogger(__name__)
@@ -161,7 +161,7 @@ def _dispute_close(
     returned_unapplied = sum(r.unapplied_minor for r in attempt.refunds.exclude(status=Refund.Status.FAILED))
     overpaid_left = max(attempt.amount_minor - applied - returned_unapplied, 0)
     invoice_part = max(dispute.amount_minor - overpaid_left, 0)
-    parts = _invoice_parts(attempt=attempt, amount_minor=invoice_part)
+    parts = payment_invoice_parts(attempt=attempt, amount_minor=invoice_part)
     DisputeReversal.objects.bulk_create(
         [
             DisputeReversal(dispute=dispute, invoice_id=invoice_id, amount_minor=part)

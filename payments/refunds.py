@@ -87,7 +87,7 @@ def overpaid_minor(*, attempt: PaymentAttempt) -> int:
     return max(min(attempt.amount_minor - applied - returned, refundable_minor(attempt=attempt)), 0)
 
 
-def _invoice_parts(*, attempt: PaymentAttempt, amount_minor: int) -> list[tuple[int, int]]:
+def payment_invoice_parts(*, attempt: PaymentAttempt, amount_minor: int) -> list[tuple[int, int]]:
     """How a refund or a lost chargeback of `amount_minor` (its invoice part) splits over the invoices
     the payment paid: (invoice id, amount), oldest invoice first, each at most what is still paid on
     it by this payment (applied, less earlier credit notes and reversals of this payment)."""
@@ -344,7 +344,7 @@ def _refund_succeed(*, account: BillingAccount, refund: Refund, now: dt.datetime
     refund.failure_message = ""
     refund.save(update_fields=[*fields, "status", "completed_at", "reconcile_after", "failure_message"])
     notes: list[CreditNote] = []
-    for invoice_id, part in _invoice_parts(
+    for invoice_id, part in payment_invoice_parts(
         attempt=attempt, amount_minor=refund.amount_minor - refund.unapplied_minor
     ):
         note = CreditNote.objects.create(

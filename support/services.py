@@ -23,7 +23,15 @@ from accounts.models import BillingAccount
 from audit.services import audit_record
 from billing_portal.money import Money
 from payments.ledger import bank_transfer_receive
-from payments.models import PaymentAttempt
+from payments.models import PaymentAttempt, Refund
+from payments.refunds import (
+    RefundError,
+    overpaid_minor,
+    payment_invoice_parts,
+    payment_refund,
+    refund_check,
+    refundable_minor,
+)
 from payments.services import account_lock, invoices_charge
 from subscriptions.models import Invoice, Subscription
 
@@ -489,3 +497,108 @@ def invoice_retry_now(
         actor=actor,
         actor_label=f"support: {actor.email}",
     )
+
+
+# -- refunds --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RefundPlan:
+    attempt: PaymentAttempt
+    money: Money
+    refundable: Money
+    overpaid: Money
+    # (invoice number, amount) the credit notes will be written for, oldest invoice first.
+    credit_notes: list[tuple[str, Money]]
+
+
+def _refundable_attempt(*, account_id: int, attempt_id: int) -> PaymentAttempt:
+    attempt = (
+        PaymentAttempt.objects.select_related("payment_method", "account")
+        .filter(pk=attempt_id, account_id=account_id)
+        .first()
+    )
+    if attempt is None:
+        raise SupportActionError(_("That payment does not belong to this account."))
+    return attempt
+
+
+def payment_refund_preview(
+    *, account: BillingAccount, attempt_id: int, amount: str, overpayment: bool = False
+) -> RefundPlan:
+    """What refunding would do, without doing it (the confirmation step shows this). An empty amount
+    means everything that is left; an overpayment refund is always exactly what was overpaid."""
+    attempt = _refundable_attempt(account_id=account.pk, attempt_id=attempt_id)
+    left = refundable_minor(attempt=attempt)
+    overpaid = overpaid_minor(attempt=attempt)
+    if overpayment:
+        if overpaid <= 0:
+            raise SupportActionError(
+                _("Payment %(reference)s has no overpaid money left to refund.")
+                % {"reference": attempt.reference}
+            )
+        amount_minor = overpaid
+        shown = (amount or "").strip()
+        if (
+            shown
+            and bank_transfer_parse_amount(amount=shown, currency="", account=account).amount_minor
+            != overpaid
+        ):
+            raise SupportActionError(
+                _("The overpaid amount of %(reference)s changed to %(amount)s; review it again.")
+                % {"reference": attempt.reference, "amount": Money(overpaid, attempt.currency)}
+            )
+    elif (amount or "").strip():
+        amount_minor = bank_transfer_parse_amount(amount=amount, currency="", account=account).amount_minor
+    else:
+        amount_minor = left
+    try:
+        refund_check(attempt=attempt, amount_minor=amount_minor)
+    except RefundError as exc:
+        raise SupportActionError(exc.message) from None
+    invoice_part = amount_minor - min(amount_minor, overpaid)
+    parts = payment_invoice_parts(attempt=attempt, amount_minor=invoice_part)
+    numbers = dict(Invoice.objects.filter(pk__in=[i for i, _p in parts]).values_list("pk", "number"))
+    return RefundPlan(
+        attempt=attempt,
+        money=Money(amount_minor, attempt.currency),
+        refundable=Money(left, attempt.currency),
+        overpaid=Money(overpaid, attempt.currency),
+        credit_notes=[(numbers[i], Money(p, attempt.currency)) for i, p in parts],
+    )
+
+
+def support_payment_refund(
+    *,
+    account_id: int,
+    attempt_id: int,
+    amount: str,
+    actor: Any,
+    reason: str,
+    idempotency_key: str,
+    overpayment: bool = False,
+    ip_address: str | None = None,
+) -> Refund:
+    """Refund a succeeded card payment, fully or partly, through the payments service (which takes the
+    account lock, re-checks what is left and asks the gateway with the idempotency key). A double
+    submit of the confirmation carries the same key and gets the first refund back."""
+    reason = _clean_reason(reason)
+    existing = Refund.objects.filter(idempotency_key=idempotency_key, account_id=account_id).first()
+    if existing is not None:
+        return existing
+    account = BillingAccount.objects.get(pk=account_id)
+    plan = payment_refund_preview(
+        account=account, attempt_id=attempt_id, amount=amount, overpayment=overpayment
+    )
+    try:
+        return payment_refund(
+            attempt_id=plan.attempt.pk,
+            amount_minor=plan.money.amount_minor,
+            reason=reason,
+            actor=actor,
+            idempotency_key=idempotency_key,
+            source=Refund.Source.OVERPAYMENT if overpayment else Refund.Source.SUPPORT,
+            ip_address=ip_address,
+        )
+    except RefundError as exc:
+        raise SupportActionError(exc.message) from None
