@@ -9,6 +9,7 @@ from django.shortcuts import render
 
 from accounts.decorators import account_member_required, is_htmx
 from accounts.models import Membership
+from payments.selectors import invoice_money_history
 
 from .forms import InvoiceFilterForm
 from .models import Subscription
@@ -78,6 +79,8 @@ def invoice_detail(request: HttpRequest, membership: Membership, number: str) ->
             "account": account,
             "invoice": invoice,
             "lines": invoice.lines.all(),
+            # Payments, credit notes and chargebacks: what the amount due follows from.
+            "money_history": invoice_money_history(invoice=invoice),
             "payment_terms_days": settings.BILLING_PAYMENT_TERMS_DAYS,
         },
     )

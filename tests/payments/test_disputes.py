@@ -222,3 +222,25 @@ def test_simulated_bank_raises_disputes_and_decides_them(contoso):
     dispute.refresh_from_db()
     assert dispute.outcome == Dispute.Outcome.LOST
     assert_ledger_consistent(contoso.account.pk)
+
+
+def test_sim_bank_command_raises_a_refund_and_a_lost_dispute(contoso):
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    from payments.models import Refund
+
+    attempt = settle(contoso)
+    out = StringIO()
+    call_command("sim_bank", "refund", attempt.reference, "--amount", "14.00", stdout=out)
+    assert Refund.objects.get().amount_minor == 1400
+    assert "applied: succeeded" in out.getvalue()
+    call_command("sim_bank", "dispute", attempt.reference, "--reason", "duplicate", stdout=out)
+    dispute = Dispute.objects.get()
+    call_command("sim_bank", "decide", dispute.reference, "--lost", stdout=out)
+    dispute.refresh_from_db()
+    assert dispute.outcome == Dispute.Outcome.LOST
+    assert sum(r.amount_minor for r in DisputeReversal.objects.all()) == attempt.amount_minor - 1400
+    with pytest.raises(CommandError, match="not a reference"):
+        call_command("sim_bank", "refund", "PAY-٣")
