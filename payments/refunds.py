@@ -413,8 +413,18 @@ def refund_reconcile(*, refund_id: int) -> Refund:
     return refund_apply_result(refund_id=refund.pk, result=_gateway_refund(refund=refund))
 
 
+# A pending refund without an answer time older than this lost its process between phase 1 and 3.
+PENDING_STALE_AFTER = dt.timedelta(minutes=5)
+
+
 def refunds_due_for_reconcile(*, now: dt.datetime, account_id: int | None = None) -> list[int]:
-    qs = Refund.objects.filter(status=Refund.Status.PENDING, reconcile_after__lte=now)
+    """Pending refunds to ask the gateway about again: their backoff ran out, or their process died
+    before it got an answer."""
+    qs = Refund.objects.filter(
+        Q(reconcile_after__lte=now)
+        | Q(reconcile_after__isnull=True, created_at__lte=now - PENDING_STALE_AFTER),
+        status=Refund.Status.PENDING,
+    )
     if account_id is not None:
         qs = qs.filter(account_id=account_id)
     return list(qs.order_by("pk").values_list("pk", flat=True))

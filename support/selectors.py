@@ -313,6 +313,8 @@ def support_account_overview(*, account: BillingAccount) -> AccountOverview:
                 "is_default",
                 "last_decline_code",
                 "last_declined_at",
+                "disputed_at",
+                "blocked_reason",
             )
             .order_by("-is_default", "pk")
         ),

@@ -71,7 +71,9 @@ def test_concurrent_refunds_never_give_back_more_than_was_paid(share):
     outcomes = _race(CONCURRENT, work)
     print(f"\n{CONCURRENT} concurrent refunds of {share}%: {sorted(outcomes)}")
     assert set(outcomes) <= {"succeeded", "RefundError", "RefundInProgress"}, outcomes
-    refunded = sum(Refund.objects.filter(status=Refund.Status.SUCCEEDED).values_list("amount_minor", flat=True))
+    refunded = sum(
+        Refund.objects.filter(status=Refund.Status.SUCCEEDED).values_list("amount_minor", flat=True)
+    )
     at_bank = sum(SimRefund.objects.values_list("amount_minor", flat=True))
     assert refunded == at_bank
     assert 0 < refunded <= attempt.amount_minor

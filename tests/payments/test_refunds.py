@@ -325,3 +325,21 @@ def test_overpayment_gets_a_refund_of_exactly_what_was_overpaid(contoso, setting
     assert overpaid_minor(attempt=late) == 0
     assert Invoice.objects.get(pk=invoice.pk).status == Invoice.Status.PAID
     assert_ledger_consistent(contoso.account.pk)
+
+
+def test_refund_sweep_finishes_a_refund_whose_process_died(contoso, settings):
+    """Phase 1 committed, then the process died before asking the gateway: the sweep asks, once."""
+    from payments.tasks import refunds_reconcile_due
+
+    attempt = settle(contoso)
+    settings.SIMULATED_GATEWAY_UNREACHABLE_CARDS = ["5555555555554444"]
+    pending = refund(attempt, 1200)
+    assert pending.status == Refund.Status.PENDING
+    assert not SimRefund.objects.exists()  # the request never reached the bank
+    settings.SIMULATED_GATEWAY_UNREACHABLE_CARDS = []
+    Refund.objects.filter(pk=pending.pk).update(reconcile_after=timezone.now() - dt.timedelta(seconds=1))
+    assert refunds_reconcile_due() == 1
+    pending.refresh_from_db()
+    assert pending.status == Refund.Status.SUCCEEDED
+    assert SimRefund.objects.count() == 1
+    assert refunds_reconcile_due() == 0

@@ -317,3 +317,11 @@ def test_dutch_bank_transfer_receipt_is_dutch_with_a_dutch_date(
     assert "Bankoverschrijving (ref. INV-NL-1)" in message.body
     assert "We received" not in message.body
     assert Invoice.objects.get(pk=invoice.pk).status == Invoice.Status.PAID
+
+
+def test_disputed_card_shows_in_the_account_view(support_client, contoso):
+    attempt = settle(contoso)
+    sim_dispute_raise(attempt_id=attempt.pk, reason="fraudulent")
+    page = support_client.get(reverse("support:account", args=[contoso.account.pk])).content.decode()
+    assert "Chargeback: no automatic charges" in page
+    assert f"on payment {attempt.reference} (fraudulent)" in page
