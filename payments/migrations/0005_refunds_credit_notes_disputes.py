@@ -6,10 +6,27 @@ from django.db import migrations, models
 
 
 def applied_for_succeeded(apps, schema_editor):
-    """Payments that succeeded before this migration paid what they were allocated: record it as applied
-    (payment_apply skipped an already-paid invoice, but then the invoice's own amount due shows that)."""
+    """Record what payments made before this migration applied to their invoices.
+
+    Per invoice, succeeded payments in the order they completed apply their allocation until the
+    invoice's total is reached; the rest was overpaid (flagged `payment.overpaid` at the time), so an
+    invoice's derived amount due (total − applied) is never below zero.
+    """
     PaymentAllocation = apps.get_model("payments", "PaymentAllocation")
-    PaymentAllocation.objects.filter(attempt__status="succeeded").update(applied_minor=models.F("amount_minor"))
+    rows = (
+        PaymentAllocation.objects.filter(attempt__status="succeeded")
+        .order_by("invoice_id", "attempt__completed_at", "attempt_id")
+        .values_list("pk", "invoice_id", "amount_minor", "invoice__total_minor")
+    )
+    current, left, updates = None, 0, []
+    for pk, invoice_id, amount, total in rows.iterator():
+        if invoice_id != current:
+            current, left = invoice_id, total
+        applied = min(amount, left)
+        left -= applied
+        if applied:
+            updates.append(PaymentAllocation(pk=pk, applied_minor=applied))
+    PaymentAllocation.objects.bulk_update(updates, ["applied_minor"], batch_size=1000)
 
 
 class Migration(migrations.Migration):
