@@ -41,7 +41,7 @@ from .selectors import in_flight_invoice_ids, support_payable_invoices
 SUPPORT_STAFF_GROUP = "Support staff"
 GRACE_EXTENSION_DAYS = range(1, 31)
 REASON_MAX_LENGTH = 500
-AMOUNT_RE = re.compile(r"^-?(\d{1,3}(,\d{3})+|\d+)(\.\d+)?$")
+AMOUNT_RE = re.compile(r"^-?(\d{1,3}(,\d{3})+|\d+)(\.\d+)?$", re.ASCII)  # "٣" is not 3 here
 
 
 class SupportActionError(Exception):

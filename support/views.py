@@ -466,9 +466,11 @@ def simulated_bank(request: HttpRequest, account_id: int, attempt_id: int) -> Ht
         status=PaymentAttempt.Status.SUCCEEDED,
     )
     form = SimulateForm(request.POST or None)
+    status = 200
     if request.method == "POST":
         if not form.is_valid():
             messages.error(request, _("Choose what the bank should do."))
+            status = 400
         else:
             data = form.cleaned_data
             try:
@@ -507,6 +509,7 @@ def simulated_bank(request: HttpRequest, account_id: int, attempt_id: int) -> Ht
             "refunds": list(attempt.refunds.order_by("pk")),
             "reasons": [value for value, _label in DISPUTE_REASONS],
         },
+        status=status,
     )
 
 

@@ -104,6 +104,8 @@ def test_refund_confirmation_fixes_the_full_amount_it_showed(support_client, con
     ("amount", "reason", "message"),
     [
         ("abc", "x", "Enter the amount as a number"),
+        ("٣", "x", "Enter the amount as a number"),
+        ("1e3", "x", "Enter the amount as a number"),
         ("1.234", "x", "Enter the amount as a number"),
         ("0", "x", "more than zero"),
         ("390.51", "x", "more than what is left"),
@@ -325,3 +327,35 @@ def test_disputed_card_shows_in_the_account_view(support_client, contoso):
     page = support_client.get(reverse("support:account", args=[contoso.account.pk])).content.decode()
     assert "Chargeback: no automatic charges" in page
     assert f"on payment {attempt.reference} (fraudulent)" in page
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"action": "refund", "amount": "lots"},
+        {"action": "refund", "amount": "999999.00"},
+        {"action": "won", "dispute": "12345"},
+        {"action": "explode"},
+        {"action": "lost", "dispute": "²"},
+    ],
+)
+def test_simulated_bank_bad_input_changes_nothing_and_never_500s(support_client, contoso, data):
+    attempt = settle(contoso)
+    url = reverse("support:simulated_bank", args=[contoso.account.pk, attempt.pk])
+    response = support_client.post(url, data)
+    assert response.status_code in (302, 400, 404)
+    assert not Refund.objects.exists()
+    assert not Dispute.objects.exists()
+
+
+def test_refund_page_of_a_failed_payment_says_why(support_client, contoso):
+    failed = services.invoice_pay(
+        account_id=contoso.account.pk,
+        invoice_id=contoso.invoices["m365"].pk,
+        payment_method_id=contoso.visa.pk,
+        actor=contoso.admin,
+        idempotency_key="declined",
+    )
+    response = _post(support_client, _refund_url(contoso, failed), amount="", reason="x", token="t")
+    assert response.status_code == 400
+    assert "did not succeed" in response.content.decode()
