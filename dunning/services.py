@@ -710,13 +710,10 @@ def subscription_lifecycle_step(*, subscription_id: int, now: dt.datetime) -> st
 
 
 def _detach_at_gateway(tokens: list[tuple[str, str]]) -> None:
-    """Best effort: ask gateways that can forget a card to do so. Our rows already forgot the token."""
+    """Best effort: ask each card's gateway to forget it. Our rows already forgot the token."""
     for gateway_name, token in tokens:
         try:
-            gateway: Any = get_gateway(gateway_name)
-            detach = getattr(gateway, "detach", None)
-            if detach is not None:
-                detach(token=token)
+            get_gateway(gateway_name).detach(token=token)
         except Exception:
             logger.exception("dunning: could not detach a %s token at the gateway", gateway_name)
 

@@ -17,6 +17,8 @@ class SimCard(models.Model):
     exp_year = models.PositiveSmallIntegerField()
     holder_name = models.CharField(max_length=120, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Detached by the portal: never charged again (its old charges stay on the books).
+    forgotten_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

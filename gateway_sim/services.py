@@ -50,6 +50,12 @@ def sim_card_update_expiry(*, token: str, exp_month: int, exp_year: int) -> SimC
     return card
 
 
+def sim_card_forget(*, token: str) -> None:
+    """Detach: the bank no longer charges this card, ever. Its past charges (and their refunds) stay
+    on the books. Forgetting twice, or a token the bank never knew, is fine."""
+    SimCard.objects.filter(token=token, forgotten_at__isnull=True).update(forgotten_at=timezone.now())
+
+
 def _expired(card: SimCard) -> bool:
     today = timezone.localdate()
     return (card.exp_year, card.exp_month) < (today.year, today.month)
@@ -69,7 +75,7 @@ def sim_charge_create(
     existing = SimCharge.objects.filter(idempotency_key=idempotency_key).first()
     if existing is not None:
         return existing
-    card = SimCard.objects.get(token=token)
+    card = SimCard.objects.get(token=token, forgotten_at__isnull=True)  # a forgotten card is unknown
     status, code = SimCharge.Status.SUCCEEDED, ""
     if _expired(card):
         status, code = SimCharge.Status.DECLINED, "expired_card"

@@ -7,6 +7,8 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 
+from .gateways.base import GATEWAYS, get_gateway
+
 
 @register(Tags.security, deploy=True)
 def gateway_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warning]:
@@ -31,4 +33,13 @@ def gateway_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | War
                 Error(f"PAYMENT_GATEWAY is 'stripe' but {', '.join(missing)} not set.", id="payments.E001")
             ]
         return []
-    return [Error(f"PAYMENT_GATEWAY must be 'simulated' or 'stripe', not {gateway!r}.", id="payments.E002")]
+    try:
+        get_gateway(gateway)
+    except LookupError:
+        return [
+            Error(
+                f"PAYMENT_GATEWAY must name a registered gateway ({', '.join(sorted(GATEWAYS))}), not {gateway!r}.",
+                id="payments.E002",
+            )
+        ]
+    return []

@@ -28,7 +28,7 @@ from subscriptions.services import subscription_mark_past_due
 from .gateways.base import DisputeInfo, GatewayEvent, GatewayEventKind
 from .ledger import invoice_ledger_sync
 from .models import Dispute, DisputeReversal, PaymentAttempt, PaymentMethod, Refund
-from .refunds import payment_invoice_parts
+from .refunds import NOTE_NOT_OURS, NOTE_UNREADABLE, payment_invoice_parts
 from .services import account_lock
 
 logger = logging.getLogger(__name__)
@@ -47,12 +47,12 @@ def dispute_event_apply(*, event: GatewayEvent) -> str:
     """Apply a DISPUTE_OPENED / DISPUTE_UPDATED / DISPUTE_CLOSED event. Returns a note on what was done."""
     info = event.dispute
     if info is None:
-        return "dispute event without a dispute"
+        return f"{NOTE_UNREADABLE}dispute event without a dispute"
     attempt = PaymentAttempt.objects.filter(gateway_reference=info.charge_reference).order_by("pk").first()
     if attempt is None:
-        return f"no payment of ours for charge {info.charge_reference}"
+        return f"{NOTE_NOT_OURS}no payment of ours for charge {info.charge_reference}"
     if info.amount_minor <= 0:
-        return f"dispute {info.reference}: no amount"
+        return f"{NOTE_UNREADABLE}dispute {info.reference} has no amount"
     now = timezone.now()
     notes: list[str] = []
     with transaction.atomic():

@@ -38,6 +38,9 @@ class PaymentMethod(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.VALID)
     last_decline_code = models.CharField(max_length=40, blank=True)
     last_declined_at = models.DateTimeField(null=True, blank=True)
+    # When the gateway last told us the card's details changed (network account updater): an older
+    # notice arriving later never overwrites a newer one.
+    card_synced_at = models.DateTimeField(null=True, blank=True)
     is_default = models.BooleanField(default=False)
     # A chargeback on this card: automatic charges (renewals, retries) never use it again; the
     # customer may still pay with it in person. Set by payments.disputes, never cleared by a job.
@@ -121,6 +124,9 @@ class PaymentAttempt(models.Model):
     source = models.CharField(max_length=16, choices=Source.choices)
     decline_code = models.CharField(max_length=40, blank=True)
     decline_message = models.CharField(max_length=300, blank=True)
+    # For operators, never customers: why the gateway refused the request as invalid (a bug or a
+    # configuration problem to fix; see the support dashboard).
+    operator_error = models.CharField(max_length=500, blank=True)
     idempotency_key = models.CharField(max_length=80, unique=True)
     gateway = models.CharField(max_length=20, blank=True)
     gateway_reference = models.CharField(max_length=255, blank=True, db_index=True)
@@ -235,7 +241,10 @@ class GatewayCustomer(models.Model):
 
     account = models.ForeignKey(BillingAccount, on_delete=models.CASCADE, related_name="gateway_customers")
     gateway = models.CharField(max_length=20)
-    customer_id = models.CharField(max_length=255)
+    # "" once the gateway deleted the customer (customer.deleted): the next card setup creates a new one.
+    customer_id = models.CharField(max_length=255, blank=True)
+    # How many of this account's customers the gateway deleted; part of the next customer's idempotency key.
+    generation = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

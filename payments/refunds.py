@@ -52,6 +52,12 @@ REFUND_RECONCILE_BACKOFF = (
 REFUNDABLE_SOURCES_EXCLUDED = (PaymentAttempt.Source.BANK_TRANSFER,)
 
 
+# How a handling note starts when the event is not for us, or cannot be read (webhooks.HANDLERS maps
+# these to ignored and failed; any other note means the event was applied).
+NOTE_NOT_OURS = "not ours: "
+NOTE_UNREADABLE = "unreadable: "
+
+
 class RefundError(PaymentError):
     """A refund was refused; the message is for the operator, as it is."""
 
@@ -439,16 +445,27 @@ def refund_event_apply(*, event: GatewayEvent) -> str:
     the same refund has not answered yet. Returns a note on what was done, for the event's record."""
     info = event.refund
     if info is None:
-        return "refund event without a refund"
+        return f"{NOTE_UNREADABLE}refund event without a refund"
     attempt = PaymentAttempt.objects.filter(gateway_reference=info.charge_reference).order_by("pk").first()
     if attempt is None:
-        return f"no payment of ours for charge {info.charge_reference}"
+        return f"{NOTE_NOT_OURS}no payment of ours for charge {info.charge_reference}"
     if info.amount_minor <= 0:
-        return f"refund {info.reference}: no amount"
+        return f"{NOTE_UNREADABLE}refund {info.reference} has no amount"
     with transaction.atomic():
         account = account_lock(account_id=attempt.account_id)
         refund = Refund.objects.filter(gateway=attempt.gateway, gateway_reference=info.reference).first()
         claimed = False
+        if refund is None and event.idempotency_key:
+            # Our own refund, named by the key the gateway echoes back, whose answer has not arrived yet.
+            refund = (
+                Refund.objects.select_for_update(of=("self",))
+                .filter(attempt=attempt, idempotency_key=event.idempotency_key, gateway_reference="")
+                .first()
+            )
+            if refund is not None:
+                refund.gateway_reference = info.reference
+                refund.save(update_fields=["gateway_reference"])
+                claimed = True
         if refund is None:
             # Our own call may not have answered yet: our pending refund of this payment and amount,
             # made before the gateway created this one, is the same refund.
@@ -470,7 +487,7 @@ def refund_event_apply(*, event: GatewayEvent) -> str:
                 claimed = True
         if refund is None:
             if info.status in (RefundOutcome.FAILED, RefundOutcome.INVALID):
-                return f"refund {info.reference} failed at the gateway; nothing of ours"
+                return f"{NOTE_NOT_OURS}refund {info.reference} failed at the gateway; nothing of ours"
             left = refundable_minor(attempt=attempt)
             if info.amount_minor > left:
                 logger.error(

@@ -31,9 +31,17 @@ from subscriptions.services import (
     subscription_mark_past_due,
 )
 
-from .gateways.base import ChargeOutcome, ChargeResult, decline_message, get_gateway
+from .gateways.base import (
+    INVALID_REQUEST_CODE,
+    CardCollection,
+    CardResult,
+    ChargeOutcome,
+    ChargeResult,
+    decline_message,
+    get_gateway,
+)
 from .ledger import payment_apply
-from .models import PaymentAllocation, PaymentAttempt, PaymentMethod, WebhookEvent
+from .models import GatewayCustomer, PaymentAllocation, PaymentAttempt, PaymentMethod
 
 logger = logging.getLogger(__name__)
 
@@ -314,8 +322,15 @@ def attempt_apply_result(*, attempt_id: int, result: ChargeResult, actor: Any = 
         if attempt.status in (Status.FAILED, Status.CANCELED) and outcome != ChargeOutcome.SUCCEEDED:
             # Final already; only news that money did move can change it.
             return attempt
+        if outcome == ChargeOutcome.INVALID and attempt.status != Status.PENDING:
+            # Only the charge request itself can be refused as invalid. A look-up or confirmation refused
+            # says nothing about a charge that may have taken money: keep finding out.
+            logger.error("gateway refused a follow-up request for attempt %s: %s", attempt.pk, result.message)
+            outcome = ChargeOutcome.UNKNOWN
         if outcome == ChargeOutcome.SUCCEEDED:
             _apply_success(account=account, attempt=attempt, now=now, actor=actor)
+        elif outcome == ChargeOutcome.INVALID:
+            _apply_invalid(account=account, attempt=attempt, result=result, now=now)
         elif outcome == ChargeOutcome.DECLINED:
             _apply_decline(account=account, attempt=attempt, result=result, now=now)
         elif outcome == ChargeOutcome.REQUIRES_ACTION:
@@ -458,6 +473,52 @@ def _apply_decline(
     )
 
 
+def _apply_invalid(
+    *, account: BillingAccount, attempt: PaymentAttempt, result: ChargeResult, now: dt.datetime
+) -> None:
+    """The gateway refused the charge request itself: nothing was charged, and the same request will be
+    refused again. The attempt fails at once with an error for operators (support dashboard); the card
+    is not blamed and nothing is reconciled."""
+    detail = (result.message or "the gateway refused the request as invalid")[:500]
+    logger.error(
+        "payment %s (account %s, %s) was refused by the %s gateway as an invalid request: %s",
+        attempt.reference,
+        account.pk,
+        attempt.amount,
+        attempt.gateway,
+        detail,
+    )
+    attempt.status = Status.FAILED
+    attempt.decline_code = INVALID_REQUEST_CODE
+    attempt.decline_message = decline_message(INVALID_REQUEST_CODE)[:300]
+    attempt.operator_error = detail
+    attempt.completed_at = now
+    attempt.action_url = ""
+    attempt.reconcile_after = None
+    attempt.save(
+        update_fields=[
+            "status",
+            "decline_code",
+            "decline_message",
+            "operator_error",
+            "completed_at",
+            "action_url",
+            "reconcile_after",
+            "gateway_reference",
+        ]
+    )
+    audit_record(
+        account=account,
+        actor=attempt.initiated_by,
+        actor_label=attempt.initiated_by_label,
+        action="payment.invalid_request",
+        message=f"Payment {attempt.reference} of {attempt.amount} was refused by the gateway as an invalid "
+        "request; nothing was charged",
+        target=attempt,
+        data={"detail": detail},
+    )
+
+
 def attempt_abandon(*, attempt_id: int) -> PaymentAttempt:
     """Cancel an attempt still waiting for 3-D Secure, at the gateway first. If the gateway says the
     charge went through after all, that success is applied instead."""
@@ -512,18 +573,20 @@ def attempt_reconcile(*, attempt_id: int) -> PaymentAttempt:
     if attempt.status not in (Status.UNKNOWN, Status.PENDING):
         return attempt
     method = attempt.payment_method
-    gateway: Any = None
+    lookup_is_final = False
     try:
         gateway = get_gateway(attempt.gateway or (method.gateway if method else None))
+        lookup_is_final = gateway.lookup_is_final
         result = gateway.lookup(idempotency_key=attempt.idempotency_key, reference=attempt.gateway_reference)
     except Exception as exc:
         logger.exception("gateway lookup for attempt %s raised", attempt.pk)
         result = ChargeResult.unknown(str(exc))
+    if result.outcome == ChargeOutcome.INVALID:
+        # The look-up itself was refused: the charge's outcome is still unknown.
+        logger.error("gateway refused the look-up for attempt %s: %s", attempt.pk, result.message)
+        result = ChargeResult.unknown(result.message)
     if result.outcome == ChargeOutcome.NOT_FOUND:
-        trusted = (
-            getattr(gateway, "lookup_is_immediate", False)
-            or attempt.created_at < now - NOT_FOUND_TRUSTED_AFTER
-        )
+        trusted = lookup_is_final or attempt.created_at < now - NOT_FOUND_TRUSTED_AFTER
         # A search index may lag behind a charge that did arrive: only an old enough miss releases.
         result = (
             ChargeResult(outcome=ChargeOutcome.CANCELED) if trusted else ChargeResult.unknown("not found yet")
@@ -707,56 +770,73 @@ def payment_method_add(
 def payment_method_add_from_setup(
     *, account_id: int, actor: Any, setup_intent_id: str, holder_name: str = ""
 ) -> PaymentMethod:
-    """Stripe mode: Elements confirmed a SetupIntent in the browser; record the card it created."""
+    """ELEMENTS gateways: the browser confirmed a card setup with the gateway's script; record its card."""
     _require_payer(account_id=account_id, actor=actor)
     if not setup_intent_id:
         raise InvalidCardInput(_("Enter the card details."), errors={"number": _("Enter the card details.")})
-    from .models import GatewayCustomer
-
-    gateway = get_gateway("stripe")
-    result = gateway.card_from_setup_intent(setup_intent_id=setup_intent_id)  # type: ignore[attr-defined]
+    gateway = get_gateway()
+    if gateway.card_collection != CardCollection.ELEMENTS:
+        raise InvalidCardInput(_("Enter the card details."), errors={"number": _("Enter the card details.")})
+    result = gateway.card_setup_finish(reference=setup_intent_id)
     if not result.ok:
         if result.unavailable:
             raise PaymentError(_("The card could not be added just now. Try again in a moment."))
         raise InvalidCardInput(_("Check the card details."), errors=result.errors or {})
-    # The SetupIntent id comes from the browser: the card must belong to this account's own Stripe
-    # customer, or a payer could attach another account's card by quoting its seti_ id.
-    customer = GatewayCustomer.objects.filter(account_id=account_id, gateway="stripe").first()
-    if customer is None or not result.token.startswith(f"{customer.customer_id}/"):
-        logger.warning("setup intent %s does not belong to account %s", setup_intent_id, account_id)
+    # The setup id comes from the browser: the card must belong to this account's own gateway
+    # customer, or a payer could attach another account's card by quoting its id.
+    customer = GatewayCustomer.objects.filter(account_id=account_id, gateway=gateway.name).first()
+    if (
+        customer is None
+        or not customer.customer_id
+        or not result.token.startswith(f"{customer.customer_id}/")
+    ):
+        logger.warning("card setup %s does not belong to account %s", setup_intent_id, account_id)
         raise InvalidCardInput(
             _("The card was not confirmed. Try again."),
             errors={"number": _("The card was not confirmed. Try again.")},
         )
     return _payment_method_record(
-        account_id=account_id, actor=actor, gateway_name="stripe", card=result, holder_name=holder_name
+        account_id=account_id, actor=actor, gateway_name=gateway.name, card=result, holder_name=holder_name
     )
 
 
 def card_setup_start(*, account_id: int, actor: Any) -> str:
-    """Stripe mode: a SetupIntent for Elements on the account's Stripe customer; returns its client secret."""
-    from .models import GatewayCustomer
-
+    """ELEMENTS gateways: start a card setup on the account's gateway customer; returns its client secret."""
     _require_payer(account_id=account_id, actor=actor)
     account = BillingAccount.objects.get(pk=account_id)
-    gateway: Any = get_gateway("stripe")
-    customer = GatewayCustomer.objects.filter(account=account, gateway="stripe").first()
-    if customer is None:
-        # The key makes a retried request reuse the customer Stripe already created for this account.
+    gateway = get_gateway()
+    customer = GatewayCustomer.objects.filter(account=account, gateway=gateway.name).first()
+    if customer is None or not customer.customer_id:
+        # The key makes a retried request reuse the customer the gateway already created for this
+        # account; after the gateway deleted that customer, the next generation gets a new one.
+        generation = customer.generation if customer is not None else 0
         customer_id = gateway.customer_create(
-            name=account.name, email=account.notification_email, idempotency_key=f"customer:{account.pk}"
+            name=account.name,
+            email=account.notification_email,
+            idempotency_key=f"customer:{account.pk}" + (f":{generation}" if generation else ""),
         )
-        customer, _created = GatewayCustomer.objects.get_or_create(
-            account=account, gateway="stripe", defaults={"customer_id": customer_id}
-        )
-    _intent_id, client_secret = gateway.setup_intent_create(
+        with transaction.atomic():
+            account_lock(account_id=account.pk)
+            customer, _created = GatewayCustomer.objects.get_or_create(
+                account=account, gateway=gateway.name, defaults={"customer_id": customer_id}
+            )
+            if not customer.customer_id and customer.generation == generation:
+                customer.customer_id = customer_id
+                customer.save(update_fields=["customer_id"])
+    setup = gateway.card_setup_start(
         customer=customer.customer_id, idempotency_key=f"setup:{account.pk}:{uuid.uuid4()}"
     )
-    return client_secret
+    return setup.client_secret
 
 
 def _payment_method_record(
-    *, account_id: int, actor: Any, gateway_name: str, card: Any, holder_name: str
+    *,
+    account_id: int,
+    actor: Any,
+    gateway_name: str,
+    card: CardResult,
+    holder_name: str,
+    actor_label: str = "",
 ) -> PaymentMethod:
     with transaction.atomic():
         account = account_lock(account_id=account_id)
@@ -771,12 +851,13 @@ def _payment_method_record(
                     exp_month=card.exp_month,
                     exp_year=card.exp_year,
                     holder_name=holder_name[:120],
-                    owner=actor,
+                    owner=actor if getattr(actor, "is_authenticated", False) else None,
                     gateway=gateway_name,
                     gateway_token=card.token,
                 )
         except IntegrityError:
-            # The same card saved twice (a double submit) is the one row; a token another account holds is refused.
+            # The same card saved twice (a double submit, or the gateway's webhook and the browser both
+            # reporting one card setup) is the one row; a token another account holds is refused.
             existing = PaymentMethod.objects.filter(
                 gateway=gateway_name, gateway_token=card.token, account=account
             ).first()
@@ -784,10 +865,16 @@ def _payment_method_record(
                 raise InvalidCardInput(
                     _("This card cannot be added."), errors={"number": _("This card cannot be added.")}
                 ) from None
+            if existing.owner_id is None and getattr(actor, "is_authenticated", False):
+                # Saved from the webhook first: the person who added it in the browser owns it.
+                existing.owner = actor
+                existing.holder_name = existing.holder_name or holder_name[:120]
+                existing.save(update_fields=["owner", "holder_name"])
             return existing
         audit_record(
             account=account,
             actor=actor,
+            actor_label=actor_label,
             action="payment_method.added",
             message=f"{method.label} (expires {method.expiry}) was added",
             target=method,
@@ -828,64 +915,3 @@ def payment_method_update_expiry(
             target=method,
         )
     return method
-
-
-# ---------------------------------------------------------------------------------------------
-# Webhooks
-
-HANDLED_EVENTS = {
-    "payment_intent.succeeded",
-    "payment_intent.payment_failed",
-    "payment_intent.canceled",
-    "payment_intent.requires_action",
-}
-
-
-def webhook_event_record(*, gateway: str, event: dict[str, Any]) -> tuple[WebhookEvent, bool]:
-    """Store a verified event once by its id. Returns (event, created); a replay is not created."""
-    try:
-        with transaction.atomic():
-            return (
-                WebhookEvent.objects.create(
-                    gateway=gateway, event_id=str(event["id"]), type=str(event["type"])[:100], payload=event
-                ),
-                True,
-            )
-    except IntegrityError:
-        return WebhookEvent.objects.get(gateway=gateway, event_id=str(event["id"])), False
-
-
-def webhook_event_process(*, webhook_event_id: int) -> WebhookEvent:
-    """Apply one stored event through the same phase 3 as every payment. Safe to run again, and in any
-    order with other events: a succeeded attempt stays succeeded, a final one is not reopened."""
-    from .gateways.stripe import intent_result
-
-    event = WebhookEvent.objects.get(pk=webhook_event_id)
-    if event.status in (WebhookEvent.Status.PROCESSED, WebhookEvent.Status.IGNORED):
-        return event
-    status, error = WebhookEvent.Status.IGNORED, ""
-    if event.type in HANDLED_EVENTS:
-        intent = (event.payload.get("data") or {}).get("object") or {}
-        key = (intent.get("metadata") or {}).get("idempotency_key", "")
-        attempt = None
-        if intent.get("id"):
-            attempt = PaymentAttempt.objects.filter(
-                gateway=event.gateway, gateway_reference=intent["id"]
-            ).first()
-        if attempt is None and key:
-            attempt = PaymentAttempt.objects.filter(gateway=event.gateway, idempotency_key=key).first()
-        if attempt is not None:
-            result = intent_result(intent)
-            if result.amount_minor is not None and result.amount_minor != attempt.amount_minor:
-                status, error = WebhookEvent.Status.FAILED, "amount differs from the attempt's"
-            elif result.outcome == ChargeOutcome.REQUIRES_ACTION and attempt.status not in (
-                Status.PENDING,
-                Status.UNKNOWN,
-            ):
-                status = WebhookEvent.Status.PROCESSED  # nothing new: the customer already has the challenge
-            else:
-                attempt_apply_result(attempt_id=attempt.pk, result=result)
-                status = WebhookEvent.Status.PROCESSED
-    event.status, event.error, event.processed_at = status, error, timezone.now()
-    event.save(update_fields=["status", "error", "processed_at"])
-    return event

@@ -1,21 +1,23 @@
 """Raise refunds and chargebacks at the simulated bank, as if made in a gateway's dashboard or by a
 cardholder's bank, and deliver the events the gateway would send. For demos and offline checks only:
 the events are the same `GatewayEvent`s the Stripe adapter makes of Stripe's webhooks, and they go
-through the same handlers (payments.refunds.refund_event_apply, payments.disputes.dispute_event_apply).
+through the same store-once table and handlers as a webhook delivery (payments.webhooks.gateway_event_receive:
+REFUND_UPDATED → payments.refunds, DISPUTE_* → payments.disputes).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import secrets
 from dataclasses import dataclass
 
 from gateway_sim import services as bank
 from gateway_sim.models import SimDispute
 
-from .disputes import dispute_event_apply
+from .gateways.base import GatewayEvent
 from .gateways.simulated import dispute_event, refund_event
 from .models import Dispute, PaymentAttempt
-from .refunds import refund_event_apply
 
 
 class SimulationError(Exception):
@@ -26,6 +28,19 @@ class SimulationError(Exception):
 class Simulated:
     gateway_reference: str
     note: str
+
+
+def _deliver(event: GatewayEvent) -> str:
+    """Hand the bank's event over exactly like a webhook: stored once by its id, then handled."""
+    from .webhooks import gateway_event_receive
+
+    info = event.refund if event.refund is not None else event.dispute
+    obj = dataclasses.asdict(info) if info is not None else {}
+    payload = json.loads(json.dumps({"id": event.id, "type": event.raw_type, "object": obj}, default=str))
+    stored = gateway_event_receive(gateway_name="simulated", event=event, payload=payload)
+    return f"{stored.type} {stored.event_id}: {stored.status}" + (
+        f" ({stored.error})" if stored.error else ""
+    )
 
 
 def _simulated_charge(attempt_id: int) -> PaymentAttempt:
@@ -50,7 +65,7 @@ def sim_refund_raise(*, attempt_id: int, amount_minor: int, reason: str = "") ->
         )
     except bank.SimRefundRefused as exc:
         raise SimulationError(str(exc)) from None
-    return Simulated(refund.reference, refund_event_apply(event=refund_event(refund)))
+    return Simulated(refund.reference, _deliver(refund_event(refund)))
 
 
 def sim_dispute_raise(*, attempt_id: int, reason: str, amount_minor: int | None = None) -> Simulated:
@@ -62,7 +77,7 @@ def sim_dispute_raise(*, attempt_id: int, reason: str, amount_minor: int | None 
         )
     except bank.SimRefundRefused as exc:
         raise SimulationError(str(exc)) from None
-    return Simulated(dispute.reference, dispute_event_apply(event=dispute_event(dispute)))
+    return Simulated(dispute.reference, _deliver(dispute_event(dispute)))
 
 
 def sim_dispute_decide(*, dispute_id: int, won: bool) -> Simulated:
@@ -74,4 +89,4 @@ def sim_dispute_decide(*, dispute_id: int, won: bool) -> Simulated:
         dispute = bank.sim_dispute_close(reference=ours.gateway_reference, won=won)
     except SimDispute.DoesNotExist:
         raise SimulationError(f"the simulated bank has no dispute {ours.gateway_reference}") from None
-    return Simulated(dispute.reference, dispute_event_apply(event=dispute_event(dispute)))
+    return Simulated(dispute.reference, _deliver(dispute_event(dispute)))

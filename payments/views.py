@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import (
@@ -34,9 +33,17 @@ from accounts.models import Membership
 from subscriptions.models import Invoice
 from subscriptions.selectors import past_due_summary
 
-from . import services
+from . import services, webhooks
 from .forms import ExpiryForm, PayForm, new_form_key
-from .gateways.base import decline_message, decline_reason
+from .gateways.base import (
+    CardCollection,
+    GatewayError,
+    UnsupportedOperation,
+    WebhookRejected,
+    decline_message,
+    decline_reason,
+    get_gateway,
+)
 from .models import PaymentAttempt, PaymentMethod
 from .selectors import attempts_in_flight, payment_methods_for_account, payment_methods_usable, settle_quote
 
@@ -81,10 +88,12 @@ def _require_pay(membership: Membership) -> None:
         raise PermissionDenied
 
 
-def _stripe_context() -> dict[str, Any]:
+def _card_form_context() -> dict[str, Any]:
+    """How the "Add a new card" fields work with the configured gateway (our form, or the gateway's Elements)."""
+    gateway = get_gateway()
     return {
-        "stripe_mode": settings.PAYMENT_GATEWAY == "stripe",
-        "stripe_publishable_key": settings.STRIPE_PUBLISHABLE_KEY,
+        "card_elements": gateway.card_collection == CardCollection.ELEMENTS,
+        "publishable_key": gateway.public_key,
     }
 
 
@@ -97,7 +106,7 @@ def _method_from_form(*, request: HtmxHttpRequest, membership: Membership, form:
             account_id=membership.account_id,
             pk=int(choice),
         )
-    if settings.PAYMENT_GATEWAY == "stripe":
+    if get_gateway().card_collection == CardCollection.ELEMENTS:
         return services.payment_method_add_from_setup(
             account_id=membership.account_id,
             actor=request.user,
@@ -208,7 +217,7 @@ def _settle_context(
         "can_edit_expiry": failed.owner_id is not None and failed.owner_id == request.user.pk,
         "form_key": new_form_key(),
         "expiry_years": range(_this_year(), _this_year() + 16),
-        **_stripe_context(),
+        **_card_form_context(),
     }
 
 
@@ -330,7 +339,7 @@ def _pay_context(*, membership: Membership, invoice: Invoice) -> dict[str, Any]:
         "default_method_id": invoice.subscription.payment_method_id if invoice.subscription else None,
         "form_key": new_form_key(),
         "expiry_years": range(_this_year(), _this_year() + 16),
-        **_stripe_context(),
+        **_card_form_context(),
     }
 
 
@@ -431,37 +440,37 @@ def attempt_detail(request: HtmxHttpRequest, membership: Membership, attempt_id:
 
 @csrf_exempt
 @require_POST
-def stripe_webhook(request: HttpRequest) -> HttpResponse:
-    """Stripe's signed events: verified, stored once by id, applied idempotently. 400 if unsigned."""
-    from .gateways.stripe import WebhookInvalid, webhook_verify
+def gateway_webhook(request: HttpRequest, gateway_name: str) -> HttpResponse:
+    """A gateway's signed events: verified by its adapter, stored once by id, handled idempotently.
 
+    400 for a delivery we refuse (bad signature, stale or future-dated) or cannot read (stored as
+    failed); 404 for a gateway without webhooks; 500 only when a handler broke, so the gateway retries.
+    """
     try:
-        event = webhook_verify(payload=request.body, signature=request.headers.get("Stripe-Signature", ""))
-    except WebhookInvalid as exc:
-        logger.warning("stripe webhook refused: %s", exc)
-        return HttpResponseBadRequest("invalid signature")
-    stored, created = services.webhook_event_record(gateway="stripe", event=event)
-    if created or stored.status in (stored.Status.RECEIVED, stored.Status.FAILED):
-        try:
-            services.webhook_event_process(webhook_event_id=stored.pk)
-        except Exception:
-            logger.exception("stripe webhook %s failed", stored.event_id)
-            stored.status, stored.error = stored.Status.FAILED, "handler raised"
-            stored.save(update_fields=["status", "error"])
-            return HttpResponse(status=500)  # Stripe retries; the stored row makes the retry safe
+        webhooks.webhook_receive(gateway_name=gateway_name, payload=request.body, headers=request.headers)
+    except (LookupError, UnsupportedOperation):
+        raise Http404 from None
+    except WebhookRejected as exc:
+        logger.warning("%s webhook refused: %s", gateway_name, exc)
+        return HttpResponseBadRequest("refused")
+    except webhooks.WebhookMalformed:
+        return HttpResponseBadRequest("malformed event")
+    except Exception:
+        logger.exception("%s webhook handler failed", gateway_name)
+        return HttpResponse(status=500)  # the gateway retries; the stored row makes the retry safe
     return HttpResponse(status=200)
 
 
 @require_POST
 @account_member_required
 def card_setup(request: HtmxHttpRequest, membership: Membership) -> HttpResponse:
-    """Stripe mode: start a SetupIntent so Elements can collect the card in Stripe's iframe."""
+    """ELEMENTS gateways (Stripe): start a card setup so the gateway's script collects the card in its iframe."""
     _require_pay(membership)
-    if settings.PAYMENT_GATEWAY != "stripe":
+    if get_gateway().card_collection != CardCollection.ELEMENTS:
         raise Http404
     try:
         secret = services.card_setup_start(account_id=membership.account_id, actor=request.user)
-    except Exception:
+    except (GatewayError, services.PaymentError):
         logger.exception("setup intent for account %s failed", membership.account_id)
         return JsonResponse(
             {"error": _("The card form could not be loaded. Try again in a moment.")}, status=502
@@ -494,12 +503,12 @@ def method_add(request: HtmxHttpRequest, membership: Membership) -> HttpResponse
         "pane_close_url": _close_url(membership),
         "methods": [],
         "new_selected": True,
-        **_stripe_context(),
+        **_card_form_context(),
     }
     if request.method == "POST":
         data = request.POST
         try:
-            if settings.PAYMENT_GATEWAY == "stripe":
+            if get_gateway().card_collection == CardCollection.ELEMENTS:
                 method = services.payment_method_add_from_setup(
                     account_id=membership.account_id,
                     actor=request.user,

@@ -5,5 +5,6 @@ from . import views
 app_name = "payments_webhooks"
 
 urlpatterns = [
-    path("stripe/", views.stripe_webhook, name="stripe"),
+    # /payments/webhooks/<gateway name>/: the gateway's adapter verifies and reads the delivery.
+    path("<slug:gateway_name>/", views.gateway_webhook, name="receive"),
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from typing import Any
+from typing import Any, cast
 
 from django.db.models import Case, CharField, Count, F, Q, Sum, Value, When, Window
 from django.db.models.functions import TruncDate
@@ -17,7 +17,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy as _lazy
 
 from billing_portal.money import format_money
-from payments.gateways.base import decline_message
+from payments.gateways.base import INVALID_REQUEST_CODE, decline_message
 from payments.models import Dispute, PaymentAllocation, PaymentAttempt, Refund
 from subscriptions.models import Invoice
 
@@ -100,6 +100,23 @@ def declines_by_code(*, since: dt.datetime) -> list[tuple[str, int]]:
     return [(row["decline_code"], row["n"]) for row in rows]
 
 
+INVALID_SHOWN = 20
+
+
+def invalid_requests(*, since: dt.datetime) -> tuple[list[PaymentAttempt], int]:
+    """Payments the gateway refused as invalid requests (a bug or a configuration to fix, never the card):
+    the latest ones with their operator error, and how many there were. One query."""
+    rows: list[PaymentAttempt] = list(
+        PaymentAttempt.objects.filter(
+            status=PaymentAttempt.Status.FAILED, decline_code=INVALID_REQUEST_CODE, created_at__gte=since
+        )
+        .select_related("account")
+        .annotate(total=Window(Count("pk")))
+        .order_by("-created_at", "-pk")[:INVALID_SHOWN]
+    )
+    return rows, (cast(Any, rows[0]).total if rows else 0)
+
+
 OPEN_DISPUTES_SHOWN = 20
 
 
@@ -173,6 +190,7 @@ def recovery_dashboard(*, window_days: int = WINDOW_DAYS) -> dict[str, Any]:
                 "rows": [(b.label, b.display) for b in bars],
             }
         )
+    invalid, invalid_total = invalid_requests(since=since)
     declines = declines_by_code(since=since)
     decline_bars = [Bar(code or "unknown", n, str(n)) for code, n in declines]
     return {
@@ -187,4 +205,6 @@ def recovery_dashboard(*, window_days: int = WINDOW_DAYS) -> dict[str, Any]:
             bars=decline_bars,
         ),
         "declines": [(code, decline_message(code), n) for code, n in declines],
+        "invalid_attempts": invalid,
+        "invalid_total": invalid_total,
     }

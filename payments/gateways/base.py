@@ -118,6 +118,13 @@ _DECLINE_MESSAGES = {
         "The extra check by your bank was not completed, so nothing was paid. Try again or choose another card."
     ),
 }
+# The decline_code an attempt gets when the gateway refused the request as invalid (ChargeOutcome.INVALID):
+# our fault, not the card's. The customer sees INVALID_MESSAGE; operators see PaymentAttempt.operator_error.
+INVALID_REQUEST_CODE = "invalid_request"
+_DECLINE_MESSAGES[INVALID_REQUEST_CODE] = _(
+    "The payment could not be processed, and nothing was charged. We have been told about the problem; "
+    "try again later or contact support."
+)
 _GENERIC_DECLINE = _("Your bank declined the payment. Choose another card or contact your bank.")
 
 
@@ -143,6 +150,7 @@ _DECLINE_REASONS = {
     "pickup_card": _("card declined"),
     "fraudulent": _("card declined"),
     "authentication_required": _("your bank asks you to confirm the payment"),
+    INVALID_REQUEST_CODE: _("could not be processed"),
 }
 
 
@@ -331,6 +339,12 @@ class GatewayEvent:
     customer: str = ""  # CUSTOMER_DELETED
     # Our own account id when the gateway echoes our metadata, else None.
     account_id: int | None = None
+    # The gateway object's own id (PaymentIntent for PAYMENT_*, SetupIntent for CARD_SETUP_SUCCEEDED,
+    # payment method for CARD_UPDATED).
+    reference: str = ""
+    # PAYMENT_* and REFUND_UPDATED: the idempotency key we sent with the charge or refund, when the
+    # gateway echoes it.
+    idempotency_key: str = ""
 
 
 class WebhookRejected(Exception):
@@ -338,11 +352,23 @@ class WebhookRejected(Exception):
 
     `malformed=True` (signed correctly, but its content is not an event we can read) means store
     it as failed with this reason and answer 400; False means do not store it, answer 400.
+    A malformed event carries what could be read of it (its id and type, the decoded body).
     """
 
-    def __init__(self, message: str, *, malformed: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        malformed: bool = False,
+        event_id: str = "",
+        raw_type: str = "",
+        payload: object = None,
+    ) -> None:
         super().__init__(message)
         self.malformed = malformed
+        self.event_id = event_id
+        self.raw_type = raw_type
+        self.payload = payload
 
 
 class Gateway(Protocol):
@@ -354,6 +380,8 @@ class Gateway(Protocol):
     # False when a search index may lag (Stripe): only an old enough miss releases the attempt.
     lookup_is_final: bool
     card_collection: CardCollection
+    # ELEMENTS: the public key the browser script starts with (Stripe's publishable key); "" otherwise.
+    public_key: str
 
     def charge(
         self,
@@ -426,6 +454,7 @@ _ADAPTERS = {
     "simulated": "payments.gateways.simulated.SimulatedGateway",
     "stripe": "payments.gateways.stripe.StripeGateway",
 }
+GATEWAYS = frozenset(_ADAPTERS)
 
 
 def get_gateway(name: str | None = None) -> Gateway:

@@ -8,6 +8,7 @@ request altogether (settings.SIMULATED_GATEWAY_UNREACHABLE_CARDS: nothing reache
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 
 from django.conf import settings
 from django.urls import reverse
@@ -18,15 +19,19 @@ from gateway_sim import services as bank
 from gateway_sim.models import SimCard, SimCharge, SimDispute, SimRefund
 
 from .base import (
+    CardCollection,
     CardResult,
+    CardSetup,
     ChargeOutcome,
     ChargeResult,
     DisputeInfo,
+    GatewayError,
     GatewayEvent,
     GatewayEventKind,
     RefundInfo,
     RefundOutcome,
     RefundResult,
+    UnsupportedOperation,
     card_brand,
     classify_decline,
     decline_message,
@@ -68,7 +73,10 @@ def _result(charge: SimCharge) -> ChargeResult:
 class SimulatedGateway:
     name = "simulated"
     # The bank answers from its own table: "not found" is the truth at once.
-    lookup_is_immediate = True
+    lookup_is_final = True
+    # Our own card form posts the number to the (simulated) bank through our server.
+    card_collection = CardCollection.SERVER_FORM
+    public_key = ""
 
     def charge(
         self,
@@ -157,6 +165,25 @@ class SimulatedGateway:
             exp_month=exp_month,
             exp_year=exp_year,
         )
+
+    def card_setup_start(self, *, customer: str, idempotency_key: str) -> CardSetup:
+        raise UnsupportedOperation("the simulated bank takes cards from our own form (add_card)")
+
+    def card_setup_finish(self, *, reference: str) -> CardResult:
+        raise UnsupportedOperation("the simulated bank takes cards from our own form (add_card)")
+
+    def customer_create(self, *, name: str, email: str, idempotency_key: str) -> str:
+        return ""  # the simulated bank files cards without customers
+
+    def detach(self, *, token: str) -> None:
+        """Forget the card at the bank: it can never be charged again. Forgetting it twice is fine."""
+        try:
+            bank.sim_card_forget(token=token)
+        except Exception as exc:  # the bank's own table: anything here is a bug, not a lost answer
+            raise GatewayError(f"simulated: could not forget the card: {exc}", permanent=True) from exc
+
+    def parse_webhook(self, *, payload: bytes, headers: Mapping[str, str]) -> GatewayEvent:
+        raise UnsupportedOperation("the simulated bank is in-process and sends no webhooks")
 
     def refund(
         self,

@@ -20,3 +20,7 @@ def fake_stripe(settings):
     yield fake
     server.shutdown()
     server.server_close()
+    # The contract check: every request the adapter sent in this test must be one the pinned API accepts.
+    assert not fake.violations, "sent what the pinned Stripe API refuses: " + "; ".join(
+        f"{where}: {v.code} {v.param}" for where, v in fake.violations
+    )

@@ -235,7 +235,8 @@ def test_sim_bank_command_raises_a_refund_and_a_lost_dispute(contoso):
     out = StringIO()
     call_command("sim_bank", "refund", attempt.reference, "--amount", "14.00", stdout=out)
     assert Refund.objects.get().amount_minor == 1400
-    assert "applied: succeeded" in out.getvalue()
+    assert "sim.refund.succeeded" in out.getvalue()
+    assert ": processed" in out.getvalue()
     call_command("sim_bank", "dispute", attempt.reference, "--reason", "duplicate", stdout=out)
     dispute = Dispute.objects.get()
     call_command("sim_bank", "decide", dispute.reference, "--lost", stdout=out)

@@ -133,12 +133,12 @@ def test_cancel_of_a_succeeded_intent_reports_success(fake_stripe):
     assert gateway.cancel(reference=action.reference).outcome == ChargeOutcome.CANCELED
 
 
-def test_update_expiry_and_card_from_setup_intent(fake_stripe):
+def test_update_expiry_and_card_setup_finish(fake_stripe):
     gateway = get_gateway("stripe")
     updated = gateway.update_expiry(token="cus_C1/pm_1", exp_month=4, exp_year=2032)
     assert updated.ok
     assert fake_stripe.requests[-1][2]["card"] == {"exp_month": "4", "exp_year": "2032"}
-    card = gateway.card_from_setup_intent(setup_intent_id="seti_1QaSetup00000001")
+    card = gateway.card_setup_finish(reference="seti_1QaSetup00000001")
     assert (card.token, card.brand, card.last4, card.exp_year) == (
         "cus_Contoso001/pm_1QaNewCard0000001",
         "visa",
@@ -226,6 +226,7 @@ def test_stripe_mode_adds_a_card_through_a_setup_intent_and_settles(fake_stripe,
     assert 'id="stripe-card-element"' in body
     assert 'name="number"' not in body  # no card number field in stripe mode
     # The browser confirmed the SetupIntent with Elements; only its id comes to us.
+    fake_stripe.confirm_setup("seti_1QaSetup00000001")
     fake_stripe.intents.clear()
     response = client.post(
         reverse("payments:settle", args=[contoso.account.pk, contoso.visa.pk]),

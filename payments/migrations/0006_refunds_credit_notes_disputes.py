@@ -33,7 +33,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('accounts', '0001_initial'),
-        ('payments', '0004_gateway_customer'),
+        ("payments", "0005_gateway_contract_invalid_and_card_sync"),
         ('subscriptions', '0001_initial'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('gateway_sim', '0001_initial'),
+        ('gateway_sim', '0002_simcard_forgotten_at'),
     ]
 
     operations = [
