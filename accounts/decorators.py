@@ -48,7 +48,9 @@ def member_may(permission: str) -> Callable[[MemberView], Callable[..., HttpResp
 
     def decorator(view: MemberView) -> Callable[..., HttpResponseBase]:
         @wraps(view)
-        def checked(request: HttpRequest, membership: Membership, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        def checked(
+            request: HttpRequest, membership: Membership, *args: Any, **kwargs: Any
+        ) -> HttpResponseBase:
             if not getattr(membership, permission):
                 raise PermissionDenied
             return view(request, membership, *args, **kwargs)

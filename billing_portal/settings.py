@@ -294,6 +294,10 @@ CELERY_BEAT_SCHEDULE["payments-abandon-stale-challenges"] = {
     "task": "payments.tasks.attempts_abandon_stale",
     "schedule": 3600.0,
 }
+CELERY_BEAT_SCHEDULE["payments-refunds-reconcile-due"] = {
+    "task": "payments.tasks.refunds_reconcile_due",
+    "schedule": 60.0,
+}
 
 # Lifecycle of an unpaid subscription (PRODUCT.md flow 7).
 BILLING_GRACE_PERIOD = timedelta(days=int(os.environ.get("BILLING_GRACE_DAYS", "30")))

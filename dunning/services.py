@@ -394,7 +394,8 @@ def renewal_invoice_number(*, subscription_id: int, period_start: dt.date) -> st
 
 def _chargeable_method(sub: Subscription, account: BillingAccount) -> PaymentMethod | None:
     method = sub.payment_method
-    if account.pays_by_bank_transfer or method is None or method.status == PaymentMethod.Status.DETACHED:
+    if account.pays_by_bank_transfer or method is None or not method.automatic_charges_allowed:
+        # Removed, or disputed (a chargeback): automatic retries stop; the customer may still pay.
         return None
     return method
 

@@ -68,3 +68,65 @@ class SimCharge(models.Model):
 
     def __str__(self) -> str:
         return f"{self.reference} {self.status}"
+
+
+class SimRefund(models.Model):
+    """Money the bank gave back on a charge. The same key answers with the same refund."""
+
+    class Status(models.TextChoices):
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    reference = models.CharField(max_length=64, unique=True)
+    idempotency_key = models.CharField(max_length=120, unique=True)
+    charge = models.ForeignKey(SimCharge, on_delete=models.PROTECT, related_name="refunds")
+    amount_minor = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    status = models.CharField(max_length=10, choices=Status.choices)
+    reason = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["pk"]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount_minor__gt=0), name="simrefund_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(status__in=["succeeded", "failed"]), name="simrefund_status_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.reference} {self.status}"
+
+
+class SimDispute(models.Model):
+    """A cardholder's chargeback on a charge, as the bank records it."""
+
+    class Status(models.TextChoices):
+        NEEDS_RESPONSE = "needs_response"
+        UNDER_REVIEW = "under_review"
+        WON = "won"
+        LOST = "lost"
+
+    reference = models.CharField(max_length=64, unique=True)
+    charge = models.ForeignKey(SimCharge, on_delete=models.PROTECT, related_name="disputes")
+    amount_minor = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    reason = models.CharField(max_length=60)
+    status = models.CharField(max_length=16, choices=Status.choices)
+    evidence_due_by = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["pk"]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount_minor__gt=0), name="simdispute_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(status__in=["needs_response", "under_review", "won", "lost"]),
+                name="simdispute_status_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.reference} {self.status}"

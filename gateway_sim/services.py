@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import secrets
 
 from django.db import IntegrityError, transaction
+from django.db.models import Sum
 from django.utils import timezone
 
-from .models import SimCard, SimCharge
+from .models import SimCard, SimCharge, SimDispute, SimRefund
 
 # Numbers whose charges the bank declines, and with which code.
 DECLINING_CARDS = {
@@ -172,3 +174,91 @@ def sim_charge_cancel(*, reference: str) -> SimCharge:
         charge.status = SimCharge.Status.CANCELED
         charge.save(update_fields=["status", "updated_at"])
     return charge
+
+
+class SimRefundRefused(Exception):
+    """The bank will not give this back: the charge did not take money, or not that much."""
+
+
+# Like Stripe: the merchant has about three weeks to answer a chargeback.
+DISPUTE_EVIDENCE_PERIOD = dt.timedelta(days=21)
+
+
+def sim_refund_create(
+    *, charge_reference: str, amount_minor: int, currency: str, idempotency_key: str, reason: str = ""
+) -> SimRefund:
+    """Give back part or all of a succeeded charge, once per key; never more than it took."""
+    existing = SimRefund.objects.filter(idempotency_key=idempotency_key).first()
+    if existing is not None:
+        return existing
+    with transaction.atomic():
+        try:
+            charge = SimCharge.objects.select_for_update().get(reference=charge_reference)
+        except SimCharge.DoesNotExist:
+            raise SimRefundRefused(f"no charge {charge_reference}") from None
+        existing = SimRefund.objects.filter(idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return existing
+        if charge.status != SimCharge.Status.SUCCEEDED:
+            raise SimRefundRefused(f"charge {charge_reference} is {charge.status}; nothing to refund")
+        if currency.upper() != charge.currency.upper():
+            raise SimRefundRefused(f"charge {charge_reference} is in {charge.currency}, not {currency}")
+        refunded = (
+            charge.refunds.filter(status=SimRefund.Status.SUCCEEDED).aggregate(s=Sum("amount_minor"))["s"]
+            or 0
+        )
+        lost = (
+            charge.disputes.filter(status=SimDispute.Status.LOST).aggregate(s=Sum("amount_minor"))["s"] or 0
+        )
+        if amount_minor <= 0 or amount_minor > charge.amount_minor - refunded - lost:
+            raise SimRefundRefused(
+                f"refund of {amount_minor} exceeds what is left on {charge_reference} "
+                f"({charge.amount_minor - refunded - lost})"
+            )
+        return SimRefund.objects.create(
+            reference=f"sim_re_{secrets.token_hex(12)}",
+            idempotency_key=idempotency_key,
+            charge=charge,
+            amount_minor=amount_minor,
+            currency=charge.currency,
+            status=SimRefund.Status.SUCCEEDED,
+            reason=reason[:300],
+        )
+
+
+def sim_dispute_open(*, charge_reference: str, reason: str, amount_minor: int | None = None) -> SimDispute:
+    """The cardholder disputes a succeeded charge (all of it, or what is left after refunds)."""
+    with transaction.atomic():
+        charge = SimCharge.objects.select_for_update().get(reference=charge_reference)
+        if charge.status != SimCharge.Status.SUCCEEDED:
+            raise SimRefundRefused(f"charge {charge_reference} is {charge.status}; it cannot be disputed")
+        refunded = (
+            charge.refunds.filter(status=SimRefund.Status.SUCCEEDED).aggregate(s=Sum("amount_minor"))["s"]
+            or 0
+        )
+        left = charge.amount_minor - refunded
+        amount = left if amount_minor is None else amount_minor
+        if amount <= 0 or amount > left:
+            raise SimRefundRefused(
+                f"a dispute of {amount} exceeds what is left on {charge_reference} ({left})"
+            )
+        return SimDispute.objects.create(
+            reference=f"sim_dp_{secrets.token_hex(12)}",
+            charge=charge,
+            amount_minor=amount,
+            currency=charge.currency,
+            reason=reason[:60] or "general",
+            status=SimDispute.Status.NEEDS_RESPONSE,
+            evidence_due_by=timezone.now() + DISPUTE_EVIDENCE_PERIOD,
+        )
+
+
+@transaction.atomic
+def sim_dispute_close(*, reference: str, won: bool) -> SimDispute:
+    """The card network decides. A decided dispute stays decided."""
+    dispute = SimDispute.objects.select_for_update().get(reference=reference)
+    if dispute.status in (SimDispute.Status.WON, SimDispute.Status.LOST):
+        return dispute
+    dispute.status = SimDispute.Status.WON if won else SimDispute.Status.LOST
+    dispute.save(update_fields=["status", "updated_at"])
+    return dispute

@@ -19,6 +19,7 @@ class Notice(models.Model):
         ROLES_CHANGED = "roles_changed", _("Billing account roles changed")
         SUPPORT_REPLY = "support_reply", _("Reply to a support request")
         INVOICE_ISSUED = "invoice_issued", _("Invoice issued")
+        REFUND_ISSUED = "refund_issued", _("Refund issued")
 
     class Status(models.TextChoices):
         QUEUED = "queued", _("Queued")

@@ -4,7 +4,7 @@ import datetime as dt
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
@@ -45,6 +45,10 @@ class PaymentMethod(models.Model):
     # notice arriving later never overwrites a newer one.
     card_synced_at = models.DateTimeField(null=True, blank=True)
     is_default = models.BooleanField(default=False)
+    # A chargeback on this card: automatic charges (renewals, retries) never use it again; the
+    # customer may still pay with it in person. Set by payments.disputes, never cleared by a job.
+    disputed_at = models.DateTimeField(null=True, blank=True)
+    blocked_reason = models.CharField(max_length=300, blank=True)
     gateway = models.CharField(max_length=20)
     gateway_token = models.CharField(max_length=255)
     # The gateway's identity of the card number (Stripe: card.fingerprint; simulated: brand, last four and
@@ -125,6 +129,10 @@ class PaymentMethod(models.Model):
             for line in (self.address_line1, self.address_line2, city, country_name(self.country))
             if line
         ]
+
+    @property
+    def automatic_charges_allowed(self) -> bool:
+        return self.status != self.Status.DETACHED and self.disputed_at is None
 
 
 class PaymentAttempt(models.Model):
@@ -242,12 +250,19 @@ class PaymentAllocation(models.Model):
 
     attempt = models.ForeignKey(PaymentAttempt, on_delete=models.CASCADE, related_name="allocations")
     invoice = models.ForeignKey("subscriptions.Invoice", on_delete=models.PROTECT, related_name="allocations")
-    amount_minor = models.BigIntegerField()
+    amount_minor = models.BigIntegerField(help_text="what the payment was for, in minor units")
+    # What of it really paid the invoice, set once when the payment succeeded (payments.ledger). Less
+    # than amount_minor (0) when the invoice had been paid otherwise meanwhile: that money is overpaid.
+    applied_minor = models.BigIntegerField(default=0, help_text="applied to the invoice, in minor units")
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["attempt", "invoice"], name="allocation_attempt_invoice_unique"),
             models.CheckConstraint(condition=Q(amount_minor__gt=0), name="allocation_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(applied_minor__gte=0) & Q(applied_minor__lte=F("amount_minor")),
+                name="allocation_applied_within_amount",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -301,3 +316,189 @@ class GatewayCustomer(models.Model):
 
     def __str__(self) -> str:
         return f"{self.gateway} {self.customer_id}"
+
+
+class Refund(models.Model):
+    """Money given back on a succeeded payment, in our own ledger before the gateway is asked.
+
+    Like a PaymentAttempt, the row (with its idempotency key) is committed before the gateway call:
+    a refund whose answer got lost stays `pending` and is asked about again with the same key, never
+    sent again with a new one. A refund made at the gateway itself (Stripe's dashboard) arrives by
+    webhook and gets a row of its own, keyed by the gateway's refund id.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        SUCCEEDED = "succeeded", _("Refunded")
+        FAILED = "failed", _("Failed")
+
+    class Source(models.TextChoices):
+        SUPPORT = "support", _("Refund by support")
+        OVERPAYMENT = "overpayment", _("Overpayment refund")
+        GATEWAY = "gateway", _("Refund made at the payment provider")
+
+    account = models.ForeignKey(BillingAccount, on_delete=models.PROTECT, related_name="refunds")
+    attempt = models.ForeignKey(PaymentAttempt, on_delete=models.PROTECT, related_name="refunds")
+    amount_minor = models.BigIntegerField(help_text="amount given back, in minor units")
+    currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES)
+    # The part of amount_minor that was never applied to an invoice (an overpayment): it leaves no
+    # credit note. Fixed when the refund is requested, under the account lock.
+    unapplied_minor = models.BigIntegerField(default=0, help_text="overpaid part, in minor units")
+    reason = models.CharField(max_length=500)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    source = models.CharField(max_length=12, choices=Source.choices)
+    gateway = models.CharField(max_length=20)
+    gateway_reference = models.CharField(max_length=255, blank=True)
+    idempotency_key = models.CharField(max_length=120, unique=True)
+    initiated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    initiated_by_label = models.CharField(max_length=120, blank=True, help_text="a job or a person")
+    failure_message = models.CharField(max_length=300, blank=True)
+    reconcile_count = models.PositiveIntegerField(default=0)
+    reconcile_after = models.DateTimeField(null=True, blank=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["account", "-created_at"], name="refund_account_created")]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount_minor__gt=0), name="refund_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(unapplied_minor__gte=0) & Q(unapplied_minor__lte=F("amount_minor")),
+                name="refund_unapplied_within_amount",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["pending", "succeeded", "failed"]), name="refund_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(source__in=["support", "overpayment", "gateway"]), name="refund_source_valid"
+            ),
+            models.UniqueConstraint(
+                fields=["gateway", "gateway_reference"],
+                condition=~Q(gateway_reference=""),
+                name="refund_gateway_reference_unique",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.reference} {self.amount} {self.status}"
+
+    @property
+    def amount(self) -> Money:
+        return Money(self.amount_minor, self.currency)
+
+    @property
+    def reference(self) -> str:
+        return f"RF-{self.pk:08d}" if self.pk else ""
+
+
+class CreditNote(models.Model):
+    """What a refund took off one invoice: the invoice is worth that much less, and that much of
+    its payment went back. Numbered in its own series (CN-00000001), never edited."""
+
+    account = models.ForeignKey(BillingAccount, on_delete=models.PROTECT, related_name="credit_notes")
+    invoice = models.ForeignKey(
+        "subscriptions.Invoice", on_delete=models.PROTECT, related_name="credit_notes"
+    )
+    refund = models.ForeignKey(Refund, on_delete=models.PROTECT, related_name="credit_notes")
+    number = models.CharField(max_length=32, unique=True)
+    amount_minor = models.BigIntegerField(help_text="credited, in minor units")
+    currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES)
+    reason = models.CharField(max_length=500)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount_minor__gt=0), name="creditnote_amount_positive"),
+            models.UniqueConstraint(fields=["refund", "invoice"], name="creditnote_one_per_refund_invoice"),
+        ]
+
+    def __str__(self) -> str:
+        return self.number
+
+    @property
+    def amount(self) -> Money:
+        return Money(self.amount_minor, self.currency)
+
+
+class Dispute(models.Model):
+    """A chargeback: the cardholder asked their bank for a payment back.
+
+    While it is open the card is not charged automatically. Lost: the bank took the money back and
+    the disputed amount is due again on the invoices it paid (DisputeReversal). Won: nothing changes.
+    """
+
+    class Status(models.TextChoices):
+        OPEN = "open", _("Open")
+        CLOSED = "closed", _("Closed")
+
+    class Outcome(models.TextChoices):
+        NONE = "", _("Not decided")
+        WON = "won", _("Won")
+        LOST = "lost", _("Lost")
+
+    account = models.ForeignKey(BillingAccount, on_delete=models.PROTECT, related_name="disputes")
+    attempt = models.ForeignKey(PaymentAttempt, on_delete=models.PROTECT, related_name="disputes")
+    gateway = models.CharField(max_length=20)
+    gateway_reference = models.CharField(max_length=255)
+    amount_minor = models.BigIntegerField(help_text="disputed, in minor units")
+    currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES)
+    reason = models.CharField(max_length=60, help_text="the card network's reason, e.g. fraudulent")
+    gateway_status = models.CharField(max_length=40, blank=True)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.OPEN)
+    outcome = models.CharField(max_length=8, choices=Outcome.choices, blank=True, default="")
+    evidence_due_by = models.DateTimeField(null=True, blank=True)
+    # The gateway's time of the newest event applied: an older event delivered late changes nothing.
+    last_event_at = models.DateTimeField(null=True, blank=True)
+    opened_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-opened_at", "-pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["gateway", "gateway_reference"], name="dispute_gateway_reference_unique"
+            ),
+            models.CheckConstraint(condition=Q(amount_minor__gt=0), name="dispute_amount_positive"),
+            models.CheckConstraint(condition=Q(status__in=["open", "closed"]), name="dispute_status_valid"),
+            models.CheckConstraint(
+                condition=(Q(status="open") & Q(outcome=""))
+                | (Q(status="closed") & Q(outcome__in=["won", "lost"]) & Q(closed_at__isnull=False)),
+                name="dispute_closed_has_outcome",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.reference} {self.amount} {self.status}"
+
+    @property
+    def amount(self) -> Money:
+        return Money(self.amount_minor, self.currency)
+
+    @property
+    def reference(self) -> str:
+        return f"DP-{self.pk:08d}" if self.pk else ""
+
+
+class DisputeReversal(models.Model):
+    """What a lost dispute put back as due on one invoice."""
+
+    dispute = models.ForeignKey(Dispute, on_delete=models.PROTECT, related_name="reversals")
+    invoice = models.ForeignKey(
+        "subscriptions.Invoice", on_delete=models.PROTECT, related_name="dispute_reversals"
+    )
+    amount_minor = models.BigIntegerField(help_text="due again, in minor units")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["pk"]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount_minor__gt=0), name="disputereversal_amount_positive"),
+            models.UniqueConstraint(fields=["dispute", "invoice"], name="disputereversal_one_per_invoice"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.dispute_id} → {self.invoice_id}: {self.amount_minor}"

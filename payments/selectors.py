@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 
 from django.db.models import Count, Prefetch, Q, QuerySet
@@ -170,3 +171,96 @@ def payment_methods_for_account(*, account: BillingAccount) -> QuerySet[PaymentM
 def payment_method_subscription_count(*, method: PaymentMethod) -> int:
     """Subscriptions a card pays or would pay again (all but deleted ones): what Delete must move first."""
     return method.subscriptions.exclude(status=Subscription.Status.DELETED).count()
+
+
+@dataclass(frozen=True)
+class InvoiceMoneyRow:
+    """One line of an invoice's money history, for the customer's invoice page."""
+
+    # "payment" and "credit_note" lower what is due; "refund" (money back) and "chargeback" raise it.
+    kind: str
+    at: dt.datetime
+    reference: str
+    description: str
+    amount: Money
+
+
+def invoice_money_history(*, invoice: Invoice) -> list[InvoiceMoneyRow]:
+    """Payments applied to the invoice, credit notes its refunds left, and lost chargebacks that made
+    it due again, oldest first. Three queries, whatever the invoice's history."""
+    from django.utils.translation import gettext as _
+
+    from .models import CreditNote, DisputeReversal, PaymentAllocation
+
+    rows: list[InvoiceMoneyRow] = []
+    for allocation in (
+        PaymentAllocation.objects.filter(
+            invoice=invoice, attempt__status=PaymentAttempt.Status.SUCCEEDED, applied_minor__gt=0
+        )
+        .select_related("attempt__payment_method")
+        .order_by("attempt__completed_at", "pk")
+    ):
+        attempt = allocation.attempt
+        method = attempt.payment_method
+        rows.append(
+            InvoiceMoneyRow(
+                kind="payment",
+                at=attempt.completed_at or attempt.created_at,
+                reference=attempt.reference,
+                description=(
+                    _("Payment with %(method)s") % {"method": method.label}
+                    if method is not None
+                    else _("Bank transfer (ref. %(reference)s)") % {"reference": attempt.reference_note}
+                ),
+                amount=Money(allocation.applied_minor, invoice.currency),
+            )
+        )
+    for note in (
+        CreditNote.objects.filter(invoice=invoice)
+        .select_related("refund__attempt__payment_method")
+        .order_by("created_at", "pk")
+    ):
+        refund = note.refund
+        method = refund.attempt.payment_method
+        rows.append(
+            InvoiceMoneyRow(
+                kind="credit_note",
+                at=note.created_at,
+                reference=note.number,
+                description=_("Credit note for refund %(refund)s of payment %(payment)s")
+                % {"refund": refund.reference, "payment": refund.attempt.reference},
+                amount=note.amount,
+            )
+        )
+        rows.append(
+            InvoiceMoneyRow(
+                kind="refund",
+                at=note.created_at,
+                reference=refund.reference,
+                description=(
+                    _("Refunded to %(method)s") % {"method": method.label}
+                    if method is not None
+                    else _("Refunded")
+                ),
+                amount=note.amount,
+            )
+        )
+    for reversal in (
+        DisputeReversal.objects.filter(invoice=invoice)
+        .select_related("dispute__attempt")
+        .order_by("created_at", "pk")
+    ):
+        dispute = reversal.dispute
+        rows.append(
+            InvoiceMoneyRow(
+                kind="chargeback",
+                at=dispute.closed_at or reversal.created_at,
+                reference=dispute.reference,
+                description=_(
+                    "Chargeback %(dispute)s: your bank took payment %(payment)s back, so this amount is due again"
+                )
+                % {"dispute": dispute.reference, "payment": dispute.attempt.reference},
+                amount=Money(reversal.amount_minor, invoice.currency),
+            )
+        )
+    return sorted(rows, key=lambda r: r.at)  # stable: a credit note stays before its refund

@@ -20,20 +20,15 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from accounts.models import BillingAccount, Membership
 from audit.services import audit_record
-from billing_portal.dates import format_date
-from billing_portal.money import format_money
-from notifications.services import notice_send
-from subscriptions.models import Invoice, Subscription, restorable_q
+from subscriptions.models import Invoice, Subscription
 from subscriptions.services import (
-    invoice_apply_payment,
     invoice_mark_past_due,
     subscription_mark_past_due,
-    subscription_restore,
 )
 
 from .gateways.base import (
@@ -45,6 +40,7 @@ from .gateways.base import (
     decline_message,
     get_gateway,
 )
+from .ledger import payment_apply
 from .models import GatewayCustomer, PaymentAllocation, PaymentAttempt, PaymentMethod
 
 logger = logging.getLogger(__name__)
@@ -91,6 +87,10 @@ class BalanceChanged(PaymentError):
 
 class PaymentNotAllowed(PaymentError):
     pass
+
+
+class CardDisputed(PaymentError):
+    """The card has a chargeback: no automatic (off-session) charge may use it."""
 
 
 class NotCardOwner(PaymentError):
@@ -238,6 +238,11 @@ def _phase1_create(
             )
         except PaymentMethod.DoesNotExist:
             raise PaymentError(_("Choose a payment method.")) from None
+        if off_session and method.disputed_at is not None:
+            # A chargeback on this card: nobody charges it without the customer (payments.disputes).
+            raise CardDisputed(
+                _("%(card)s has a chargeback; it is not charged automatically.") % {"card": method.label}
+            )
         invoices = list(
             Invoice.objects.select_for_update()
             .filter(
@@ -394,25 +399,6 @@ def _apply_success(*, account: BillingAccount, attempt: PaymentAttempt, now: dt.
             "gateway_reference",
         ]
     )
-    allocations = list(attempt.allocations.select_related("invoice").order_by("invoice_id"))
-    subscription_ids: set[int] = set()
-    unapplied = 0
-    for allocation in allocations:
-        invoice = allocation.invoice
-        # Under the account lock nothing else pays these invoices, except a payment recorded while this
-        # one was unknown (e.g. a bank transfer): what is no longer owed is flagged, not applied.
-        due = Invoice.objects.values_list("amount_due_minor", "status").get(pk=invoice.pk)
-        if due[1] not in Invoice.PAYABLE_STATUSES or due[0] < allocation.amount_minor:
-            unapplied += allocation.amount_minor
-            continue
-        invoice_apply_payment(invoice_id=invoice.pk, amount_minor=allocation.amount_minor, at=now)
-        if invoice.subscription_id:
-            subscription_ids.add(invoice.subscription_id)
-    actor_label = attempt.initiated_by_label
-    for sub in Subscription.objects.filter(restorable_q(), pk__in=subscription_ids).order_by("pk"):
-        subscription_restore(
-            subscription_id=sub.pk, at=now, actor=actor or attempt.initiated_by, actor_label=actor_label
-        )
     method = attempt.payment_method
     assert method is not None
     if method.status in (PaymentMethod.Status.DECLINED, PaymentMethod.Status.EXPIRED):
@@ -426,11 +412,12 @@ def _apply_success(*, account: BillingAccount, attempt: PaymentAttempt, now: dt.
         moved = Subscription.objects.filter(
             account=account, payment_method_id=attempt.replaces_method_id
         ).update(payment_method=method)
+    allocations = list(attempt.allocations.select_related("invoice").order_by("invoice_id"))
     invoices_text = ", ".join(a.invoice.number for a in allocations)
     audit_record(
         account=account,
         actor=actor or attempt.initiated_by,
-        actor_label=actor_label,
+        actor_label=attempt.initiated_by_label,
         action="payment.succeeded",
         message=f"Payment {attempt.reference} of {attempt.amount} with {method.label} paid {invoices_text}"
         + (f"; {moved} subscription(s) moved to {method.label}" if moved else ""),
@@ -441,27 +428,16 @@ def _apply_success(*, account: BillingAccount, attempt: PaymentAttempt, now: dt.
             "late": late,
         },
     )
-    if unapplied:
-        audit_record(
-            account=account,
-            actor_label="billing",
-            action="payment.overpaid",
-            message=f"Payment {attempt.reference} took {format_money(unapplied, attempt.currency)} for invoices "
-            "that were already paid; refund it",
-            target=attempt,
-        )
-    notice_send(
+    # The one service that applies money received (also for bank transfers and webhooks).
+    with translation.override(account.language):
+        method_text = method.label
+    payment_apply(
         account=account,
-        kind="payment_received",
-        dedupe_key=f"payment_received:{attempt.pk}",
-        context={
-            "reference": attempt.reference,
-            "amount": format_money(attempt.amount_minor, attempt.currency, account.language),
-            "method": method.label,
-            "invoices": invoices_text,
-            # A date for people, in the language the mail is written in.
-            "paid_on": format_date(timezone.localdate(now), account.language),
-        },
+        attempt=attempt,
+        now=now,
+        actor=actor,
+        method_text=method_text,
+        paid_on=timezone.localdate(now),
     )
 
 

@@ -34,3 +34,21 @@ def attempts_abandon_stale() -> int:
     for attempt_id in ids:
         attempt_abandon_task.delay(attempt_id)
     return len(ids)
+
+
+@shared_task(acks_late=True)
+def refund_reconcile_task(refund_id: int) -> None:
+    from .refunds import refund_reconcile
+
+    refund_reconcile(refund_id=refund_id)
+
+
+@shared_task(acks_late=True)
+def refunds_reconcile_due() -> int:
+    """Every pending refund whose answer is due is asked about again, with its own key (one task each)."""
+    from .refunds import refunds_due_for_reconcile
+
+    ids = refunds_due_for_reconcile(now=timezone.now())
+    for refund_id in ids:
+        refund_reconcile_task.delay(refund_id)
+    return len(ids)

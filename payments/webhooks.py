@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from audit.services import audit_record
 
+from .disputes import dispute_event_apply
 from .gateways.base import (
     ChargeOutcome,
     GatewayEvent,
@@ -30,6 +31,7 @@ from .gateways.base import (
     get_gateway,
 )
 from .models import GatewayCustomer, PaymentAttempt, PaymentMethod, WebhookEvent
+from .refunds import NOTE_NOT_OURS, NOTE_UNREADABLE, refund_event_apply
 from .services import _payment_method_record, account_lock, attempt_apply_result
 
 logger = logging.getLogger(__name__)
@@ -337,8 +339,32 @@ def customer_deleted_apply(stored: WebhookEvent, event: GatewayEvent) -> Handled
     return Handled(Status.PROCESSED)
 
 
+def _money_back_handled(note: str) -> Handled:
+    """A refund or dispute handler's note as the stored outcome: not for us → ignored (with why),
+    unreadable → failed (with why), anything else was applied."""
+    if note.startswith(NOTE_NOT_OURS):
+        return Handled(Status.IGNORED, note.removeprefix(NOTE_NOT_OURS))
+    if note.startswith(NOTE_UNREADABLE):
+        return Handled(Status.FAILED, note.removeprefix(NOTE_UNREADABLE))
+    return Handled(Status.PROCESSED)
+
+
+def refund_webhook_apply(stored: WebhookEvent, event: GatewayEvent) -> Handled:
+    """REFUND_UPDATED: applied like our own refund's answer, once (payments.refunds)."""
+    return _money_back_handled(refund_event_apply(event=event))
+
+
+def dispute_webhook_apply(stored: WebhookEvent, event: GatewayEvent) -> Handled:
+    """DISPUTE_*: recorded, card blocked, lost → due again, won → nothing (payments.disputes)."""
+    return _money_back_handled(dispute_event_apply(event=event))
+
+
 # The kinds we act on, in one place. Unlisted kinds are stored as ignored.
 HANDLERS: dict[GatewayEventKind, Handler] = {
+    GatewayEventKind.REFUND_UPDATED: refund_webhook_apply,
+    GatewayEventKind.DISPUTE_OPENED: dispute_webhook_apply,
+    GatewayEventKind.DISPUTE_UPDATED: dispute_webhook_apply,
+    GatewayEventKind.DISPUTE_CLOSED: dispute_webhook_apply,
     GatewayEventKind.PAYMENT_SUCCEEDED: payment_event_apply,
     GatewayEventKind.PAYMENT_FAILED: payment_event_apply,
     GatewayEventKind.PAYMENT_REQUIRES_ACTION: payment_event_apply,

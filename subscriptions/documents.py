@@ -34,7 +34,7 @@ from django.utils.translation import gettext as _
 
 from accounts.models import BillingAccount
 from billing_portal.money import Money, babel_locale
-from payments.models import PaymentAllocation, PaymentAttempt
+from payments.models import CreditNote, DisputeReversal, PaymentAllocation
 
 from .models import Invoice, InvoiceLine
 
@@ -68,39 +68,39 @@ def payment_terms(invoice: Invoice) -> str:
 
 @dataclass(frozen=True)
 class InvoicePayment:
-    """A payment (later also a credit note) applied to the invoice, as the document lists it."""
+    """One line of the invoice's money history as the document lists it: a payment or credit note (lowers
+    what is due), or a refund or lost chargeback (`raises`: makes that amount due again)."""
 
     kind: str
     reference: str
     date: dt.date | dt.datetime | None
     method: str
     amount_minor: int
+    raises: bool = False
 
 
 def invoice_payments(*, invoice: Invoice) -> list[InvoicePayment]:
-    """Succeeded payments allocated to the invoice, oldest first. One query."""
-    allocations = (
-        PaymentAllocation.objects.filter(invoice=invoice, attempt__status=PaymentAttempt.Status.SUCCEEDED)
-        .select_related("attempt__payment_method")
-        .order_by("attempt__completed_at", "pk")
-    )
-    rows = []
-    for allocation in allocations:
-        attempt = allocation.attempt
-        if attempt.payment_method is not None:
-            method = attempt.payment_method.label
-        else:
-            method = str(PaymentAttempt.Source.BANK_TRANSFER.label)
-        rows.append(
-            InvoicePayment(
-                kind=_("Payment"),
-                reference=attempt.reference,
-                date=attempt.completed_at or attempt.created_at,
-                method=method,
-                amount_minor=allocation.amount_minor,
-            )
+    """Payments, credit notes, refunds and lost chargebacks of the invoice, oldest first (payments'
+    invoice_money_history: three queries)."""
+    from payments.selectors import invoice_money_history
+
+    kinds = {
+        "payment": _("Payment"),
+        "credit_note": _("Credit note"),
+        "refund": _("Refund"),
+        "chargeback": _("Chargeback"),
+    }
+    return [
+        InvoicePayment(
+            kind=str(kinds.get(row.kind, row.kind)),
+            reference=row.reference,
+            date=row.at,
+            method=row.description,
+            amount_minor=row.amount.amount_minor,
+            raises=row.kind in ("refund", "chargeback"),
         )
-    return rows
+        for row in invoice_money_history(invoice=invoice)
+    ]
 
 
 def invoice_document_context(*, invoice: Invoice, lines: Iterable[InvoiceLine]) -> dict[str, Any]:
@@ -124,7 +124,7 @@ def invoice_document_context(*, invoice: Invoice, lines: Iterable[InvoiceLine]) 
         # The stored total is what is owed; anything on top of the lines is the tax charged on them.
         "tax_minor": invoice.total_minor - subtotal,
         "payments": payments,
-        "payments_total_minor": sum(p.amount_minor for p in payments),
+        "payments_total_minor": sum(-p.amount_minor if p.raises else p.amount_minor for p in payments),
         "payment_terms": payment_terms(invoice),
         "show_remittance": account.pays_by_bank_transfer and invoice.status != Invoice.Status.PAID,
     }
@@ -144,7 +144,15 @@ def invoice_pdf_version(*, invoice: Invoice) -> str:
     allocations = list(
         PaymentAllocation.objects.filter(invoice=invoice)
         .order_by("pk")
-        .values_list("pk", "amount_minor", "attempt__status", "attempt__completed_at")
+        .values_list("pk", "amount_minor", "applied_minor", "attempt__status", "attempt__completed_at")
+    )
+    # Refunds leave credit notes and lost chargebacks reversals without changing the amount due or the
+    # status, so they are part of the version in their own right.
+    credits = list(
+        CreditNote.objects.filter(invoice=invoice).order_by("pk").values_list("pk", "amount_minor")
+    )
+    reversals = list(
+        DisputeReversal.objects.filter(invoice=invoice).order_by("pk").values_list("pk", "amount_minor")
     )
     state = {
         "t": TEMPLATE_REVISION,
@@ -163,6 +171,8 @@ def invoice_pdf_version(*, invoice: Invoice) -> str:
         ],
         "lines": lines,
         "allocations": allocations,
+        "credits": credits,
+        "reversals": reversals,
         "account": [
             account.name,
             account.language,

@@ -57,14 +57,45 @@ def invoice_apply_payment(*, invoice_id: int, amount_minor: int, at: dt.datetime
         raise InvalidTransition(
             f"cannot apply {amount_minor} to invoice {invoice.number} with {invoice.amount_due_minor} due"
         )
-    invoice.amount_due_minor -= amount_minor
-    fields = ["amount_due_minor"]
-    if invoice.amount_due_minor == 0:
+    return invoice_amount_due_set(
+        invoice_id=invoice.pk, amount_due_minor=invoice.amount_due_minor - amount_minor, at=at
+    )
+
+
+@transaction.atomic
+def invoice_amount_due_set(*, invoice_id: int, amount_due_minor: int, at: dt.datetime) -> Invoice:
+    """Store what is owed, as the payments ledger (payments.ledger) derives it from payments, credit
+    notes and lost disputes, and move the state with it: nothing due → paid; due again on a paid
+    invoice (a lost chargeback) → past due, or open while its due date is still ahead. A reopened
+    invoice is never scheduled for an automatic charge (next_attempt_at stays empty).
+    """
+    invoice = _locked_invoice(invoice_id)
+    if invoice.status in (Invoice.Status.VOID, Invoice.Status.UNCOLLECTIBLE):
+        raise InvalidTransition(f"invoice {invoice.number} is {invoice.status}; what is due does not move")
+    if not 0 <= amount_due_minor <= invoice.total_minor:
+        raise InvalidTransition(
+            f"invoice {invoice.number}: {amount_due_minor} due is outside 0..{invoice.total_minor}"
+        )
+    fields = []
+    if amount_due_minor != invoice.amount_due_minor:
+        invoice.amount_due_minor = amount_due_minor
+        fields.append("amount_due_minor")
+    if amount_due_minor == 0 and invoice.status != Invoice.Status.PAID:
         invoice.status = Invoice.Status.PAID
         invoice.paid_at = at
         invoice.next_attempt_at = None
         fields += ["status", "paid_at", "next_attempt_at"]
-    invoice.save(update_fields=fields)
+    elif amount_due_minor > 0 and invoice.status == Invoice.Status.PAID:
+        overdue = invoice.due_on < timezone.localdate(at)
+        invoice.status = Invoice.Status.PAST_DUE if overdue else Invoice.Status.OPEN
+        invoice.paid_at = None
+        invoice.next_attempt_at = None
+        if overdue and invoice.first_failed_at is None:
+            invoice.first_failed_at = at
+            fields.append("first_failed_at")
+        fields += ["status", "paid_at", "next_attempt_at"]
+    if fields:
+        invoice.save(update_fields=fields)
     return invoice
 
 

@@ -87,6 +87,7 @@ def invoice_detail(request: HttpRequest, membership: Membership, number: str) ->
             "membership": membership,
             "account": account,
             "invoice": invoice,
+            # Lines, payments, credit notes and chargebacks: what the amount due follows from (PDF too).
             **invoice_document_context(invoice=invoice, lines=invoice.lines.all()),
         },
     )

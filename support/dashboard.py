@@ -22,7 +22,7 @@ from django.utils.translation import gettext_lazy as _lazy
 
 from billing_portal.money import format_money
 from payments.gateways.base import INVALID_REQUEST_CODE, decline_message
-from payments.models import PaymentAllocation, PaymentAttempt
+from payments.models import Dispute, PaymentAllocation, PaymentAttempt, Refund
 from subscriptions.models import Invoice
 
 from .charts import Bar, Series, bar_chart, line_chart
@@ -265,6 +265,26 @@ def dashboard_figures(*, now: dt.datetime | None = None, window_days: int = WIND
 # --- Drawing the page from a snapshot -------------------------------------------------------------
 
 
+OPEN_DISPUTES_SHOWN = 20
+
+
+def money_back_alerts() -> dict[str, Any]:
+    """The chargebacks support must answer (soonest evidence deadline first) and refunds still waiting
+    for the gateway's answer. Two queries, whatever the data size."""
+    open_disputes = list(
+        Dispute.objects.filter(status=Dispute.Status.OPEN)
+        .select_related("account", "attempt")
+        .annotate(open_count=Window(Count("pk")))
+        .order_by(F("evidence_due_by").asc(nulls_last=True), "pk")[:OPEN_DISPUTES_SHOWN]
+    )
+    pending_refunds = Refund.objects.filter(status=Refund.Status.PENDING).count()
+    return {
+        "open_disputes": open_disputes,
+        "open_dispute_count": open_disputes[0].open_count if open_disputes else 0,
+        "pending_refund_count": pending_refunds,
+    }
+
+
 def _money_label(amount_minor: int, currency: str) -> str:
     return format_money(amount_minor, currency)
 
@@ -465,6 +485,7 @@ def recovery_dashboard(*, window_days: int = WINDOW_DAYS) -> dict[str, Any]:
     declines = [tuple(d) for d in figures["declines"]]
     decline_bars = [Bar(_code_label(code), n, str(n)) for code, n in declines]
     return {
+        **money_back_alerts(),
         "window_days": window_days,
         "computed_at": computed_at,
         "past_due_charts": past_due_charts,

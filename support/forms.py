@@ -59,3 +59,45 @@ class RetryForm(ReasonForm):
         required=False,
         help_text=_("Only when the customer asked for it. The reason above is recorded with the override."),
     )
+
+
+class RefundForm(ReasonForm):
+    amount = forms.CharField(
+        label=_("Amount to refund"),
+        max_length=32,
+        required=False,
+        help_text=_("Leave empty to refund everything that is left, or enter a part, e.g. 14.00"),
+        widget=forms.TextInput(attrs={"class": "input", "inputmode": "decimal", "autocomplete": "off"}),
+    )
+    # Rendered into the form when it is shown, so a double submit carries the same key and the
+    # refund service answers the second one with the first refund instead of refunding again.
+    token = forms.CharField(widget=forms.HiddenInput, max_length=40)
+
+    field_order = ["amount", "reason"]
+
+
+class OverpaymentRefundForm(ReasonForm):
+    # Set by the confirmation step to the overpaid amount it showed; the refund checks it still is.
+    amount = forms.CharField(widget=forms.HiddenInput, max_length=32, required=False)
+    token = forms.CharField(widget=forms.HiddenInput, max_length=40)
+
+
+DISPUTE_REASONS = [
+    ("fraudulent", "fraudulent"),
+    ("product_not_received", "product_not_received"),
+    ("duplicate", "duplicate"),
+    ("subscription_canceled", "subscription_canceled"),
+    ("general", "general"),
+]
+
+
+class SimulateForm(forms.Form):
+    """The simulated bank's own buttons: a refund made in its dashboard, a cardholder's chargeback, and
+    the network's decision on it."""
+
+    action = forms.ChoiceField(
+        choices=[("refund", "refund"), ("dispute", "dispute"), ("won", "won"), ("lost", "lost")]
+    )
+    amount = forms.CharField(max_length=32, required=False)
+    reason = forms.ChoiceField(choices=DISPUTE_REASONS, required=False)
+    dispute = forms.IntegerField(required=False, min_value=1)

@@ -24,6 +24,10 @@ class SupportConsole(models.Model):
             ("record_bank_transfer", _("Can record a received bank transfer")),
             ("extend_grace", _("Can extend a subscription's grace period")),
             ("view_recovery_dashboard", _("Can see the recovery dashboard")),
+            (
+                "refund_payment",
+                _("Can refund a payment (and raise test refunds and disputes at the simulated bank)"),
+            ),
         ]
 
     def __str__(self) -> str:

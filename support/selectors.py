@@ -32,9 +32,10 @@ from django.utils.translation import gettext_lazy as _lazy
 
 from accounts.models import BillingAccount, Membership
 from audit.models import AuditEvent
+from billing_portal.dates import format_date
 from notifications.models import Notice
 from payments.gateways.base import decline_message
-from payments.models import PaymentAllocation, PaymentAttempt, PaymentMethod
+from payments.models import CreditNote, Dispute, PaymentAllocation, PaymentAttempt, PaymentMethod, Refund
 from subscriptions.models import Invoice, Subscription
 
 from .models import SupportNote
@@ -239,6 +240,13 @@ class AccountOverview:
     notices: list[Notice]
     notice_count: int
     notes: list[SupportNote] = field(default_factory=list)
+    refunds: list[Refund] = field(default_factory=list)
+    credit_notes: list[CreditNote] = field(default_factory=list)
+    disputes: list[Dispute] = field(default_factory=list)
+
+    @property
+    def open_disputes(self) -> list[Dispute]:
+        return [d for d in self.disputes if d.status == Dispute.Status.OPEN]
 
     @property
     def payable_invoices(self) -> list[Invoice]:
@@ -263,10 +271,23 @@ def support_account_overview(*, account: BillingAccount) -> AccountOverview:
     attempts = list(
         PaymentAttempt.objects.filter(account=account)
         .select_related("payment_method", "initiated_by")
+        .annotate(**_attempt_money_back_sums())
         .order_by("-created_at", "-pk")[:LIST_LIMIT]
     )
     for attempt in attempts:
         attempt.decline_text = decline_message(attempt.decline_code) if attempt.decline_code else ""  # type: ignore[attr-defined]
+        # What is left to refund and what was overpaid, from the sums annotated above (same rules as
+        # payments.refunds.refundable_minor / overpaid_minor, without a query per row).
+        refundable = 0
+        overpaid = 0
+        if attempt.status == PaymentAttempt.Status.SUCCEEDED and attempt.payment_method_id is not None:
+            refundable = max(attempt.amount_minor - attempt.refunded_sum - attempt.disputed_sum, 0)  # type: ignore[attr-defined]
+            overpaid = max(
+                min(attempt.amount_minor - attempt.applied_sum - attempt.unapplied_refunded_sum, refundable),  # type: ignore[attr-defined]
+                0,
+            )
+        attempt.refundable_minor = refundable  # type: ignore[attr-defined]
+        attempt.overpaid_minor = overpaid  # type: ignore[attr-defined]
     return AccountOverview(
         account=account,
         status=_RANK_STATUS.get(getattr(account, "worst_rank", None) or 0),
@@ -293,6 +314,8 @@ def support_account_overview(*, account: BillingAccount) -> AccountOverview:
                 "is_default",
                 "last_decline_code",
                 "last_declined_at",
+                "disputed_at",
+                "blocked_reason",
             )
             .order_by("-is_default", "pk")
         ),
@@ -305,7 +328,41 @@ def support_account_overview(*, account: BillingAccount) -> AccountOverview:
             .select_related("author")
             .order_by("-created_at", "-pk")[:LIST_LIMIT]
         ),
+        refunds=list(
+            Refund.objects.filter(account=account)
+            .select_related("attempt")
+            .order_by("-created_at", "-pk")[:LIST_LIMIT]
+        ),
+        credit_notes=list(
+            CreditNote.objects.filter(account=account)
+            .select_related("invoice", "refund")
+            .order_by("-created_at", "-pk")[:LIST_LIMIT]
+        ),
+        disputes=list(
+            Dispute.objects.filter(account=account)
+            .select_related("attempt")
+            .order_by("status", "-opened_at", "-pk")[:LIST_LIMIT]
+        ),
     )
+
+
+def _sum_of(qs: QuerySet[Any, Any], column: str) -> Any:
+    """A correlated SUM over rows of one attempt, 0 when there are none."""
+    total = qs.order_by().values("attempt").annotate(total=Sum(column)).values("total")
+    return Coalesce(Subquery(total, output_field=BigIntegerField()), Value(0), output_field=BigIntegerField())
+
+
+def _attempt_money_back_sums() -> dict[str, Any]:
+    live_refunds = Refund.objects.filter(attempt=OuterRef("pk")).exclude(status=Refund.Status.FAILED)
+    return {
+        "refunded_sum": _sum_of(live_refunds, "amount_minor"),
+        "unapplied_refunded_sum": _sum_of(live_refunds, "unapplied_minor"),
+        "disputed_sum": _sum_of(
+            Dispute.objects.filter(attempt=OuterRef("pk")).exclude(outcome=Dispute.Outcome.WON),
+            "amount_minor",
+        ),
+        "applied_sum": _sum_of(PaymentAllocation.objects.filter(attempt=OuterRef("pk")), "applied_minor"),
+    }
 
 
 # -- the merged timeline ------------------------------------------------------------------------
@@ -313,7 +370,7 @@ def support_account_overview(*, account: BillingAccount) -> AccountOverview:
 
 @dataclass(frozen=True)
 class TimelineEntry:
-    kind: str  # "audit" | "attempt" | "notice" | "note"
+    kind: str  # "audit" | "attempt" | "notice" | "note" | "refund" | "credit_note" | "dispute"
     at: dt.datetime
     title: str
     detail: str
@@ -335,23 +392,30 @@ class TimelinePage:
 def _timeline_keys(account_id: int) -> QuerySet[Any, Any]:
     """(kind, id, created_at) of every event of the account, from four tables, as one UNION ALL."""
 
-    def keys(model: Any, kind: str) -> QuerySet[Any, Any]:
+    def keys(model: Any, kind: str, at: str = "created_at") -> QuerySet[Any, Any]:
         return (
             model.objects.filter(account_id=account_id)
             .order_by()
             .annotate(entry_kind=Value(kind, output_field=CharField()))
-            .values_list("entry_kind", "pk", "created_at")
+            .values_list("entry_kind", "pk", at)
         )
 
     return keys(AuditEvent, "audit").union(
-        keys(PaymentAttempt, "attempt"), keys(Notice, "notice"), keys(SupportNote, "note"), all=True
+        keys(PaymentAttempt, "attempt"),
+        keys(Notice, "notice"),
+        keys(SupportNote, "note"),
+        keys(Refund, "refund"),
+        keys(CreditNote, "credit_note"),
+        keys(Dispute, "dispute", "opened_at"),
+        all=True,
     )
 
 
 def support_timeline(*, account: BillingAccount, page: int = 1) -> TimelinePage:
     """One page of everything that happened to the account, newest first.
 
-    Five queries for any page and any account: the merged keys, then each kind's rows by id.
+    Five queries for any page and any account: the merged keys, then each kind's rows by id (and one
+    more for each of refunds, credit notes and chargebacks when the page shows any).
     """
     page = max(1, page)
     offset = (page - 1) * TIMELINE_PAGE_SIZE
@@ -360,7 +424,15 @@ def support_timeline(*, account: BillingAccount, page: int = 1) -> TimelinePage:
     )
     has_next = len(rows) > TIMELINE_PAGE_SIZE
     rows = rows[:TIMELINE_PAGE_SIZE]
-    ids: dict[str, list[int]] = {"audit": [], "attempt": [], "notice": [], "note": []}
+    ids: dict[str, list[int]] = {
+        "audit": [],
+        "attempt": [],
+        "notice": [],
+        "note": [],
+        "refund": [],
+        "credit_note": [],
+        "dispute": [],
+    }
     for kind, pk, _created in rows:
         ids[kind].append(pk)
     audits = AuditEvent.objects.select_related("actor").in_bulk(ids["audit"]) if ids["audit"] else {}
@@ -371,6 +443,13 @@ def support_timeline(*, account: BillingAccount, page: int = 1) -> TimelinePage:
     )
     notices = Notice.objects.in_bulk(ids["notice"]) if ids["notice"] else {}
     notes = SupportNote.objects.select_related("author").in_bulk(ids["note"]) if ids["note"] else {}
+    refunds = Refund.objects.select_related("attempt").in_bulk(ids["refund"]) if ids["refund"] else {}
+    credit_notes = (
+        CreditNote.objects.select_related("invoice", "refund").in_bulk(ids["credit_note"])
+        if ids["credit_note"]
+        else {}
+    )
+    disputes = Dispute.objects.select_related("attempt").in_bulk(ids["dispute"]) if ids["dispute"] else {}
     entries: list[TimelineEntry] = []
     for kind, pk, created in rows:
         if kind == "audit" and pk in audits:
@@ -413,6 +492,68 @@ def support_timeline(*, account: BillingAccount, page: int = 1) -> TimelinePage:
             note = notes[pk]
             author = note.author.email if note.author else ""
             entries.append(TimelineEntry("note", created, _("Support note"), note.body, author, note))
+        elif kind == "refund" and pk in refunds:
+            refund = refunds[pk]
+            detail = f"{refund.amount} · {refund.get_status_display()} · " + _("on %(payment)s") % {
+                "payment": refund.attempt.reference
+            }
+            detail += f" · {refund.reason}"
+            if refund.failure_message:
+                detail += f" · {refund.failure_message}"
+            entries.append(
+                TimelineEntry(
+                    "refund",
+                    created,
+                    f"{refund.reference} {refund.get_source_display()}",
+                    detail,
+                    refund.initiated_by_label,
+                    refund,
+                )
+            )
+        elif kind == "credit_note" and pk in credit_notes:
+            credit = credit_notes[pk]
+            entries.append(
+                TimelineEntry(
+                    "credit_note",
+                    created,
+                    _("Credit note %(number)s") % {"number": credit.number},
+                    _("%(amount)s on invoice %(invoice)s, from refund %(refund)s")
+                    % {
+                        "amount": credit.amount,
+                        "invoice": credit.invoice.number,
+                        "refund": credit.refund.reference,
+                    },
+                    "billing",
+                    credit,
+                )
+            )
+        elif kind == "dispute" and pk in disputes:
+            dispute = disputes[pk]
+            detail = _("%(amount)s on %(payment)s · reason: %(reason)s") % {
+                "amount": dispute.amount,
+                "payment": dispute.attempt.reference,
+                "reason": dispute.reason,
+            }
+            if dispute.evidence_due_by and dispute.status == Dispute.Status.OPEN:
+                detail += " · " + _("evidence due by %(date)s") % {
+                    "date": format_date(dispute.evidence_due_by)
+                }
+            if dispute.outcome == Dispute.Outcome.WON:
+                detail += " · " + _("won: nothing changes")
+            elif dispute.outcome == Dispute.Outcome.LOST:
+                detail += " · " + _("lost: the amount is due again")
+            else:
+                detail += " · " + _("open: automatic charges on the card stopped")
+            entries.append(
+                TimelineEntry(
+                    "dispute",
+                    created,
+                    _("Chargeback %(reference)s") % {"reference": dispute.reference},
+                    detail,
+                    _("payment provider"),
+                    dispute,
+                )
+            )
     return TimelinePage(entries=entries, page=page, has_next=has_next)
 
 

@@ -24,14 +24,21 @@ from django.utils.translation import gettext as _
 from accounts.models import BillingAccount
 from audit.services import audit_record
 from billing_portal.dates import format_datetime
-from billing_portal.money import Money, format_money
+from billing_portal.money import Money
 from dunning.messages import refusal_text
 from dunning.services import retry_budget_check, retry_refusal_record
-from notifications.services import notice_send
-from payments.models import PaymentAllocation, PaymentAttempt
+from payments.ledger import bank_transfer_receive
+from payments.models import PaymentAttempt, Refund
+from payments.refunds import (
+    RefundError,
+    overpaid_minor,
+    payment_invoice_parts,
+    payment_refund,
+    refund_check,
+    refundable_minor,
+)
 from payments.services import account_lock, invoices_charge
-from subscriptions.models import Invoice, Subscription, restorable_q
-from subscriptions.services import invoice_apply_payment, subscription_restore
+from subscriptions.models import Invoice, Subscription
 
 from .models import DashboardSnapshot, SupportConsole, SupportNote
 from .selectors import in_flight_invoice_ids, support_payable_invoices
@@ -39,7 +46,7 @@ from .selectors import in_flight_invoice_ids, support_payable_invoices
 SUPPORT_STAFF_GROUP = "Support staff"
 GRACE_EXTENSION_DAYS = range(1, 31)
 REASON_MAX_LENGTH = 500
-AMOUNT_RE = re.compile(r"^-?(\d{1,3}(,\d{3})+|\d+)(\.\d+)?$")
+AMOUNT_RE = re.compile(r"^-?(\d{1,3}(,\d{3})+|\d+)(\.\d+)?$", re.ASCII)  # "٣" is not 3 here
 
 
 class SupportActionError(Exception):
@@ -344,39 +351,22 @@ def _bank_transfer_record(
             _("A card payment for %(invoices)s is still in progress; try again when it has finished.")
             % {"invoices": numbers}
         )
-    now = timezone.now()
-    attempt = PaymentAttempt.objects.create(
-        account=account,
-        payment_method=None,
+    # Support writes no payments tables: the payments ledger records and applies the money, restores
+    # subscriptions and sends the receipt, exactly as for a card payment.
+    attempt = bank_transfer_receive(
+        account_id=account.pk,
         amount_minor=plan.money.amount_minor,
-        currency=account.currency,
-        status=PaymentAttempt.Status.SUCCEEDED,
-        source=PaymentAttempt.Source.BANK_TRANSFER,
+        received_on=plan.received_on,
+        reference=plan.reference,
+        allocations=[(a.invoice.pk, a.amount_minor) for a in plan.allocations],
         idempotency_key=bank_transfer_idempotency_key(
             account_id=account.pk,
             reference=plan.reference,
             received_on=plan.received_on,
             amount_minor=plan.money.amount_minor,
         ),
-        gateway="bank_transfer",
-        initiated_by=actor,
-        initiated_by_label=actor.email,
-        reference_note=plan.reference,
-        completed_at=now,
+        actor=actor,
     )
-    PaymentAllocation.objects.bulk_create(
-        [
-            PaymentAllocation(attempt=attempt, invoice=a.invoice, amount_minor=a.amount_minor)
-            for a in plan.allocations
-        ]
-    )
-    subscription_ids: list[int] = []
-    for allocation in sorted(plan.allocations, key=lambda a: a.invoice.pk):
-        invoice = invoice_apply_payment(
-            invoice_id=allocation.invoice.pk, amount_minor=allocation.amount_minor, at=now
-        )
-        if invoice.status == Invoice.Status.PAID and invoice.subscription_id:
-            subscription_ids.append(invoice.subscription_id)
     audit_record(
         account=account,
         actor=actor,
@@ -397,22 +387,6 @@ def _bank_transfer_record(
         },
         ip_address=ip_address,
     )
-    # The same receipt a card payment sends, so the customer knows the wire arrived.
-    notice_send(
-        account=account,
-        kind="payment_received",
-        dedupe_key=f"payment_received:{attempt.pk}",
-        context={
-            "reference": attempt.reference,
-            "amount": format_money(attempt.amount_minor, attempt.currency, account.language),
-            "method": f"Bank transfer (ref. {plan.reference})",
-            "invoices": ", ".join(a.invoice.number for a in plan.allocations),
-            "paid_on": plan.received_on.isoformat(),
-        },
-    )
-    restorable = Subscription.objects.filter(restorable_q(), pk__in=subscription_ids).order_by("pk")
-    for sub_id in restorable.values_list("pk", flat=True):
-        subscription_restore(subscription_id=sub_id, at=now, actor=actor)
     return attempt
 
 
@@ -586,3 +560,108 @@ def dashboard_snapshot_refresh(*, now: dt.datetime | None = None) -> DashboardSn
         },
     )
     return snapshot
+
+
+# -- refunds --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RefundPlan:
+    attempt: PaymentAttempt
+    money: Money
+    refundable: Money
+    overpaid: Money
+    # (invoice number, amount) the credit notes will be written for, oldest invoice first.
+    credit_notes: list[tuple[str, Money]]
+
+
+def _refundable_attempt(*, account_id: int, attempt_id: int) -> PaymentAttempt:
+    attempt = (
+        PaymentAttempt.objects.select_related("payment_method", "account")
+        .filter(pk=attempt_id, account_id=account_id)
+        .first()
+    )
+    if attempt is None:
+        raise SupportActionError(_("That payment does not belong to this account."))
+    return attempt
+
+
+def payment_refund_preview(
+    *, account: BillingAccount, attempt_id: int, amount: str, overpayment: bool = False
+) -> RefundPlan:
+    """What refunding would do, without doing it (the confirmation step shows this). An empty amount
+    means everything that is left; an overpayment refund is always exactly what was overpaid."""
+    attempt = _refundable_attempt(account_id=account.pk, attempt_id=attempt_id)
+    left = refundable_minor(attempt=attempt)
+    overpaid = overpaid_minor(attempt=attempt)
+    if overpayment:
+        if overpaid <= 0:
+            raise SupportActionError(
+                _("Payment %(reference)s has no overpaid money left to refund.")
+                % {"reference": attempt.reference}
+            )
+        amount_minor = overpaid
+        shown = (amount or "").strip()
+        if (
+            shown
+            and bank_transfer_parse_amount(amount=shown, currency="", account=account).amount_minor
+            != overpaid
+        ):
+            raise SupportActionError(
+                _("The overpaid amount of %(reference)s changed to %(amount)s; review it again.")
+                % {"reference": attempt.reference, "amount": Money(overpaid, attempt.currency)}
+            )
+    elif (amount or "").strip():
+        amount_minor = bank_transfer_parse_amount(amount=amount, currency="", account=account).amount_minor
+    else:
+        amount_minor = left
+    try:
+        refund_check(attempt=attempt, amount_minor=amount_minor)
+    except RefundError as exc:
+        raise SupportActionError(exc.message) from None
+    invoice_part = amount_minor - min(amount_minor, overpaid)
+    parts = payment_invoice_parts(attempt=attempt, amount_minor=invoice_part)
+    numbers = dict(Invoice.objects.filter(pk__in=[i for i, _p in parts]).values_list("pk", "number"))
+    return RefundPlan(
+        attempt=attempt,
+        money=Money(amount_minor, attempt.currency),
+        refundable=Money(left, attempt.currency),
+        overpaid=Money(overpaid, attempt.currency),
+        credit_notes=[(numbers[i], Money(p, attempt.currency)) for i, p in parts],
+    )
+
+
+def support_payment_refund(
+    *,
+    account_id: int,
+    attempt_id: int,
+    amount: str,
+    actor: Any,
+    reason: str,
+    idempotency_key: str,
+    overpayment: bool = False,
+    ip_address: str | None = None,
+) -> Refund:
+    """Refund a succeeded card payment, fully or partly, through the payments service (which takes the
+    account lock, re-checks what is left and asks the gateway with the idempotency key). A double
+    submit of the confirmation carries the same key and gets the first refund back."""
+    reason = _clean_reason(reason)
+    existing = Refund.objects.filter(idempotency_key=idempotency_key, account_id=account_id).first()
+    if existing is not None:
+        return existing
+    account = BillingAccount.objects.get(pk=account_id)
+    plan = payment_refund_preview(
+        account=account, attempt_id=attempt_id, amount=amount, overpayment=overpayment
+    )
+    try:
+        return payment_refund(
+            attempt_id=plan.attempt.pk,
+            amount_minor=plan.money.amount_minor,
+            reason=reason,
+            actor=actor,
+            idempotency_key=idempotency_key,
+            source=Refund.Source.OVERPAYMENT if overpayment else Refund.Source.SUPPORT,
+            ip_address=ip_address,
+        )
+    except RefundError as exc:
+        raise SupportActionError(exc.message) from None

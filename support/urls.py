@@ -16,6 +16,21 @@ urlpatterns = [
         name="invoice_retry",
     ),
     path(
+        "accounts/<int:account_id>/payments/<int:attempt_id>/refund/",
+        views.payment_refund,
+        name="payment_refund",
+    ),
+    path(
+        "accounts/<int:account_id>/payments/<int:attempt_id>/refund-overpayment/",
+        views.overpayment_refund,
+        name="overpayment_refund",
+    ),
+    path(
+        "accounts/<int:account_id>/payments/<int:attempt_id>/simulated-bank/",
+        views.simulated_bank,
+        name="simulated_bank",
+    ),
+    path(
         "accounts/<int:account_id>/subscriptions/<int:subscription_id>/grace/",
         views.grace_extend,
         name="grace_extend",

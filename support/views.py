@@ -24,11 +24,22 @@ from django.views.decorators.http import require_http_methods
 from django_htmx.middleware import HtmxDetails
 
 from accounts.models import BillingAccount
+from billing_portal.money import Money
+from payments.models import Dispute, PaymentAttempt, Refund
 from payments.services import PaymentError
 from subscriptions.models import Invoice, Subscription
 
 from . import dashboard as dashboard_charts
-from .forms import BankTransferForm, GraceForm, NoteForm, RetryForm
+from .forms import (
+    DISPUTE_REASONS,
+    BankTransferForm,
+    GraceForm,
+    NoteForm,
+    OverpaymentRefundForm,
+    RefundForm,
+    RetryForm,
+    SimulateForm,
+)
 from .selectors import (
     search_keys,
     support_account_get,
@@ -41,9 +52,11 @@ from .services import (
     bank_transfer_preview,
     bank_transfer_record,
     invoice_retry_now,
+    payment_refund_preview,
     subscription_grace_extend,
     support_account_viewed,
     support_note_add,
+    support_payment_refund,
     support_searched,
 )
 
@@ -131,7 +144,13 @@ def _perms(request: HttpRequest) -> dict[str, bool]:
     user = request.user
     return {
         name: user.has_perm(f"support.{name}")
-        for name in ("add_support_note", "retry_payment", "record_bank_transfer", "extend_grace")
+        for name in (
+            "add_support_note",
+            "retry_payment",
+            "record_bank_transfer",
+            "extend_grace",
+            "refund_payment",
+        )
     }
 
 
@@ -337,6 +356,163 @@ def invoice_retry(request: HttpRequest, account_id: int, invoice_id: int) -> Htt
         _("Retry invoice %(number)s now") % {"number": invoice.number},
         _("Review retry"),
         subject=invoice,
+    )
+
+
+@support_view("refund_payment")
+@require_http_methods(["GET", "POST"])
+def payment_refund(request: HttpRequest, account_id: int, attempt_id: int) -> HttpResponse:
+    account = _account(account_id)
+    attempt = get_object_or_404(PaymentAttempt, pk=attempt_id, account=account)
+    return _refund(request, account, attempt, overpayment=False)
+
+
+@support_view("refund_payment")
+@require_http_methods(["GET", "POST"])
+def overpayment_refund(request: HttpRequest, account_id: int, attempt_id: int) -> HttpResponse:
+    """The one-click refund of exactly what a payment overpaid (a `payment.overpaid` flag)."""
+    account = _account(account_id)
+    attempt = get_object_or_404(PaymentAttempt, pk=attempt_id, account=account)
+    return _refund(request, account, attempt, overpayment=True)
+
+
+def _refund(
+    request: HttpRequest, account: BillingAccount, attempt: PaymentAttempt, *, overpayment: bool
+) -> HttpResponse:
+    initial = {"token": secrets.token_urlsafe(16)}
+    if overpayment:
+        initial["reason"] = _("Overpaid: %(reference)s took money for invoices that were already paid.") % {
+            "reference": attempt.reference
+        }
+    form_class = OverpaymentRefundForm if overpayment else RefundForm
+    form = form_class(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            if _confirmed(request):
+                refund = support_payment_refund(
+                    amount=data.get("amount", ""),
+                    actor=request.user,
+                    reason=data["reason"],
+                    idempotency_key=f"support-refund-{attempt.pk}-{data['token']}",
+                    ip_address=_ip(request),
+                    account_id=account.pk,
+                    attempt_id=attempt.pk,
+                    overpayment=overpayment,
+                )
+                level = messages.SUCCESS if refund.status == Refund.Status.SUCCEEDED else messages.WARNING
+                messages.add_message(
+                    request,
+                    level,
+                    _("Refund %(reference)s of %(amount)s on %(payment)s: %(status)s.")
+                    % {
+                        "reference": refund.reference,
+                        "amount": refund.amount,
+                        "payment": attempt.reference,
+                        "status": refund.get_status_display(),
+                    },
+                )
+                return redirect("support:account", account_id=account.pk)
+            plan = payment_refund_preview(
+                account=account, attempt_id=attempt.pk, amount=data.get("amount", ""), overpayment=overpayment
+            )
+        except SupportActionError as exc:
+            form.add_error(None, str(exc))
+        else:
+            # The confirmation carries the amount it showed: "everything left" is fixed now, so a
+            # refund made meanwhile cannot change what the operator confirmed.
+            bound = request.POST.copy()
+            bound["amount"] = str(plan.money.decimal)
+            confirm_form = form_class(bound)
+            confirm_form.is_valid()
+            summary = [
+                (_("Payment"), f"{attempt.reference} · {attempt.amount}"),
+                (_("Left to refund"), str(plan.refundable)),
+                (_("Refund now"), str(plan.money)),
+            ]
+            unapplied = min(plan.overpaid.amount_minor, plan.money.amount_minor)
+            if unapplied:
+                summary.append((_("Overpaid part (no credit note)"), str(Money(unapplied, attempt.currency))))
+            summary += [
+                (_("Credit note on %(number)s") % {"number": number}, str(amount))
+                for number, amount in plan.credit_notes
+            ]
+            summary.append((_("Reason"), data["reason"]))
+            return _confirm(
+                request,
+                account,
+                confirm_form,
+                _("Refund %(amount)s of %(reference)s to the card that paid?")
+                % {"amount": plan.money, "reference": attempt.reference},
+                summary,
+            )
+    title = (
+        _("Refund the overpayment of %(reference)s") if overpayment else _("Refund payment %(reference)s")
+    ) % {"reference": attempt.reference}
+    return _action_form(request, account, form, title, _("Review refund"), subject=attempt)
+
+
+@support_view("refund_payment")
+@require_http_methods(["GET", "POST"])
+def simulated_bank(request: HttpRequest, account_id: int, attempt_id: int) -> HttpResponse:
+    """Raise a refund or a chargeback at the simulated bank on one of its charges, to see offline what
+    a gateway's webhooks do. Only payments made at the simulated bank have this page."""
+    from payments import simulator
+    from payments.refunds import refundable_minor
+
+    account = _account(account_id)
+    attempt = get_object_or_404(
+        PaymentAttempt,
+        pk=attempt_id,
+        account=account,
+        gateway="simulated",
+        status=PaymentAttempt.Status.SUCCEEDED,
+    )
+    form = SimulateForm(request.POST or None)
+    status = 200
+    if request.method == "POST":
+        if not form.is_valid():
+            messages.error(request, _("Choose what the bank should do."))
+            status = 400
+        else:
+            data = form.cleaned_data
+            try:
+                if data["action"] == "refund":
+                    text = (data["amount"] or "").strip()
+                    from .services import bank_transfer_parse_amount
+
+                    amount_minor = (
+                        bank_transfer_parse_amount(amount=text, currency="", account=account).amount_minor
+                        if text
+                        else refundable_minor(attempt=attempt)
+                    )
+                    done = simulator.sim_refund_raise(attempt_id=attempt.pk, amount_minor=amount_minor)
+                elif data["action"] == "dispute":
+                    done = simulator.sim_dispute_raise(
+                        attempt_id=attempt.pk, reason=data["reason"] or "general"
+                    )
+                else:
+                    dispute = get_object_or_404(Dispute, pk=data["dispute"] or 0, attempt=attempt)
+                    done = simulator.sim_dispute_decide(dispute_id=dispute.pk, won=data["action"] == "won")
+            except (simulator.SimulationError, SupportActionError) as exc:
+                messages.error(request, str(exc))
+            else:
+                messages.success(
+                    request, _("The simulated bank sent its event: %(note)s") % {"note": done.note}
+                )
+            return redirect("support:simulated_bank", account_id=account.pk, attempt_id=attempt.pk)
+    return render(
+        request,
+        "support/simulated_bank.html",
+        {
+            "account": account,
+            "attempt": attempt,
+            "refundable_minor": refundable_minor(attempt=attempt),
+            "disputes": list(attempt.disputes.order_by("pk")),
+            "refunds": list(attempt.refunds.order_by("pk")),
+            "reasons": [value for value, _label in DISPUTE_REASONS],
+        },
+        status=status,
     )
 
 

@@ -370,7 +370,8 @@ class GatewayEvent:
     # The gateway object's own id (PaymentIntent for PAYMENT_*, SetupIntent for CARD_SETUP_SUCCEEDED,
     # payment method for CARD_UPDATED).
     reference: str = ""
-    # PAYMENT_*: the idempotency key we sent with the charge, when the gateway echoes it.
+    # PAYMENT_* and REFUND_UPDATED: the idempotency key we sent with the charge or refund, when the
+    # gateway echoes it.
     idempotency_key: str = ""
 
 

@@ -7,15 +7,17 @@ request altogether (settings.SIMULATED_GATEWAY_UNREACHABLE_CARDS: nothing reache
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from collections.abc import Mapping
 
 from django.conf import settings
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from gateway_sim import services as bank
-from gateway_sim.models import SimCard, SimCharge
+from gateway_sim.models import SimCard, SimCharge, SimDispute, SimRefund
 
 from .base import (
     CardCollection,
@@ -23,8 +25,13 @@ from .base import (
     CardSetup,
     ChargeOutcome,
     ChargeResult,
+    DisputeInfo,
     GatewayError,
     GatewayEvent,
+    GatewayEventKind,
+    RefundInfo,
+    RefundOutcome,
+    RefundResult,
     UnsupportedOperation,
     card_brand,
     classify_decline,
@@ -191,3 +198,81 @@ class SimulatedGateway:
 
     def parse_webhook(self, *, payload: bytes, headers: Mapping[str, str]) -> GatewayEvent:
         raise UnsupportedOperation("the simulated bank is in-process and sends no webhooks")
+
+    def refund(
+        self,
+        *,
+        charge_reference: str,
+        amount_minor: int,
+        currency: str,
+        idempotency_key: str,
+        reason: str = "",
+    ) -> RefundResult:
+        if _faulty_charge("SIMULATED_GATEWAY_UNREACHABLE_CARDS", charge_reference):
+            return RefundResult(outcome=RefundOutcome.UNKNOWN, message="simulated: connection failed")
+        try:
+            refund = bank.sim_refund_create(
+                charge_reference=charge_reference,
+                amount_minor=amount_minor,
+                currency=currency,
+                idempotency_key=idempotency_key,
+                reason=reason,
+            )
+        except bank.SimRefundRefused as exc:
+            return RefundResult(outcome=RefundOutcome.INVALID, message=f"simulated: {exc}")
+        if _faulty_charge("SIMULATED_GATEWAY_TIMEOUT_CARDS", charge_reference):
+            return RefundResult(outcome=RefundOutcome.UNKNOWN, message="simulated: read timed out")
+        return RefundResult(
+            outcome=RefundOutcome(refund.status),
+            reference=refund.reference,
+            amount_minor=refund.amount_minor,
+            currency=refund.currency,
+        )
+
+
+def _faulty_charge(setting: str, charge_reference: str) -> bool:
+    numbers = set(getattr(settings, setting, ()) or ())
+    if not numbers:
+        return False
+    return SimCharge.objects.filter(reference=charge_reference, card__number__in=numbers).exists()
+
+
+# The simulated bank's events, in the same dataclasses the Stripe adapter makes of Stripe's webhooks,
+# so refunds and chargebacks raised at the simulated bank go through the same handlers.
+
+
+def refund_event(refund: SimRefund, *, event_id: str = "") -> GatewayEvent:
+    return GatewayEvent(
+        id=event_id or f"sim_evt_{refund.reference}_{refund.status}",
+        kind=GatewayEventKind.REFUND_UPDATED,
+        raw_type=f"sim.refund.{refund.status}",
+        created=timezone.now(),
+        refund=RefundInfo(
+            reference=refund.reference,
+            charge_reference=refund.charge.reference,
+            amount_minor=refund.amount_minor,
+            currency=refund.currency,
+            status=RefundOutcome(refund.status),
+            reason=refund.reason,
+        ),
+    )
+
+
+def dispute_event(dispute: SimDispute, *, created: dt.datetime | None = None) -> GatewayEvent:
+    decided = dispute.status in (SimDispute.Status.WON, SimDispute.Status.LOST)
+    kind = GatewayEventKind.DISPUTE_CLOSED if decided else GatewayEventKind.DISPUTE_OPENED
+    return GatewayEvent(
+        id=f"sim_evt_{dispute.reference}_{dispute.status}",
+        kind=kind,
+        raw_type="sim.dispute.closed" if decided else "sim.dispute.created",
+        created=created or timezone.now(),
+        dispute=DisputeInfo(
+            reference=dispute.reference,
+            charge_reference=dispute.charge.reference,
+            amount_minor=dispute.amount_minor,
+            currency=dispute.currency,
+            reason=dispute.reason,
+            status=dispute.status,
+            evidence_due_by=dispute.evidence_due_by,
+        ),
+    )

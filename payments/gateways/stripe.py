@@ -493,7 +493,14 @@ def _translate(*, event_id: str, raw_type: str, obj: dict[str, Any], created: An
             **common,
         )
     if raw_type in _REFUND_EVENTS:
-        return GatewayEvent(kind=GatewayEventKind.REFUND_UPDATED, refund=_refund_info(obj), **common)
+        return GatewayEvent(
+            kind=GatewayEventKind.REFUND_UPDATED,
+            refund=_refund_info(obj),
+            # Our refund's key, echoed from the metadata refund() sends: matches a refund whose own
+            # answer has not arrived yet exactly, not by amount.
+            idempotency_key=_metadata_key(obj),
+            **common,
+        )
     if raw_type == "charge.refunded":
         # The charge lists its refunds when Stripe includes them; each refund.* event tells the same.
         refunds = (obj.get("refunds") or {}).get("data") or []
@@ -503,7 +510,9 @@ def _translate(*, event_id: str, raw_type: str, obj: dict[str, Any], created: An
         info = _refund_info(
             {**newest, "payment_intent": newest.get("payment_intent") or obj.get("payment_intent")}
         )
-        return GatewayEvent(kind=GatewayEventKind.REFUND_UPDATED, refund=info, **common)
+        return GatewayEvent(
+            kind=GatewayEventKind.REFUND_UPDATED, refund=info, idempotency_key=_metadata_key(newest), **common
+        )
     if raw_type in _DISPUTE_EVENTS:
         due_by = (obj.get("evidence_details") or {}).get("due_by")
         return GatewayEvent(
@@ -539,6 +548,11 @@ def _translate(*, event_id: str, raw_type: str, obj: dict[str, Any], created: An
     if raw_type == "customer.deleted":
         return GatewayEvent(kind=GatewayEventKind.CUSTOMER_DELETED, customer=str(obj["id"]), **common)
     return GatewayEvent(kind=GatewayEventKind.IGNORED, **common)
+
+
+def _metadata_key(obj: dict[str, Any]) -> str:
+    metadata = obj.get("metadata")
+    return str(metadata.get("idempotency_key") or "") if isinstance(metadata, dict) else ""
 
 
 def _refund_info(obj: dict[str, Any]) -> RefundInfo:

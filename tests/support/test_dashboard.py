@@ -127,7 +127,7 @@ def test_dashboard_page_draws_accessible_svg_charts(support_client, history):
     assert "€35.00" in body  # yesterday's EUR past-due total in the data table
     # CSP forbids inline styles; SVG presentation attributes are fine.
     assert not re.search(r"\sstyle=", body)
-    assert len(queries) <= 9  # + the list of payments refused as invalid requests
+    assert len(queries) <= 11  # + invalid requests (1) + the chargeback tile (2)
 
 
 def test_dashboard_query_count_does_not_grow(support_client, history):

@@ -1,0 +1,212 @@
+"""The payments ledger: what an invoice still owes follows from its money rows, never from a flag.
+
+    amount due = total − credited − (applied − refunded − reversed)
+
+- applied: `PaymentAllocation.applied_minor` of succeeded payments (card, bank transfer, webhook);
+- credited and refunded: `CreditNote` rows. A credit note is the part of a refund that came off this
+  invoice, so it lowers what the invoice is worth and what was paid on it alike: a refund leaves a
+  paid invoice paid, with a credit note on it;
+- reversed: `DisputeReversal` rows of lost chargebacks: the bank took the money back, so it is due again.
+
+`invoice_ledger_sync()` stores the result on the invoice and moves its state with it
+(`subscriptions.services.invoice_amount_due_set`). Every writer here runs under the billing
+account's lock (payments.services.account_lock), taken by its caller.
+
+`payment_apply()` is the one place money received is applied to invoices and receipted, for card
+payments, webhook successes and recorded bank transfers alike.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Sum
+from django.utils import timezone, translation
+from django.utils.translation import gettext as _
+
+from accounts.models import BillingAccount
+from audit.services import audit_record
+from billing_portal.dates import format_date
+from billing_portal.money import format_money
+from notifications.services import notice_send
+from subscriptions.models import Invoice, Subscription, restorable_q
+from subscriptions.services import invoice_amount_due_set, subscription_restore
+
+from .models import CreditNote, DisputeReversal, PaymentAllocation, PaymentAttempt
+
+
+def _sums(qs: Any, key: str, value: str) -> dict[int, int]:
+    return {row[key]: row["s"] or 0 for row in qs.order_by().values(key).annotate(s=Sum(value))}
+
+
+def invoices_amount_due_derived(*, invoice_ids: Iterable[int]) -> dict[int, int]:
+    """What each invoice owes by its money rows (four queries, whatever the number of invoices)."""
+    ids = sorted(set(invoice_ids))
+    totals = dict(Invoice.objects.filter(pk__in=ids).values_list("pk", "total_minor"))
+    applied = _sums(
+        PaymentAllocation.objects.filter(invoice_id__in=ids, attempt__status=PaymentAttempt.Status.SUCCEEDED),
+        "invoice_id",
+        "applied_minor",
+    )
+    credited = _sums(CreditNote.objects.filter(invoice_id__in=ids), "invoice_id", "amount_minor")
+    reversed_ = _sums(DisputeReversal.objects.filter(invoice_id__in=ids), "invoice_id", "amount_minor")
+    result = {}
+    for pk, total in totals.items():
+        # Every credit note is a refund's part on this invoice: credited and refunded are the same rows.
+        refunded = credited.get(pk, 0)
+        paid = applied.get(pk, 0) - refunded - reversed_.get(pk, 0)
+        result[pk] = total - credited.get(pk, 0) - paid
+    return result
+
+
+def invoice_ledger_sync(*, invoice_ids: Iterable[int], at: dt.datetime) -> list[Invoice]:
+    """Store what each invoice owes by the ledger and move its state (caller holds the account lock).
+
+    Void and uncollectible invoices are left as they are: they were written off by a person.
+    """
+    derived = invoices_amount_due_derived(invoice_ids=invoice_ids)
+    invoices = []
+    for pk in sorted(derived):
+        status = Invoice.objects.values_list("status", flat=True).get(pk=pk)
+        if status in (Invoice.Status.VOID, Invoice.Status.UNCOLLECTIBLE):
+            continue
+        invoices.append(invoice_amount_due_set(invoice_id=pk, amount_due_minor=derived[pk], at=at))
+    return invoices
+
+
+# ---------------------------------------------------------------------------------------------
+# Money received
+
+
+@dataclass(frozen=True)
+class Applied:
+    invoices: list[Invoice]
+    unapplied_minor: int
+
+
+def payment_apply(
+    *,
+    account: BillingAccount,
+    attempt: PaymentAttempt,
+    now: dt.datetime,
+    actor: Any = None,
+    method_text: str,
+    paid_on: dt.date,
+) -> Applied:
+    """Apply a payment that has just succeeded to the invoices it was for, restore their subscriptions
+    and mail the receipt. Called once per payment, under the account lock, by whatever learnt of the
+    money: the charge's answer, a webhook, reconciliation, or support recording a bank transfer.
+
+    An invoice paid otherwise meanwhile (a transfer recorded while a card payment was unknown) is not
+    paid twice: that allocation stays unapplied, and the payment is flagged as overpaid with a refund
+    offered in the support console (payments.refunds.overpaid_minor).
+    """
+    allocations = list(attempt.allocations.select_related("invoice").order_by("invoice_id"))
+    applied: list[PaymentAllocation] = []
+    unapplied = 0
+    for allocation in allocations:
+        if allocation.applied_minor:
+            continue  # applied before: this is the same money told twice
+        due, status = Invoice.objects.values_list("amount_due_minor", "status").get(pk=allocation.invoice_id)
+        if status not in Invoice.PAYABLE_STATUSES or due < allocation.amount_minor:
+            unapplied += allocation.amount_minor
+            continue
+        allocation.applied_minor = allocation.amount_minor
+        allocation.save(update_fields=["applied_minor"])
+        applied.append(allocation)
+    invoices = invoice_ledger_sync(invoice_ids=[a.invoice_id for a in applied], at=now)
+    subscription_ids = {i.subscription_id for i in invoices if i.subscription_id}
+    for sub_id in (
+        # Past due, warned, disabled, and cancelled ones whose reactivation was asked for (restorable_q).
+        Subscription.objects.filter(restorable_q(), pk__in=subscription_ids)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    ):
+        subscription_restore(
+            subscription_id=sub_id,
+            at=now,
+            actor=actor or attempt.initiated_by,
+            actor_label=attempt.initiated_by_label,
+        )
+    if unapplied:
+        audit_record(
+            account=account,
+            actor_label="billing",
+            action="payment.overpaid",
+            message=f"Payment {attempt.reference} took {format_money(unapplied, attempt.currency)} for invoices "
+            "that were already paid; refund it",
+            target=attempt,
+            data={"unapplied_minor": unapplied},
+        )
+    notice_send(
+        account=account,
+        kind="payment_received",
+        dedupe_key=f"payment_received:{attempt.pk}",
+        context={
+            "reference": attempt.reference,
+            "amount": format_money(attempt.amount_minor, attempt.currency, account.language),
+            "method": method_text,
+            "invoices": ", ".join(a.invoice.number for a in allocations),
+            # A date for people, in the language the mail is written in.
+            "paid_on": format_date(paid_on, account.language),
+        },
+    )
+    return Applied(invoices=invoices, unapplied_minor=unapplied)
+
+
+def bank_transfer_receive(
+    *,
+    account_id: int,
+    amount_minor: int,
+    received_on: dt.date,
+    reference: str,
+    allocations: list[tuple[int, int]],
+    idempotency_key: str,
+    actor: Any,
+) -> PaymentAttempt:
+    """Record money that arrived by bank transfer as a succeeded payment and apply it.
+
+    `allocations` are (invoice id, amount) pairs the caller planned under the same account lock
+    (support.services.bank_transfer_allocate). A repeated idempotency key raises IntegrityError from
+    the unique key, so the same transfer is never recorded twice.
+    """
+    from .services import account_lock
+
+    with transaction.atomic():
+        account = account_lock(account_id=account_id)
+        now = timezone.now()
+        attempt = PaymentAttempt.objects.create(
+            account=account,
+            payment_method=None,
+            amount_minor=amount_minor,
+            currency=account.currency,
+            status=PaymentAttempt.Status.SUCCEEDED,
+            source=PaymentAttempt.Source.BANK_TRANSFER,
+            idempotency_key=idempotency_key,
+            gateway="bank_transfer",
+            initiated_by=actor,
+            initiated_by_label=getattr(actor, "email", "") or "bank transfer",
+            reference_note=reference,
+            completed_at=now,
+        )
+        PaymentAllocation.objects.bulk_create(
+            [
+                PaymentAllocation(attempt=attempt, invoice_id=invoice_id, amount_minor=amount)
+                for invoice_id, amount in allocations
+            ]
+        )
+        with translation.override(account.language):
+            method_text = _("Bank transfer (ref. %(reference)s)") % {"reference": reference}
+        payment_apply(
+            account=account,
+            attempt=attempt,
+            now=now,
+            actor=actor,
+            method_text=method_text,
+            paid_on=received_on,
+        )
+    return attempt
