@@ -15,22 +15,24 @@ from django.db.models import (
     BigIntegerField,
     Case,
     CharField,
+    Count,
     IntegerField,
     Max,
     OuterRef,
     Q,
     QuerySet,
+    StringAgg,
     Subquery,
     Sum,
     Value,
     When,
 )
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Concat
 from django.shortcuts import get_object_or_404
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy as _lazy
 
-from accounts.models import BillingAccount, Membership
+from accounts.models import BillingAccount, Membership, Role
 from audit.models import AuditEvent
 from notifications.models import Notice
 from payments.gateways.base import decline_message
@@ -228,8 +230,9 @@ class AccountOverview:
     account: BillingAccount
     status: Subscription.Status | None
     outstanding_minor: int
-    members: list[Membership]
+    members: list[MemberLine]
     subscriptions: list[Subscription]
+    subscription_count: int
     invoices: list[Invoice]
     invoice_count: int
     payment_methods: list[PaymentMethod]
@@ -238,6 +241,8 @@ class AccountOverview:
     notices: list[Notice]
     notice_count: int
     notes: list[SupportNote] = field(default_factory=list)
+    note_count: int = 0
+    audit_count: int = 0
 
     @property
     def payable_invoices(self) -> list[Invoice]:
@@ -248,17 +253,88 @@ class AccountOverview:
         return str(self.status.label) if self.status else _("No subscriptions")
 
 
-def support_account_get(*, account_id: int) -> BillingAccount:
-    """The account with its standing, or 404."""
-    return get_object_or_404(_accounts_with_standing(), pk=account_id)
+@dataclass(frozen=True)
+class MemberLine:
+    email: str
+    role: str
+
+    @property
+    def role_label(self) -> str:
+        return str(Role(self.role).label) if self.role in Role.values else self.role
+
+
+def _count(model: Any) -> Subquery:
+    return Subquery(
+        model.objects.filter(account=OuterRef("pk"))
+        .order_by()
+        .values("account")
+        .annotate(n=Count("pk"))
+        .values("n"),
+        output_field=IntegerField(),
+    )
+
+
+def _member_lines(aggregated: str | None) -> list[MemberLine]:
+    """Members from support_account_get's "e-mail<TAB>role" lines, by role then e-mail (SQLite cannot
+    order inside an aggregate, so the order is made here)."""
+    lines = [line.split("\t", 1) for line in (aggregated or "").split("\n") if "\t" in line]
+    return [MemberLine(email=email, role=role) for email, role in sorted(lines, key=lambda x: (x[1], x[0]))]
+
+
+def support_account_get(*, account_id: int, with_overview: bool = False) -> BillingAccount:
+    """The account with its standing, or 404. with_overview adds, in the same query, how many rows
+    each list of the account view has and its members (as "e-mail<TAB>role" lines)."""
+    qs = _accounts_with_standing()
+    if with_overview:
+        members = (
+            Membership.objects.filter(account=OuterRef("pk"))
+            .order_by()
+            .values("account")
+            .annotate(
+                lines=StringAgg(
+                    Concat("user__email", Value("\t"), "role", output_field=CharField()),
+                    delimiter=Value("\n"),
+                )
+            )
+            .values("lines")
+        )
+        qs = qs.annotate(
+            n_subscriptions=_count(Subscription),
+            n_invoices=_count(Invoice),
+            n_attempts=_count(PaymentAttempt),
+            n_notices=_count(Notice),
+            n_notes=_count(SupportNote),
+            n_audit=_count(AuditEvent),
+            member_lines=Subquery(members, output_field=CharField()),
+        )
+    return get_object_or_404(qs, pk=account_id)
+
+
+def support_subscriptions(*, account: BillingAccount) -> QuerySet[Subscription]:
+    """The account's subscriptions, worst standing first (what a caller phones about), then by product."""
+    rank = Case(
+        *(When(status=status, then=Value(r)) for status, r in _STATUS_RANK.items()),
+        default=Value(0),
+        output_field=IntegerField(),
+    )
+    return (
+        Subscription.objects.filter(account=account)
+        .select_related("product", "payment_method")
+        .annotate(rank=rank)
+        .order_by("-rank", "product__name", "pk")
+    )
 
 
 def support_account_overview(*, account: BillingAccount) -> AccountOverview:
-    """Everything support sees on one page. Lists show the newest LIST_LIMIT rows; the timeline
-    below pages through all of it. Counts come with the lists so the page can say "50 of 1,204"."""
-    invoice_count = Invoice.objects.filter(account=account).count()
-    attempt_count = PaymentAttempt.objects.filter(account=account).count()
-    notice_count = Notice.objects.filter(account=account).count()
+    """Everything support sees on one page. Lists show the first LIST_LIMIT rows (subscriptions worst
+    first, the rest newest first); the subscriptions have a paged list of their own and the timeline
+    below pages through everything else. The counts come in one query with the lists, so the page can
+    say "50 of 1,204"."""
+    if not hasattr(account, "n_subscriptions"):
+        account = support_account_get(account_id=account.pk, with_overview=True)
+    invoice_count = account.n_invoices or 0  # type: ignore[attr-defined]
+    attempt_count = account.n_attempts or 0  # type: ignore[attr-defined]
+    notice_count = account.n_notices or 0  # type: ignore[attr-defined]
     attempts = list(
         PaymentAttempt.objects.filter(account=account)
         .select_related("payment_method", "initiated_by")
@@ -270,12 +346,9 @@ def support_account_overview(*, account: BillingAccount) -> AccountOverview:
         account=account,
         status=_RANK_STATUS.get(getattr(account, "worst_rank", None) or 0),
         outstanding_minor=getattr(account, "outstanding_minor", 0) or 0,
-        members=list(account.memberships.select_related("user").order_by("role", "user__email")),
-        subscriptions=list(
-            Subscription.objects.filter(account=account)
-            .select_related("product", "payment_method")
-            .order_by("product__name", "pk")
-        ),
+        members=_member_lines(account.member_lines),  # type: ignore[attr-defined]
+        subscriptions=list(support_subscriptions(account=account)[:LIST_LIMIT]),
+        subscription_count=account.n_subscriptions or 0,  # type: ignore[attr-defined]
         invoices=list(Invoice.objects.filter(account=account).order_by("-issued_on", "-pk")[:LIST_LIMIT]),
         invoice_count=invoice_count,
         # Only what support may see of a card: brand, last4, expiry, status. Never the token.
@@ -304,6 +377,8 @@ def support_account_overview(*, account: BillingAccount) -> AccountOverview:
             .select_related("author")
             .order_by("-created_at", "-pk")[:LIST_LIMIT]
         ),
+        note_count=account.n_notes or 0,  # type: ignore[attr-defined]
+        audit_count=account.n_audit or 0,  # type: ignore[attr-defined]
     )
 
 
@@ -347,6 +422,68 @@ def _timeline_keys(account_id: int) -> QuerySet[Any, Any]:
     )
 
 
+def _timeline_entry(kind: str, obj: Any, created: dt.datetime) -> TimelineEntry:
+    if kind == "audit":
+        return TimelineEntry("audit", created, obj.action, obj.message, obj.actor_label, obj)
+    if kind == "attempt":
+        attempt = obj
+        detail = f"{attempt.amount} · {attempt.get_status_display()}"
+        if attempt.decline_code:
+            detail += f" · {decline_message(attempt.decline_code)} ({attempt.decline_code})"
+        if attempt.payment_method:
+            detail += f" · {attempt.payment_method.label}"
+        if attempt.reference_note:
+            detail += " · " + _("ref. %(reference)s") % {"reference": attempt.reference_note}
+        return TimelineEntry(
+            "attempt",
+            created,
+            f"{attempt.reference} {attempt.get_source_display()}",
+            detail,
+            attempt.initiated_by_label,
+            attempt,
+        )
+    if kind == "notice":
+        notice = obj
+        return TimelineEntry(
+            "notice",
+            created,
+            _("Mail: %(kind)s") % {"kind": notice.get_kind_display()},
+            f"{notice.subject} → {notice.recipient} ({notice.get_status_display()})",
+            "billing",
+            notice,
+        )
+    note = obj
+    author = note.author.email if note.author else ""
+    return TimelineEntry("note", created, _("Support note"), note.body, author, note)
+
+
+def support_timeline_first_page(*, overview: AccountOverview) -> TimelinePage:
+    """The timeline's first page for the account view, from the lists the overview already holds.
+
+    Any attempt, mail or note among the newest TIMELINE_PAGE_SIZE entries is among the newest
+    LIST_LIMIT of its kind, which the overview loaded; so one more query (the newest audit events)
+    and a merge give the same page as support_timeline(page=1)."""
+    assert LIST_LIMIT >= TIMELINE_PAGE_SIZE
+    audits = list(
+        AuditEvent.objects.filter(account=overview.account)
+        .select_related("actor")
+        .order_by("-created_at", "-pk")[:TIMELINE_PAGE_SIZE]
+    )
+    merged: list[tuple[str, Any]] = [
+        *(("audit", e) for e in audits),
+        *(("attempt", a) for a in overview.attempts),
+        *(("notice", n) for n in overview.notices),
+        *(("note", n) for n in overview.notes),
+    ]
+    merged.sort(key=lambda item: (item[1].created_at, item[1].pk), reverse=True)
+    total = overview.audit_count + overview.attempt_count + overview.notice_count + overview.note_count
+    return TimelinePage(
+        entries=[_timeline_entry(kind, obj, obj.created_at) for kind, obj in merged[:TIMELINE_PAGE_SIZE]],
+        page=1,
+        has_next=total > TIMELINE_PAGE_SIZE,
+    )
+
+
 def support_timeline(*, account: BillingAccount, page: int = 1) -> TimelinePage:
     """One page of everything that happened to the account, newest first.
 
@@ -370,48 +507,15 @@ def support_timeline(*, account: BillingAccount, page: int = 1) -> TimelinePage:
     )
     notices = Notice.objects.in_bulk(ids["notice"]) if ids["notice"] else {}
     notes = SupportNote.objects.select_related("author").in_bulk(ids["note"]) if ids["note"] else {}
-    entries: list[TimelineEntry] = []
-    for kind, pk, created in rows:
-        if kind == "audit" and pk in audits:
-            event = audits[pk]
-            entries.append(
-                TimelineEntry("audit", created, event.action, event.message, event.actor_label, event)
-            )
-        elif kind == "attempt" and pk in attempts:
-            attempt = attempts[pk]
-            detail = f"{attempt.amount} · {attempt.get_status_display()}"
-            if attempt.decline_code:
-                detail += f" · {decline_message(attempt.decline_code)} ({attempt.decline_code})"
-            if attempt.payment_method:
-                detail += f" · {attempt.payment_method.label}"
-            if attempt.reference_note:
-                detail += " · " + _("ref. %(reference)s") % {"reference": attempt.reference_note}
-            entries.append(
-                TimelineEntry(
-                    "attempt",
-                    created,
-                    f"{attempt.reference} {attempt.get_source_display()}",
-                    detail,
-                    attempt.initiated_by_label,
-                    attempt,
-                )
-            )
-        elif kind == "notice" and pk in notices:
-            notice = notices[pk]
-            entries.append(
-                TimelineEntry(
-                    "notice",
-                    created,
-                    _("Mail: %(kind)s") % {"kind": notice.get_kind_display()},
-                    f"{notice.subject} → {notice.recipient} ({notice.get_status_display()})",
-                    "billing",
-                    notice,
-                )
-            )
-        elif kind == "note" and pk in notes:
-            note = notes[pk]
-            author = note.author.email if note.author else ""
-            entries.append(TimelineEntry("note", created, _("Support note"), note.body, author, note))
+    by_kind: dict[str, dict[int, Any]] = {
+        "audit": audits,
+        "attempt": attempts,
+        "notice": notices,
+        "note": notes,
+    }
+    entries = [
+        _timeline_entry(kind, by_kind[kind][pk], created) for kind, pk, created in rows if pk in by_kind[kind]
+    ]
     return TimelinePage(entries=entries, page=page, has_next=has_next)
 
 
