@@ -33,6 +33,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -212,7 +213,7 @@ def main() -> int:
     finally:
         server.terminate()
         server.wait(timeout=30)
-    rows = []
+    rows: list[dict[str, Any]] = []
     print(f"\n{'URL':<28}{'req/s':>9}{'÷ shell':>9}{'÷ bare':>8}   (medians over rounds)")
     for label, _path, _who in targets:
         rps = statistics.median(results[label])

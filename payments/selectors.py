@@ -144,10 +144,10 @@ def settle_preview(
     totals = dict.fromkeys(method_ids, 0)
     counts = dict.fromkeys(method_ids, 0)
     for invoice in rows:
-        method_id = invoice.method_id  # type: ignore[attr-defined]
+        method_id = invoice.method_id
         listed[method_id].append(invoice)
-        totals[method_id] = int(invoice.method_total)  # type: ignore[attr-defined]
-        counts[method_id] = invoice.method_count  # type: ignore[attr-defined]
+        totals[method_id] = int(invoice.method_total)
+        counts[method_id] = invoice.method_count
     chosen_id = method_ids[1] if len(method_ids) > 1 else None
     return SettlePreview(
         failed_method=failed_method,

@@ -38,17 +38,21 @@ def products(request: HttpRequest, membership: Membership) -> HttpResponse:
         # Renewal is invoiced the day after the period ends; disabled and cancelled ones do not renew.
         renews = sub.status in (Subscription.Status.ACTIVE, Subscription.Status.PAST_DUE)
         sub.renews_on = sub.current_period_end + dt.timedelta(days=1) if renews else None  # type: ignore[attr-defined]
-        sub.balance = summary.for_method(sub.payment_method_id) if sub.payment_method_id else None  # type: ignore[attr-defined]
+        balance = summary.for_method(sub.payment_method_id) if sub.payment_method_id else None
+        sub.balance = balance  # type: ignore[attr-defined]
         sub.status_label = status_labels.get(sub.status, sub.status)  # type: ignore[attr-defined]
         sub.period_label = period_labels.get(sub.product.billing_period, sub.product.billing_period)  # type: ignore[attr-defined]
         sub.timeline_url = timeline_url(sub.pk)  # type: ignore[attr-defined]
-        if sub.balance and sub.payment_method_id not in settle_actions:
-            settle_actions[sub.payment_method_id] = render_to_string(
-                "payments/includes/settle_balance_action.html",
-                {"balance": sub.balance, "membership": membership, "account": account},
-                request=request,
-            )
-        sub.settle_action = settle_actions.get(sub.payment_method_id, "") if sub.balance else ""  # type: ignore[attr-defined]
+        action = ""
+        if balance is not None and sub.payment_method_id is not None:
+            if sub.payment_method_id not in settle_actions:
+                settle_actions[sub.payment_method_id] = render_to_string(
+                    "payments/includes/settle_balance_action.html",
+                    {"balance": balance, "membership": membership, "account": account},
+                    request=request,
+                )
+            action = settle_actions[sub.payment_method_id]
+        sub.settle_action = action  # type: ignore[attr-defined]
     template = (
         "subscriptions/products.html#product-list" if is_htmx(request) else "subscriptions/products.html"
     )

@@ -183,13 +183,11 @@ class _CompiledSearch:
     def run(self, value: Any, *, ids: list[int] | None = None) -> list[tuple[Any, ...]]:
         from django.db import connection
 
-        params = []
+        params: list[Any] = []
         for p in self.params:
             if isinstance(p, int) and not isinstance(p, bool) and ids is not None and p >= self.INT:
                 params.append(ids[p - self.INT])
-            elif p == self.INT:
-                params.append(value)
-            elif p == self.STR:
+            elif p in (self.INT, self.STR):
                 params.append(value)
             elif p == self.STR.upper():
                 params.append(value.upper())
@@ -284,7 +282,7 @@ def support_search(*, query: str) -> list[SearchResult]:
         results.append(
             SearchResult(
                 account=account,
-                status=_RANK_STATUS.get(worst_rank),  # type: ignore[arg-type]
+                status=_RANK_STATUS.get(worst_rank),
                 outstanding_minor=int(outstanding or 0),
                 matched_by=tuple(matched[account.pk]),
             )
