@@ -54,8 +54,12 @@ def main() -> int:
     # Charges wait on PostgreSQL more than they compute: two worker processes per CPU measured faster.
     parser.add_argument("--concurrency", type=int, default=2 * (os.cpu_count() or 1), help="worker processes")
     parser.add_argument(
-        "--noop-seconds", type=float, default=10.0, help="time the no-op task this long (≥10 s)"
+        "--noop-tasks", type=int, default=8000, help="no-op tasks to queue (aim: ≥10 s of work)"
     )
+    parser.add_argument(
+        "--noop-fill-seconds", type=float, default=90.0, help="stop queueing no-ops after this"
+    )
+    parser.add_argument("--publishers", type=int, default=4, help="processes queueing the no-op tasks")
     parser.add_argument("--quick", action="store_true", help="500 invoices / 100 accounts, for a smoke run")
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
     parser.add_argument("--timeout", type=float, default=6 * 3600)

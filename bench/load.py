@@ -96,7 +96,17 @@ def _targets() -> tuple[list[tuple[str, str, str]], dict[str, str]]:
 
 def _wrk(url: str, cookie: str, seconds: int, connections: int) -> tuple[float, int]:
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-H", f"Cookie: sessionid={cookie}", url],
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--timeout",
+            "10s",
+            "-H",
+            f"Cookie: sessionid={cookie}",
+            url,
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -207,7 +217,8 @@ def main() -> int:
                 round_rps[label] = rps
             for label, rps in round_rps.items():
                 results[label].append(rps)
-                ratios[label].append(rps / round_rps["shell floor"])
+                if round_rps["shell floor"]:
+                    ratios[label].append(rps / round_rps["shell floor"])
             loads.append([round(x, 2) for x in os.getloadavg()])
             print(f"  round {r + 1}/{args.rounds} done, load average {loads[-1]}", flush=True)
     finally:
@@ -217,8 +228,10 @@ def main() -> int:
     print(f"\n{'URL':<28}{'req/s':>9}{'÷ shell':>9}{'÷ bare':>8}   (medians over rounds)")
     for label, _path, _who in targets:
         rps = statistics.median(results[label])
-        ratio = statistics.median(ratios[label])
-        bare = statistics.median([a / b for a, b in zip(results[label], results["bare floor"], strict=True)])
+        ratio = statistics.median(ratios[label] or [0.0])
+        bare = statistics.median(
+            [a / b for a, b in zip(results[label], results["bare floor"], strict=True) if b] or [0.0]
+        )
         rows.append({"url": label, "rps_median": round(rps, 1), "ratio_to_shell": round(ratio, 3),
                      "ratio_to_bare": round(bare, 3), "rps": results[label]})  # fmt: skip
         print(f"{label:<28}{rps:>9.1f}{ratio:>9.2f}{bare:>8.2f}")
