@@ -3,8 +3,9 @@
   pages   query count and median server time of each customer page, small vs large account
   sweep   the dunning sweep against the simulated gateway with real workers (bench/dunning_sweep.py)
   search  support search over a million accounts on PostgreSQL (bench/support_search.py)
+  load    requests/s of pages under gunicorn against bare and shell floors, with wrk (bench/load.py)
 
-Usage: bench/run.py [pages|sweep|search ...] [--quick]
+Usage: bench/run.py [pages|sweep|search|load ...] [--quick]
 """
 
 from __future__ import annotations
@@ -20,13 +21,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("which", nargs="*", default=["pages", "sweep", "search"])
+    parser.add_argument("which", nargs="*", default=["pages", "sweep", "search", "load"])
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     args = parser.parse_args()
     python = sys.executable
     failures = 0
     for name in args.which:
-        script = {"pages": "pages.py", "sweep": "dunning_sweep.py", "search": "support_search.py"}[name]
+        script = {
+            "pages": "pages.py",
+            "sweep": "dunning_sweep.py",
+            "search": "support_search.py",
+            "load": "load.py",
+        }[name]
         path = ROOT / "bench" / script
         if not path.exists():
             print(f"-- {name}: {path.name} is not there yet, skipped")
