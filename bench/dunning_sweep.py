@@ -1,18 +1,25 @@
 """Benchmark: the dunning sweep against the simulated gateway with real Celery workers.
 
 Seeds N past-due invoices across M accounts (each account: one subscription on its own simulated-bank
-card, N/M invoices due for a retry now), starts a real worker, and measures in the same run:
+card, N/M invoices due for a retry now), starts a real worker, and measures in one run, in this order:
 
-- the throughput of a no-op Celery task (broker + worker overhead, the ceiling for any task);
-- one sweep over every due account, until every invoice is paid: charges per second;
+- no-op/s: a no-op Celery task, the queue kept full for at least --noop-seconds (10 s): broker and
+  worker overhead, the ceiling for any task;
+- the sweep: one sweep over every due account until every invoice is paid (invoices paid/s, charges/s:
+  succeeded charge attempts), then until every receipt is sent and the queue is empty (end to end);
+- floor/s: the "floor charge" task (bench/sweep_tasks.py), one per account like the sweep's account
+  tasks, doing only the database work a charge cannot avoid: lock the account, insert the attempt,
+  commit; lock the account, record the outcome, mark the invoice paid, write the audit row, commit.
 
-and prints both and their ratio. It also checks that every invoice was charged exactly once.
+It prints charges/s ÷ floor/s and invoices paid/s ÷ no-op/s, and checks that every invoice was charged
+exactly once. The queue is emptied before and after (no task of this run is left in Redis for the next).
 
-Needs PostgreSQL (DATABASE_URL) and Redis (REDIS_URL). The benchmark works in its own database,
+Needs PostgreSQL (DATABASE_URL) and Redis (REDIS_URL; its database is emptied of Celery's queue, so
+give the benchmark a Redis database number of its own). The benchmark works in its own database,
 "<DATABASE_URL's name>_bench", created and dropped here (--keep keeps it).
 
     .venv/bin/python bench/dunning_sweep.py                      # 100,000 invoices / 20,000 accounts
-    .venv/bin/python bench/dunning_sweep.py --invoices 2000 --accounts 400
+    .venv/bin/python bench/dunning_sweep.py --invoices 10000 --accounts 2000
     .venv/bin/python bench/dunning_sweep.py --quick              # CI smoke
 """
 
@@ -47,8 +54,12 @@ def main() -> int:
     # Charges wait on PostgreSQL more than they compute: two worker processes per CPU measured faster.
     parser.add_argument("--concurrency", type=int, default=2 * (os.cpu_count() or 1), help="worker processes")
     parser.add_argument(
-        "--noop-tasks", type=int, default=0, help="no-op tasks to time (default: invoices/5, ≥500)"
+        "--noop-tasks", type=int, default=8000, help="no-op tasks to queue (aim: ≥10 s of work)"
     )
+    parser.add_argument(
+        "--noop-fill-seconds", type=float, default=90.0, help="stop queueing no-ops after this"
+    )
+    parser.add_argument("--publishers", type=int, default=4, help="processes queueing the no-op tasks")
     parser.add_argument("--quick", action="store_true", help="500 invoices / 100 accounts, for a smoke run")
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
     parser.add_argument("--timeout", type=float, default=6 * 3600)
@@ -83,10 +94,13 @@ def main() -> int:
     from django.db.models import Count, Q, Sum
     from django.utils import timezone
 
+    from bench.sweep_tasks import floor_charge
     from billing_portal.celery import app
     from dunning.services import dunning_sweep
     from dunning.tasks import noop
     from gateway_sim.models import SimCharge
+    from notifications.models import Notice
+    from payments.models import PaymentAttempt
     from subscriptions.models import Invoice
     from tests.dunning.helpers import seed_past_due
     from tests.dunning.realworker import start_worker, stop_worker
@@ -117,27 +131,32 @@ def main() -> int:
 
         broker = redis.Redis.from_url(redis_url)
         queue = app.conf.task_default_queue or "celery"
-        worker = start_worker(concurrency=args.concurrency)
+        _clean_queue(broker, queue)  # what an interrupted earlier run left would be run by this worker
 
-        # Done when the queue is empty: with prefetch 1, at most `concurrency` tasks are still running
-        # then. (Redis's "unacked" hash is no measure: ETA retries and messages of killed workers stay
-        # there until the visibility timeout.) One round trip first, so worker start-up is not measured.
+        # The no-op tasks go into the queue before the worker starts: publishing one costs a broker
+        # round trip (several ms on a busy machine), so a producer racing the worker would measure
+        # itself. Several publisher processes fill it for up to --noop-fill-seconds.
+        n = _prefill(app, noop, args.noop_tasks, publishers=args.publishers, seconds=args.noop_fill_seconds)
+        connection.close()
+        worker = start_worker(concurrency=args.concurrency, extra_args=["--include", "bench.sweep_tasks"])
+
         def drained() -> bool:
             return broker.llen(queue) == 0
 
-        noop.delay()
-        _wait(drained, timeout=120)
-
-        n = args.noop_tasks or max(500, args.invoices // 5)
+        # Timed from the first task taken (worker start-up is not measured) until the queue is empty
+        # (with prefetch 1, at most `concurrency` tasks are still running then).
+        _wait(lambda: broker.llen(queue) < n, timeout=300, interval=0.01)
         t = time.perf_counter()
-        with app.producer_or_acquire() as producer:
-            for _ in range(n):
-                noop.apply_async(producer=producer)
-        _wait(drained, timeout=args.timeout)
+        left = broker.llen(queue)
+        _wait(drained, timeout=args.timeout, interval=0.01)
         noop_seconds = time.perf_counter() - t
-        result["noop_tasks"] = n
-        result["noop_tasks_per_second"] = round(n / noop_seconds, 1)
-        print(f"no-op task: {n:,} in {noop_seconds:.1f}s = {n / noop_seconds:,.0f}/s", flush=True)
+        result["noop_tasks"] = left
+        result["noop_seconds"] = round(noop_seconds, 1)
+        result["noop_tasks_per_second"] = round(left / noop_seconds, 1)
+        print(f"no-op task: {left:,} in {noop_seconds:.1f}s = {left / noop_seconds:,.0f}/s", flush=True)
+        if noop_seconds < 10:
+            print("  (less than 10 s: raise --noop-tasks for a steadier figure)", flush=True)
+        time.sleep(2)
 
         t = time.perf_counter()
         sweep = dunning_sweep(now=timezone.now())
@@ -158,16 +177,29 @@ def main() -> int:
         ok = _wait(lambda: paid() == total, timeout=args.timeout, interval=0.5, tick=report)
         charge_seconds = time.perf_counter() - t
         charged = paid()
+        charges = PaymentAttempt.objects.filter(
+            idempotency_key__startswith="dunning:", status=PaymentAttempt.Status.SUCCEEDED
+        ).count()
+
+        # End to end: every receipt sent (no notice left queued) and nothing left in the queue.
+        def receipts_done() -> bool:
+            return drained() and not Notice.objects.filter(status=Notice.Status.QUEUED).exists()
+
+        receipts_ok = _wait(receipts_done, timeout=args.timeout, interval=0.5)
+        end_to_end_seconds = time.perf_counter() - t
         result.update(
             sweep_enqueue_seconds=round(sweep_seconds, 2),
             accounts_enqueued=sweep.enqueued,
             batches=sweep.batches,
             charge_seconds=round(charge_seconds, 1),
             invoices_paid=charged,
-            charges_per_second=round(charged / charge_seconds, 1),
-        )
-        result["ratio_charges_to_noop"] = round(
-            float(result["charges_per_second"]) / float(result["noop_tasks_per_second"]), 4
+            invoices_paid_per_second=round(charged / charge_seconds, 1),
+            charges=charges,
+            charges_per_second=round(charges / charge_seconds, 1),
+            receipts=Notice.objects.filter(kind=Notice.Kind.PAYMENT_RECEIVED).count(),
+            receipts_sent=receipts_ok,
+            end_to_end_seconds=round(end_to_end_seconds, 1),
+            invoices_paid_per_second_end_to_end=round(charged / end_to_end_seconds, 1),
         )
         # Exactly once: one succeeded bank charge per invoice, for what it owed; one succeeded attempt each.
         bank = SimCharge.objects.filter(idempotency_key__startswith="dunning:")
@@ -178,24 +210,70 @@ def main() -> int:
         )
         result["exactly_once"] = bool(
             ok
-            and bank.count() == total
-            and bank.filter(status="succeeded").count() == total
+            and bank.filter(status="succeeded").count() == bank.count()
             and bank.aggregate(s=Sum("amount_minor"))["s"]
             == Invoice.objects.aggregate(s=Sum("total_minor"))["s"]
             and per_invoice == {1}
         )
-        result["load_average_after"] = os.getloadavg()
         print(
-            f"sweep: {charged:,} invoices charged in {charge_seconds:.1f}s = {charged / charge_seconds:,.1f} charges/s "
-            f"(enqueueing {sweep.enqueued:,} accounts in {sweep.batches} batches took {sweep_seconds:.2f}s)"
+            f"sweep: {charged:,} invoices paid in {charge_seconds:.1f}s = {charged / charge_seconds:,.1f}/s "
+            f"by {charges:,} charges = {charges / charge_seconds:,.1f} charges/s; receipts sent and queue "
+            f"empty after {end_to_end_seconds:.1f}s (enqueueing {sweep.enqueued:,} accounts took "
+            f"{sweep_seconds:.2f}s)",
+            flush=True,
         )
+        time.sleep(1)
+
+        # The floor: the same invoices, one task per account, only the database work of a charge.
+        per_account: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        for account_id, method_id, pk, amount in Invoice.objects.order_by("pk").values_list(
+            "account_id", "subscription__payment_method_id", "pk", "total_minor"
+        ):
+            per_account.setdefault((account_id, method_id), []).append((pk, amount))
+        floor_attempts = PaymentAttempt.objects.filter(
+            idempotency_key__startswith="floor:", status=PaymentAttempt.Status.SUCCEEDED
+        )
+        t = time.perf_counter()
+        with app.producer_or_acquire() as producer:
+            for (account_id, method_id), invoices in per_account.items():
+                floor_charge.apply_async((account_id, method_id, invoices), producer=producer)
+        stalled = _Stall(lambda: floor_attempts.count(), seconds=30)
+        floor_ok = _wait(
+            lambda: floor_attempts.count() == total or (drained() and stalled()),
+            timeout=args.timeout,
+            interval=0.5,
+        )
+        floor_ok = floor_ok and floor_attempts.count() == total
+        floor_seconds = time.perf_counter() - t
+        floor_done = floor_attempts.count()
+        result.update(
+            floor_charges=floor_done,
+            floor_complete=floor_ok,
+            floor_seconds=round(floor_seconds, 1),
+            floor_charges_per_second=round(floor_done / floor_seconds, 1),
+        )
+        result["ratio_charges_to_floor"] = round(
+            float(result["charges_per_second"]) / float(result["floor_charges_per_second"]), 3
+        )
+        result["ratio_invoices_paid_to_noop"] = round(
+            float(result["invoices_paid_per_second"]) / float(result["noop_tasks_per_second"]), 4
+        )
+        result["load_average_after"] = os.getloadavg()
+        print(f"floor charge: {floor_done:,} in {floor_seconds:.1f}s = {floor_done / floor_seconds:,.1f}/s")
         print(
-            f"no-op Celery task: {result['noop_tasks_per_second']:,}/s; "
-            f"ratio charges/no-op: {result['ratio_charges_to_noop']}; exactly once: {result['exactly_once']}"
+            f"invoices paid/s {result['invoices_paid_per_second']}, charges/s {result['charges_per_second']}, "
+            f"no-op/s {result['noop_tasks_per_second']}, floor/s {result['floor_charges_per_second']}; "
+            f"charges/floor {result['ratio_charges_to_floor']} (goal ≥ 0.5), invoices paid/no-op "
+            f"{result['ratio_invoices_paid_to_noop']} (goal ≥ 0.25); exactly once: {result['exactly_once']}; "
+            f"load average {result['load_average_before']} → {result['load_average_after']}"
         )
     finally:
         if worker is not None:
             stop_worker(worker)
+        if redis_url:
+            import redis
+
+            _clean_queue(redis.Redis.from_url(redis_url), app.conf.task_default_queue or "celery")
         connection.close()
         if not args.keep:
             with _admin_connect(database_url) as admin:
@@ -205,6 +283,52 @@ def main() -> int:
     (out / "dunning_sweep.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(f"wrote {out / 'dunning_sweep.json'}")
     return 0 if result.get("exactly_once") else 1
+
+
+def _publish(args: tuple[int, float]) -> int:
+    count, deadline = args
+    from billing_portal.celery import app
+    from dunning.tasks import noop
+
+    app._pool = None  # a forked process needs broker connections of its own
+    app.amqp._producer_pool = None
+    sent = 0
+    with app.producer_or_acquire() as producer:
+        while sent < count and time.monotonic() < deadline:
+            noop.apply_async(producer=producer)
+            sent += 1
+    return sent
+
+
+def _prefill(app, noop, total: int, *, publishers: int, seconds: float) -> int:
+    import multiprocessing
+
+    deadline = time.monotonic() + seconds
+    share = [total // publishers + (i < total % publishers) for i in range(publishers)]
+    with multiprocessing.get_context("fork").Pool(publishers) as pool:
+        sent = sum(pool.map(_publish, [(k, deadline) for k in share]))
+    print(f"queued {sent:,} no-op tasks", flush=True)
+    return sent
+
+
+class _Stall:
+    """True once `progress()` has not changed for `seconds` (a failing task must not hang the run)."""
+
+    def __init__(self, progress, *, seconds: float) -> None:
+        self.progress, self.seconds = progress, seconds
+        self.value, self.since = None, time.monotonic()
+
+    def __call__(self) -> bool:
+        value = self.progress()
+        if value != self.value:
+            self.value, self.since = value, time.monotonic()
+        return time.monotonic() - self.since > self.seconds
+
+
+def _clean_queue(broker, queue: str) -> None:
+    """Drop this benchmark's messages: the queue, and kombu's record of delivered-but-unacknowledged
+    ones (which it would hand out again after the visibility timeout)."""
+    broker.delete(queue, "unacked", "unacked_index", "unacked_mutex")
 
 
 def _wait(predicate, *, timeout: float, interval: float = 0.05, tick=None) -> bool:

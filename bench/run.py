@@ -4,8 +4,9 @@
   sweep   the dunning sweep against the simulated gateway with real workers (bench/dunning_sweep.py)
   search  support search over a million accounts on PostgreSQL (bench/support_search.py)
   documents  invoice PDF render time (500 lines vs a 1-line floor) and CSV export memory (bench/invoice_documents.py)
+  load    requests/s of pages under gunicorn against bare and shell floors, with wrk (bench/load.py)
 
-Usage: bench/run.py [pages|sweep|search|documents ...] [--quick]
+Usage: bench/run.py [pages|sweep|search|documents|load ...] [--quick]
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("which", nargs="*", default=["pages", "sweep", "search", "documents"])
+    parser.add_argument("which", nargs="*", default=["pages", "sweep", "search", "documents", "load"])
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     args = parser.parse_args()
     python = sys.executable
@@ -32,6 +33,7 @@ def main() -> int:
             "sweep": "dunning_sweep.py",
             "search": "support_search.py",
             "documents": "invoice_documents.py",
+            "load": "load.py",
         }[name]
         path = ROOT / "bench" / script
         if not path.exists():

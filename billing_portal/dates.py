@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 
 from django.utils import formats, translation
 
@@ -10,6 +11,14 @@ from django.utils import formats, translation
 def format_date(value: dt.date | dt.datetime, language: str | None = None) -> str:
     """In `language`, or the active language when None. Used by the |longdate filter and in mails."""
     language = (language or translation.get_language() or "en").split("-")[0]
+    if type(value) is dt.date:  # a plain date is the same text every time: remember it
+        return _format_day(value, language)
+    with translation.override(language):
+        return formats.date_format(value, "j b Y" if language == "nl" else "j M Y")
+
+
+@functools.lru_cache(maxsize=4096)
+def _format_day(value: dt.date, language: str) -> str:
     with translation.override(language):
         return formats.date_format(value, "j b Y" if language == "nl" else "j M Y")
 

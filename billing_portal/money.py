@@ -7,6 +7,7 @@ parsing human input).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -88,8 +89,14 @@ def babel_locale(language: str | None = None) -> str:
 
 def format_money(amount_minor: int, currency: str, language: str | None = None) -> str:
     """`€376.50` in English, `€ 376,50` in Dutch, `$1,250.00` for dollars."""
+    return _format_money(amount_minor, currency, babel_locale(language))
+
+
+@functools.lru_cache(maxsize=8192)
+def _format_money(amount_minor: int, currency: str, locale: str) -> str:
+    # Babel takes ~0.1 ms a call; a page of 50 rows repeats the same few prices, so remember them.
     amount = Decimal(amount_minor).scaleb(-exponent(currency))
-    return format_currency(amount, currency, locale=babel_locale(language))
+    return format_currency(amount, currency, locale=locale)
 
 
 def money_sum(amounts: list[Money], currency: str) -> Money:

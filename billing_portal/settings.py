@@ -98,10 +98,16 @@ TEMPLATES = [
     }
 ]
 
+# Database connections are kept (docs/ARCHITECTURE.md, "Database connections"): a new PostgreSQL
+# connection costs 8-10 ms, more than most pages. Each gunicorn sync worker and each Celery prefork
+# child is one process serving one request or task at a time, so each keeps one connection for
+# CONN_MAX_AGE seconds, checked before reuse (CONN_HEALTH_CHECKS), rather than a psycopg pool per process.
+# Tests open and close their own (CONN_MAX_AGE=0) unless the environment says otherwise.
 DATABASES = {
     "default": dj_database_url.config(
         default=f"sqlite:///{VAR_DIR / 'portal.sqlite3'}",
-        conn_max_age=int(os.environ.get("CONN_MAX_AGE", "0")),
+        conn_max_age=int(os.environ.get("CONN_MAX_AGE", "0" if TESTING else "600")),
+        conn_health_checks=env_bool("CONN_HEALTH_CHECKS", True),
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -118,7 +124,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    # ModelBackend, reading a user's own and group permissions in one query.
+    "accounts.backends.PermissionsInOneQueryBackend",
 ]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -232,6 +239,10 @@ else:
     }
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
+# Celery's Django fix-up closes the database connection around every task unless DB_REUSE_MAX is set;
+# with it set, billing_portal/celery.py treats tasks like requests instead (close_old_connections()
+# before and after each: CONN_MAX_AGE, health checks, and a connection that errored is dropped).
+CELERY_DB_REUSE_MAX = int(os.environ.get("CELERY_DB_REUSE_MAX", "1000"))
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from django.db.models import Count, Prefetch, Q, QuerySet
+from django.db.models import Count, F, Prefetch, Q, QuerySet, Sum, Window
+from django.db.models.functions import RowNumber
 
 from accounts.models import BillingAccount
 from billing_portal.money import Money
@@ -76,6 +77,109 @@ def settle_quote(
     )
 
 
+# How many past-due invoices of each card the Settle balance pane lists; the rest are counted
+# ("and 980 more") with a link to the Invoices page filtered to past due. Totals are SQL sums of all.
+SETTLE_INVOICES_LISTED = 20
+
+
+@dataclass(frozen=True)
+class SettlePreview:
+    """What the Settle balance pane shows: the same totals as SettleQuote, summed in SQL, and the first
+    SETTLE_INVOICES_LISTED invoices of each card. One query, however many invoices are past due."""
+
+    failed_method: PaymentMethod
+    chosen_method: PaymentMethod | None
+    invoices: list[Invoice]
+    failed_count: int
+    failed_total: Money
+    chosen_method_invoices: list[Invoice]
+    chosen_method_count: int
+    chosen_method_total: Money
+
+    @property
+    def total(self) -> Money:
+        return self.failed_total + self.chosen_method_total
+
+    @property
+    def failed_more(self) -> int:
+        return self.failed_count - len(self.invoices)
+
+    @property
+    def chosen_method_more(self) -> int:
+        return self.chosen_method_count - len(self.chosen_method_invoices)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.failed_count and not self.chosen_method_count
+
+
+def settle_preview(
+    *, account: BillingAccount, failed_method: PaymentMethod, chosen_method: PaymentMethod | None
+) -> SettlePreview:
+    """The Settle balance pane's figures, in one query: per card, a window numbers its past-due
+    invoices (listed ones first) and two more windows sum and count all of them."""
+    method_ids = [failed_method.pk]
+    if chosen_method is not None and chosen_method.pk != failed_method.pk:
+        method_ids.append(chosen_method.pk)
+    card = F("subscription__payment_method_id")
+    rows = list(
+        Invoice.objects.filter(
+            account=account,
+            status=Invoice.Status.PAST_DUE,
+            amount_due_minor__gt=0,
+            subscription__payment_method_id__in=method_ids,
+        )
+        .select_related("subscription__product")
+        .annotate(
+            method_id=card,
+            position=Window(
+                RowNumber(), partition_by=[card], order_by=[F("subscription__product__name"), F("pk")]
+            ),
+            method_total=Window(Sum("amount_due_minor"), partition_by=[card]),
+            method_count=Window(Count("pk"), partition_by=[card]),
+        )
+        .filter(position__lte=SETTLE_INVOICES_LISTED)
+        .order_by("subscription__product__name", "pk")
+    )
+    listed: dict[int, list[Invoice]] = {pk: [] for pk in method_ids}
+    totals = dict.fromkeys(method_ids, 0)
+    counts = dict.fromkeys(method_ids, 0)
+    for invoice in rows:
+        method_id = invoice.method_id
+        listed[method_id].append(invoice)
+        totals[method_id] = int(invoice.method_total)
+        counts[method_id] = invoice.method_count
+    chosen_id = method_ids[1] if len(method_ids) > 1 else None
+    return SettlePreview(
+        failed_method=failed_method,
+        chosen_method=chosen_method,
+        invoices=listed[failed_method.pk],
+        failed_count=counts[failed_method.pk],
+        failed_total=Money(totals[failed_method.pk], account.currency),
+        chosen_method_invoices=listed[chosen_id] if chosen_id else [],
+        chosen_method_count=counts[chosen_id] if chosen_id else 0,
+        chosen_method_total=Money(totals[chosen_id] if chosen_id else 0, account.currency),
+    )
+
+
+def attempts_in_flight_on_methods(*, account: BillingAccount, method_ids: list[int]) -> list[PaymentAttempt]:
+    """Payments still under way for any past-due invoice of subscriptions on these cards (what Settle
+    balance would collect), found by a subquery instead of a list of every invoice id."""
+    past_due = Invoice.objects.filter(
+        account=account,
+        status=Invoice.Status.PAST_DUE,
+        amount_due_minor__gt=0,
+        subscription__payment_method_id__in=method_ids,
+    ).values("pk")
+    return list(
+        PaymentAttempt.objects.filter(
+            account=account, status__in=PaymentAttempt.IN_FLIGHT, allocations__invoice_id__in=past_due
+        )
+        .distinct()
+        .order_by("pk")
+    )
+
+
 def attempts_in_flight(*, account: BillingAccount, invoice_ids: list[int]) -> list[PaymentAttempt]:
     """Payments still under way for these invoices (pending, waiting for 3-D Secure, or being checked)."""
     if not invoice_ids:
@@ -113,8 +217,13 @@ def payment_methods_declined(*, account: BillingAccount) -> QuerySet[PaymentMeth
 
 
 def payment_method_past_due_total(*, account: BillingAccount, method_id: int) -> Money:
-    total = sum(i.amount_due_minor for i in _past_due_on_method(account=account, method_id=method_id))
-    return Money(total, account.currency)
+    total = Invoice.objects.filter(
+        account=account,
+        status=Invoice.Status.PAST_DUE,
+        amount_due_minor__gt=0,
+        subscription__payment_method_id=method_id,
+    ).aggregate(total=Sum("amount_due_minor"))["total"]
+    return Money(int(total or 0), account.currency)
 
 
 def attempts_due_for_reconcile(*, now, limit: int = 100) -> QuerySet[PaymentAttempt]:

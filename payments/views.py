@@ -49,10 +49,11 @@ from .gateways.base import (
 from .models import PaymentAttempt, PaymentMethod
 from .selectors import (
     attempts_in_flight,
+    attempts_in_flight_on_methods,
     payment_method_subscription_count,
     payment_methods_for_account,
     payment_methods_usable,
-    settle_quote,
+    settle_preview,
 )
 
 logger = logging.getLogger(__name__)
@@ -224,7 +225,7 @@ def _settle_context(
 ) -> dict[str, Any]:
     account = membership.account
     methods = list(payment_methods_usable(account=account))
-    quote = settle_quote(account=account, failed_method=failed, chosen_method=chosen or failed)
+    quote = settle_preview(account=account, failed_method=failed, chosen_method=chosen or failed)
     return {
         "membership": membership,
         "account": account,
@@ -232,7 +233,9 @@ def _settle_context(
         "chosen": chosen or failed,
         "methods": methods,
         "quote": quote,
-        "in_flight": attempts_in_flight(account=account, invoice_ids=quote.invoice_ids),
+        "in_flight": attempts_in_flight_on_methods(
+            account=account, method_ids=sorted({failed.pk, (chosen or failed).pk})
+        ),
         "pane_close_url": _close_url(membership),
         "failed_message": decline_message(failed.last_decline_code) if failed.last_decline_code else "",
         "can_edit_expiry": membership.can_manage_payment_methods

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -17,7 +20,7 @@ from accounts.models import Membership
 from .documents import invoice_document_context, invoice_pdf_filename, invoices_csv
 from .documents import invoice_pdf as invoice_pdf_bytes
 from .forms import InvoiceFilterForm
-from .models import Subscription
+from .models import Product, Subscription
 from .selectors import (
     invoice_for_account,
     invoices_for_account,
@@ -38,16 +41,56 @@ def products(request: HttpRequest, membership: Membership) -> HttpResponse:
         request.GET.get("page")
     )
     summary = past_due_summary(account=account)
+    # A row costs what its template does, 50 times: what is the same for many rows (labels, the
+    # Settle balance action of a card, the timeline URL) is worked out once here, not per row.
+    status_labels = {value: str(label) for value, label in Subscription.Status.choices}
+    period_labels = {value: str(label) for value, label in Product.Period.choices}
+    timeline_url = _url_pattern("dunning:timeline", account_id=account.pk, subscription_id=0)
+    detail_url = _url_pattern("subscriptions:subscription_detail", account_id=account.pk, subscription_id=0)
+    replace_url = _url_pattern("payments:subscription_replace", account_id=account.pk, subscription_id=0)
+    settle_actions: dict[int, str] = {}
     for sub in page:
-        sub.balance = summary.for_method(sub.payment_method_id) if sub.payment_method_id else None  # type: ignore[attr-defined]
+        balance = summary.for_method(sub.payment_method_id) if sub.payment_method_id else None
+        sub.balance = balance  # type: ignore[attr-defined]
+        sub.status_label = status_labels.get(sub.status, sub.status)  # type: ignore[attr-defined]
+        sub.period_label = period_labels.get(sub.product.billing_period, sub.product.billing_period)  # type: ignore[attr-defined]
+        sub.timeline_url = timeline_url(sub.pk)  # type: ignore[attr-defined]
+        sub.detail_url = detail_url(sub.pk)  # type: ignore[attr-defined]
+        sub.replace_url = replace_url(sub.pk)  # type: ignore[attr-defined]
+        action = ""
+        if balance is not None and sub.payment_method_id is not None:
+            if sub.payment_method_id not in settle_actions:
+                settle_actions[sub.payment_method_id] = render_to_string(
+                    "payments/includes/settle_balance_action.html",
+                    {"balance": balance, "membership": membership, "account": account},
+                    request=request,
+                )
+            action = settle_actions[sub.payment_method_id]
+        sub.settle_action = action  # type: ignore[attr-defined]
     template = (
         "subscriptions/products.html#product-list" if is_htmx(request) else "subscriptions/products.html"
     )
     return render(
         request,
         template,
-        {"membership": membership, "account": account, "page": page, "past_due": summary},
+        {
+            "membership": membership,
+            "account": account,
+            "page": page,
+            "past_due": summary,
+            # The "…" menu (Replace payment method): owners and admins of card-paying accounts.
+            "row_menus": membership.can_manage_payment_methods and not account.pays_by_bank_transfer,
+        },
     )
+
+
+def _url_pattern(name: str, **kwargs: int) -> Callable[[int], str]:
+    """reverse() once for a URL whose last integer argument changes per row (0 in kwargs), and return
+    a function that fills it in: a row then costs a string join instead of a URL resolution."""
+    last = next(reversed(kwargs))
+    marker = 987654321987
+    head, tail = reverse(name, kwargs={**kwargs, last: marker}).rsplit(str(marker), 1)
+    return lambda value: f"{head}{int(value)}{tail}"
 
 
 @account_member_required

@@ -15,22 +15,24 @@ from django.db.models import (
     BigIntegerField,
     Case,
     CharField,
+    Count,
     IntegerField,
     Max,
     OuterRef,
     Q,
     QuerySet,
+    StringAgg,
     Subquery,
     Sum,
     Value,
     When,
 )
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Concat
 from django.shortcuts import get_object_or_404
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy as _lazy
 
-from accounts.models import BillingAccount, Membership
+from accounts.models import BillingAccount, Membership, Role
 from audit.models import AuditEvent
 from billing_portal.dates import format_date
 from notifications.models import Notice
@@ -125,36 +127,94 @@ def search_keys(query: str) -> list[str]:
     return keys
 
 
-def _account_ids_for_key(key: str, q: str) -> QuerySet[Any, Any]:
+def _account_ids_for_key(key: str, q: Any) -> QuerySet[Any, Any]:
     """One bounded, index-served query per key, returning billing account ids.
 
     No ORDER BY (hence .order_by()): with a LIMIT and no sort PostgreSQL stops at the 50th match
-    instead of sorting every account whose name contains "ltd".
+    instead of sorting every account whose name contains "ltd". `q` is what the key looks for, already
+    parsed (an int for ids, the e-mail and domain lower-cased): see _key_value().
     """
     if key == "email":
-        # Addresses are stored lower-case (UserManager normalises them).
-        qs: QuerySet[Any, Any] = Membership.objects.filter(user__email=q.lower()).values_list(
-            "account_id", flat=True
-        )
+        qs: QuerySet[Any, Any] = Membership.objects.filter(user__email=q).values_list("account_id", flat=True)
     elif key == "email_partial":
         qs = Membership.objects.filter(user__email__icontains=q).values_list("account_id", flat=True)
     elif key == "domain":
-        qs = BillingAccount.objects.filter(domain=q.lower()).values_list("pk", flat=True)
+        qs = BillingAccount.objects.filter(domain=q).values_list("pk", flat=True)
     elif key == "payment_reference":
-        match = PAYMENT_REFERENCE_RE.match(q)
-        assert match
-        qs = PaymentAttempt.objects.filter(pk=int(match.group(1))).values_list("account_id", flat=True)
+        qs = PaymentAttempt.objects.filter(pk=q).values_list("account_id", flat=True)
     elif key == "invoice_number":
-        qs = Invoice.objects.filter(number__in={q, q.upper()}).values_list("account_id", flat=True)
+        # As typed and upper-cased (two parameters always, so the compiled statement fits every query).
+        qs = Invoice.objects.filter(Q(number=q) | Q(number=q.upper())).values_list("account_id", flat=True)
     elif key == "card_last4":
         qs = PaymentMethod.objects.filter(last4=q).values_list("account_id", flat=True)
     elif key == "subscription_id":
-        qs = Subscription.objects.filter(pk=int(q)).values_list("account_id", flat=True)
+        qs = Subscription.objects.filter(pk=q).values_list("account_id", flat=True)
     else:
         qs = BillingAccount.objects.filter(Q(name__icontains=q) | Q(domain__icontains=q)).values_list(
             "pk", flat=True
         )
     return qs.order_by()[:SEARCH_LIMIT]
+
+
+def _key_value(key: str, q: str) -> Any:
+    if key in ("email", "domain"):
+        return q.lower()  # stored lower-case (UserManager normalises addresses)
+    if key == "payment_reference":
+        match = PAYMENT_REFERENCE_RE.match(q)
+        assert match
+        return int(match.group(1))
+    if key == "subscription_id":
+        return int(q)
+    return q
+
+
+class _CompiledSearch:
+    """A search statement compiled once, run with new values: the ORM builds the same SQL for every
+    query of a key, and building it was most of the selector's Python time (~1-2 ms a search).
+
+    The queryset is compiled with marker values; at run time each parameter that is (or, for LIKE
+    patterns, contains) a marker gets the real value, escaped the way the lookup escapes it."""
+
+    STR = "zq7markerq7z"
+    INT = 987_654_321_987
+
+    def __init__(self, queryset: QuerySet[Any, Any]) -> None:
+        self.sql, params = queryset.query.sql_with_params()
+        self.params = tuple(params)
+
+    def run(self, value: Any, *, ids: list[int] | None = None) -> list[tuple[Any, ...]]:
+        from django.db import connection
+
+        params: list[Any] = []
+        for p in self.params:
+            if isinstance(p, int) and not isinstance(p, bool) and ids is not None and p >= self.INT:
+                params.append(ids[p - self.INT])
+            elif p in (self.INT, self.STR):
+                params.append(value)
+            elif p == self.STR.upper():
+                params.append(value.upper())
+            elif isinstance(p, str) and self.STR in p:
+                params.append(p.replace(self.STR, connection.ops.prep_for_like_query(value)))
+            else:
+                params.append(p)
+        with connection.cursor() as cursor:
+            cursor.execute(self.sql, params)
+            return cursor.fetchall()
+
+
+@functools.cache
+def _compiled_key(key: str, vendor: str) -> _CompiledSearch:
+    marker = _CompiledSearch.INT if key in ("payment_reference", "subscription_id") else _CompiledSearch.STR
+    return _CompiledSearch(_account_ids_for_key(key, marker))
+
+
+@functools.cache
+def _compiled_rows(count: int, vendor: str) -> tuple[_CompiledSearch, tuple[str, ...]]:
+    """The result rows for `count` ids (one compiled statement per count, at most SEARCH_LIMIT)."""
+    ids = [_CompiledSearch.INT + i for i in range(count)]
+    qs = _accounts_with_standing().filter(pk__in=ids).order_by("name", "pk")
+    fields = tuple(f.attname for f in BillingAccount._meta.concrete_fields)
+    return _CompiledSearch(qs), fields
 
 
 def _with_standing(qs: QuerySet[BillingAccount]) -> QuerySet[BillingAccount]:
@@ -197,29 +257,39 @@ def _accounts_with_standing() -> QuerySet[BillingAccount]:
 def support_search(*, query: str) -> list[SearchResult]:
     """Accounts matching a name, domain, member e-mail, invoice number, subscription id, payment
     reference (PAY-00000042) or card last4. One query per applicable key, then one for the rows;
-    partial matches only when no exact key found anything."""
+    partial matches only when no exact key found anything. The statements are compiled once per key
+    (_CompiledSearch), so a search costs its SQL and little Python besides."""
+    from django.db import connection
+
     q = query.strip()
     matched: dict[int, list[str]] = {}
     keys = search_keys(q)
+    vendor = connection.vendor
     for tier in (EXACT_KEYS, PARTIAL_KEYS):
-        for key in (k for k in keys if k in tier):
-            for account_id in _account_ids_for_key(key, q):
-                matched.setdefault(account_id, []).append(key)
+        for key in keys:
+            if key in tier:
+                for (account_id,) in _compiled_key(key, vendor).run(_key_value(key, q)):
+                    matched.setdefault(account_id, []).append(key)
         if matched:
             break
     if not matched:
         return []
     ids = list(matched)[:SEARCH_LIMIT]
-    accounts = _accounts_with_standing().filter(pk__in=ids).order_by("name", "pk")
-    return [
-        SearchResult(
-            account=account,
-            status=_RANK_STATUS.get(account.worst_rank),  # type: ignore[attr-defined]
-            outstanding_minor=account.outstanding_minor,  # type: ignore[attr-defined]
-            matched_by=tuple(matched[account.pk]),
+    compiled, fields = _compiled_rows(len(ids), vendor)
+    n = len(fields)
+    results = []
+    for row in compiled.run(None, ids=ids):
+        account = BillingAccount.from_db(connection.alias, fields, row[:n])
+        worst_rank, outstanding = row[n], row[n + 1]
+        results.append(
+            SearchResult(
+                account=account,
+                status=_RANK_STATUS.get(worst_rank),
+                outstanding_minor=int(outstanding or 0),
+                matched_by=tuple(matched[account.pk]),
+            )
         )
-        for account in accounts
-    ]
+    return results
 
 
 # -- the account view ---------------------------------------------------------------------------
@@ -230,8 +300,9 @@ class AccountOverview:
     account: BillingAccount
     status: Subscription.Status | None
     outstanding_minor: int
-    members: list[Membership]
+    members: list[MemberLine]
     subscriptions: list[Subscription]
+    subscription_count: int
     invoices: list[Invoice]
     invoice_count: int
     payment_methods: list[PaymentMethod]
@@ -240,6 +311,8 @@ class AccountOverview:
     notices: list[Notice]
     notice_count: int
     notes: list[SupportNote] = field(default_factory=list)
+    note_count: int = 0
+    audit_count: int = 0
     refunds: list[Refund] = field(default_factory=list)
     credit_notes: list[CreditNote] = field(default_factory=list)
     disputes: list[Dispute] = field(default_factory=list)
@@ -257,17 +330,91 @@ class AccountOverview:
         return str(self.status.label) if self.status else _("No subscriptions")
 
 
-def support_account_get(*, account_id: int) -> BillingAccount:
-    """The account with its standing, or 404."""
-    return get_object_or_404(_accounts_with_standing(), pk=account_id)
+@dataclass(frozen=True)
+class MemberLine:
+    email: str
+    role: str
+
+    @property
+    def role_label(self) -> str:
+        return str(Role(self.role).label) if self.role in Role.values else self.role
+
+
+def _count(model: Any) -> Subquery:
+    return Subquery(
+        model.objects.filter(account=OuterRef("pk"))
+        .order_by()
+        .values("account")
+        .annotate(n=Count("pk"))
+        .values("n"),
+        output_field=IntegerField(),
+    )
+
+
+def _member_lines(aggregated: str | None) -> list[MemberLine]:
+    """Members from support_account_get's "e-mail<TAB>role" lines, by role then e-mail (SQLite cannot
+    order inside an aggregate, so the order is made here)."""
+    lines = [line.split("\t", 1) for line in (aggregated or "").split("\n") if "\t" in line]
+    return [MemberLine(email=email, role=role) for email, role in sorted(lines, key=lambda x: (x[1], x[0]))]
+
+
+def support_account_get(*, account_id: int, with_overview: bool = False) -> BillingAccount:
+    """The account with its standing, or 404. with_overview adds, in the same query, how many rows
+    each list of the account view has and its members (as "e-mail<TAB>role" lines)."""
+    qs = _accounts_with_standing()
+    if with_overview:
+        members = (
+            Membership.objects.filter(account=OuterRef("pk"))
+            .order_by()
+            .values("account")
+            .annotate(
+                lines=StringAgg(
+                    Concat("user__email", Value("\t"), "role", output_field=CharField()),
+                    delimiter=Value("\n"),
+                )
+            )
+            .values("lines")
+        )
+        qs = qs.annotate(
+            n_subscriptions=_count(Subscription),
+            n_invoices=_count(Invoice),
+            n_attempts=_count(PaymentAttempt),
+            n_notices=_count(Notice),
+            n_notes=_count(SupportNote),
+            n_audit=_count(AuditEvent),
+            n_refunds=_count(Refund),
+            n_credit_notes=_count(CreditNote),
+            n_disputes=_count(Dispute),
+            member_lines=Subquery(members, output_field=CharField()),
+        )
+    return get_object_or_404(qs, pk=account_id)
+
+
+def support_subscriptions(*, account: BillingAccount) -> QuerySet[Subscription]:
+    """The account's subscriptions, worst standing first (what a caller phones about), then by product."""
+    rank = Case(
+        *(When(status=status, then=Value(r)) for status, r in _STATUS_RANK.items()),
+        default=Value(0),
+        output_field=IntegerField(),
+    )
+    return (
+        Subscription.objects.filter(account=account)
+        .select_related("product", "payment_method")
+        .annotate(rank=rank)
+        .order_by("-rank", "product__name", "pk")
+    )
 
 
 def support_account_overview(*, account: BillingAccount) -> AccountOverview:
-    """Everything support sees on one page. Lists show the newest LIST_LIMIT rows; the timeline
-    below pages through all of it. Counts come with the lists so the page can say "50 of 1,204"."""
-    invoice_count = Invoice.objects.filter(account=account).count()
-    attempt_count = PaymentAttempt.objects.filter(account=account).count()
-    notice_count = Notice.objects.filter(account=account).count()
+    """Everything support sees on one page. Lists show the first LIST_LIMIT rows (subscriptions worst
+    first, the rest newest first); the subscriptions have a paged list of their own and the timeline
+    below pages through everything else. The counts come in one query with the lists, so the page can
+    say "50 of 1,204"."""
+    if not hasattr(account, "n_subscriptions"):
+        account = support_account_get(account_id=account.pk, with_overview=True)
+    invoice_count = account.n_invoices or 0  # type: ignore[attr-defined]
+    attempt_count = account.n_attempts or 0  # type: ignore[attr-defined]
+    notice_count = account.n_notices or 0  # type: ignore[attr-defined]
     attempts = list(
         PaymentAttempt.objects.filter(account=account)
         .select_related("payment_method", "initiated_by")
@@ -292,12 +439,9 @@ def support_account_overview(*, account: BillingAccount) -> AccountOverview:
         account=account,
         status=_RANK_STATUS.get(getattr(account, "worst_rank", None) or 0),
         outstanding_minor=getattr(account, "outstanding_minor", 0) or 0,
-        members=list(account.memberships.select_related("user").order_by("role", "user__email")),
-        subscriptions=list(
-            Subscription.objects.filter(account=account)
-            .select_related("product", "payment_method")
-            .order_by("product__name", "pk")
-        ),
+        members=_member_lines(account.member_lines),  # type: ignore[attr-defined]
+        subscriptions=list(support_subscriptions(account=account)[:LIST_LIMIT]),
+        subscription_count=account.n_subscriptions or 0,  # type: ignore[attr-defined]
         invoices=list(Invoice.objects.filter(account=account).order_by("-issued_on", "-pk")[:LIST_LIMIT]),
         invoice_count=invoice_count,
         # Only what support may see of a card: brand, last4, expiry, status. Never the token.
@@ -328,21 +472,31 @@ def support_account_overview(*, account: BillingAccount) -> AccountOverview:
             .select_related("author")
             .order_by("-created_at", "-pk")[:LIST_LIMIT]
         ),
+        note_count=account.n_notes or 0,  # type: ignore[attr-defined]
+        audit_count=account.n_audit or 0,  # type: ignore[attr-defined]
+        # Refunds, credit notes and chargebacks are rare: each list is read only when the account's row
+        # (support_account_get) counted any, so most accounts' view stays at its query budget.
         refunds=list(
             Refund.objects.filter(account=account)
             .select_related("attempt")
             .order_by("-created_at", "-pk")[:LIST_LIMIT]
-        ),
+        )
+        if getattr(account, "n_refunds", 1)
+        else [],
         credit_notes=list(
             CreditNote.objects.filter(account=account)
             .select_related("invoice", "refund")
             .order_by("-created_at", "-pk")[:LIST_LIMIT]
-        ),
+        )
+        if getattr(account, "n_credit_notes", 1)
+        else [],
         disputes=list(
             Dispute.objects.filter(account=account)
             .select_related("attempt")
             .order_by("status", "-opened_at", "-pk")[:LIST_LIMIT]
-        ),
+        )
+        if getattr(account, "n_disputes", 1)
+        else [],
     )
 
 
@@ -411,6 +565,126 @@ def _timeline_keys(account_id: int) -> QuerySet[Any, Any]:
     )
 
 
+def _timeline_entry(kind: str, obj: Any, created: dt.datetime) -> TimelineEntry:
+    if kind == "audit":
+        return TimelineEntry("audit", created, obj.action, obj.message, obj.actor_label, obj)
+    if kind == "attempt":
+        attempt = obj
+        detail = f"{attempt.amount} · {attempt.get_status_display()}"
+        if attempt.decline_code:
+            detail += f" · {decline_message(attempt.decline_code)} ({attempt.decline_code})"
+        if attempt.payment_method:
+            detail += f" · {attempt.payment_method.label}"
+        if attempt.reference_note:
+            detail += " · " + _("ref. %(reference)s") % {"reference": attempt.reference_note}
+        return TimelineEntry(
+            "attempt",
+            created,
+            f"{attempt.reference} {attempt.get_source_display()}",
+            detail,
+            attempt.initiated_by_label,
+            attempt,
+        )
+    if kind == "notice":
+        notice = obj
+        return TimelineEntry(
+            "notice",
+            created,
+            _("Mail: %(kind)s") % {"kind": notice.get_kind_display()},
+            f"{notice.subject} → {notice.recipient} ({notice.get_status_display()})",
+            "billing",
+            notice,
+        )
+    if kind == "refund":
+        refund = obj
+        detail = f"{refund.amount} · {refund.get_status_display()} · " + _("on %(payment)s") % {
+            "payment": refund.attempt.reference
+        }
+        detail += f" · {refund.reason}"
+        if refund.failure_message:
+            detail += f" · {refund.failure_message}"
+        return TimelineEntry(
+            "refund",
+            created,
+            f"{refund.reference} {refund.get_source_display()}",
+            detail,
+            refund.initiated_by_label,
+            refund,
+        )
+    if kind == "credit_note":
+        credit = obj
+        return TimelineEntry(
+            "credit_note",
+            created,
+            _("Credit note %(number)s") % {"number": credit.number},
+            _("%(amount)s on invoice %(invoice)s, from refund %(refund)s")
+            % {"amount": credit.amount, "invoice": credit.invoice.number, "refund": credit.refund.reference},
+            "billing",
+            credit,
+        )
+    if kind == "dispute":
+        dispute = obj
+        detail = _("%(amount)s on %(payment)s · reason: %(reason)s") % {
+            "amount": dispute.amount,
+            "payment": dispute.attempt.reference,
+            "reason": dispute.reason,
+        }
+        if dispute.evidence_due_by and dispute.status == Dispute.Status.OPEN:
+            detail += " · " + _("evidence due by %(date)s") % {"date": format_date(dispute.evidence_due_by)}
+        if dispute.outcome == Dispute.Outcome.WON:
+            detail += " · " + _("won: nothing changes")
+        elif dispute.outcome == Dispute.Outcome.LOST:
+            detail += " · " + _("lost: the amount is due again")
+        else:
+            detail += " · " + _("open: automatic charges on the card stopped")
+        return TimelineEntry(
+            "dispute",
+            created,
+            _("Chargeback %(reference)s") % {"reference": dispute.reference},
+            detail,
+            _("payment provider"),
+            dispute,
+        )
+    note = obj
+    author = note.author.email if note.author else ""
+    return TimelineEntry("note", created, _("Support note"), note.body, author, note)
+
+
+def support_timeline_first_page(*, overview: AccountOverview) -> TimelinePage:
+    """The timeline's first page for the account view, from the lists the overview already holds.
+
+    Any attempt, mail or note among the newest TIMELINE_PAGE_SIZE entries is among the newest
+    LIST_LIMIT of its kind, which the overview loaded; so one more query (the newest audit events)
+    and a merge give the same page as support_timeline(page=1)."""
+    assert LIST_LIMIT >= TIMELINE_PAGE_SIZE
+    audits = list(
+        AuditEvent.objects.filter(account=overview.account)
+        .select_related("actor")
+        .order_by("-created_at", "-pk")[:TIMELINE_PAGE_SIZE]
+    )
+    merged: list[tuple[str, Any]] = [
+        *(("audit", e) for e in audits),
+        *(("attempt", a) for a in overview.attempts),
+        *(("notice", n) for n in overview.notices),
+        *(("note", n) for n in overview.notes),
+        *(("refund", r) for r in overview.refunds),
+        *(("credit_note", c) for c in overview.credit_notes),
+        *(("dispute", d) for d in overview.disputes),
+    ]
+    merged.sort(key=lambda item: (item[1].created_at, item[1].pk), reverse=True)
+    total = overview.audit_count + overview.attempt_count + overview.notice_count + overview.note_count
+    # The money-back lists carry no count of their own; a list at its cap means there is more.
+    capped = any(
+        len(rows) >= LIST_LIMIT for rows in (overview.refunds, overview.credit_notes, overview.disputes)
+    )
+    total += len(overview.refunds) + len(overview.credit_notes) + len(overview.disputes)
+    return TimelinePage(
+        entries=[_timeline_entry(kind, obj, obj.created_at) for kind, obj in merged[:TIMELINE_PAGE_SIZE]],
+        page=1,
+        has_next=capped or total > TIMELINE_PAGE_SIZE,
+    )
+
+
 def support_timeline(*, account: BillingAccount, page: int = 1) -> TimelinePage:
     """One page of everything that happened to the account, newest first.
 
@@ -450,110 +724,18 @@ def support_timeline(*, account: BillingAccount, page: int = 1) -> TimelinePage:
         else {}
     )
     disputes = Dispute.objects.select_related("attempt").in_bulk(ids["dispute"]) if ids["dispute"] else {}
-    entries: list[TimelineEntry] = []
-    for kind, pk, created in rows:
-        if kind == "audit" and pk in audits:
-            event = audits[pk]
-            entries.append(
-                TimelineEntry("audit", created, event.action, event.message, event.actor_label, event)
-            )
-        elif kind == "attempt" and pk in attempts:
-            attempt = attempts[pk]
-            detail = f"{attempt.amount} · {attempt.get_status_display()}"
-            if attempt.decline_code:
-                detail += f" · {decline_message(attempt.decline_code)} ({attempt.decline_code})"
-            if attempt.payment_method:
-                detail += f" · {attempt.payment_method.label}"
-            if attempt.reference_note:
-                detail += " · " + _("ref. %(reference)s") % {"reference": attempt.reference_note}
-            entries.append(
-                TimelineEntry(
-                    "attempt",
-                    created,
-                    f"{attempt.reference} {attempt.get_source_display()}",
-                    detail,
-                    attempt.initiated_by_label,
-                    attempt,
-                )
-            )
-        elif kind == "notice" and pk in notices:
-            notice = notices[pk]
-            entries.append(
-                TimelineEntry(
-                    "notice",
-                    created,
-                    _("Mail: %(kind)s") % {"kind": notice.get_kind_display()},
-                    f"{notice.subject} → {notice.recipient} ({notice.get_status_display()})",
-                    "billing",
-                    notice,
-                )
-            )
-        elif kind == "note" and pk in notes:
-            note = notes[pk]
-            author = note.author.email if note.author else ""
-            entries.append(TimelineEntry("note", created, _("Support note"), note.body, author, note))
-        elif kind == "refund" and pk in refunds:
-            refund = refunds[pk]
-            detail = f"{refund.amount} · {refund.get_status_display()} · " + _("on %(payment)s") % {
-                "payment": refund.attempt.reference
-            }
-            detail += f" · {refund.reason}"
-            if refund.failure_message:
-                detail += f" · {refund.failure_message}"
-            entries.append(
-                TimelineEntry(
-                    "refund",
-                    created,
-                    f"{refund.reference} {refund.get_source_display()}",
-                    detail,
-                    refund.initiated_by_label,
-                    refund,
-                )
-            )
-        elif kind == "credit_note" and pk in credit_notes:
-            credit = credit_notes[pk]
-            entries.append(
-                TimelineEntry(
-                    "credit_note",
-                    created,
-                    _("Credit note %(number)s") % {"number": credit.number},
-                    _("%(amount)s on invoice %(invoice)s, from refund %(refund)s")
-                    % {
-                        "amount": credit.amount,
-                        "invoice": credit.invoice.number,
-                        "refund": credit.refund.reference,
-                    },
-                    "billing",
-                    credit,
-                )
-            )
-        elif kind == "dispute" and pk in disputes:
-            dispute = disputes[pk]
-            detail = _("%(amount)s on %(payment)s · reason: %(reason)s") % {
-                "amount": dispute.amount,
-                "payment": dispute.attempt.reference,
-                "reason": dispute.reason,
-            }
-            if dispute.evidence_due_by and dispute.status == Dispute.Status.OPEN:
-                detail += " · " + _("evidence due by %(date)s") % {
-                    "date": format_date(dispute.evidence_due_by)
-                }
-            if dispute.outcome == Dispute.Outcome.WON:
-                detail += " · " + _("won: nothing changes")
-            elif dispute.outcome == Dispute.Outcome.LOST:
-                detail += " · " + _("lost: the amount is due again")
-            else:
-                detail += " · " + _("open: automatic charges on the card stopped")
-            entries.append(
-                TimelineEntry(
-                    "dispute",
-                    created,
-                    _("Chargeback %(reference)s") % {"reference": dispute.reference},
-                    detail,
-                    _("payment provider"),
-                    dispute,
-                )
-            )
+    by_kind: dict[str, dict[int, Any]] = {
+        "audit": audits,
+        "attempt": attempts,
+        "notice": notices,
+        "note": notes,
+        "refund": refunds,
+        "credit_note": credit_notes,
+        "dispute": disputes,
+    }
+    entries = [
+        _timeline_entry(kind, by_kind[kind][pk], created) for kind, pk, created in rows if pk in by_kind[kind]
+    ]
     return TimelinePage(entries=entries, page=page, has_next=has_next)
 
 

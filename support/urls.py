@@ -8,6 +8,7 @@ urlpatterns = [
     path("", views.search, name="search"),
     path("dashboard/", views.dashboard, name="dashboard"),
     path("accounts/<int:account_id>/", views.account_detail, name="account"),
+    path("accounts/<int:account_id>/subscriptions/", views.account_subscriptions, name="subscriptions"),
     path("accounts/<int:account_id>/notes/", views.note_add, name="note_add"),
     path("accounts/<int:account_id>/bank-transfer/", views.bank_transfer, name="bank_transfer"),
     path(

@@ -15,6 +15,7 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.formats import date_format
@@ -45,7 +46,9 @@ from .selectors import (
     support_account_get,
     support_account_overview,
     support_search,
+    support_subscriptions,
     support_timeline,
+    support_timeline_first_page,
 )
 from .services import (
     SupportActionError,
@@ -123,20 +126,45 @@ def search(request: HtmxHttpRequest) -> HttpResponse:
 @support_view()
 @require_http_methods(["GET"])
 def account_detail(request: HtmxHttpRequest, account_id: int) -> HttpResponse:
-    account = support_account_get(account_id=account_id)
     try:
         page = max(1, int(request.GET.get("page", "1")))
     except ValueError:
         page = 1
+    account = support_account_get(account_id=account_id, with_overview=not request.htmx)
     support_account_viewed(account=account, actor=request.user, ip_address=_ip(request))
-    timeline = support_timeline(account=account, page=page)
     if request.htmx:
+        timeline = support_timeline(account=account, page=page)
         return render(request, "support/account.html#timeline", {"account": account, "timeline": timeline})
     overview = support_account_overview(account=account)
+    # The first page is merged from the overview's lists (one query); later ones are paged in SQL.
+    timeline = (
+        support_timeline_first_page(overview=overview)
+        if page == 1
+        else support_timeline(account=account, page=page)
+    )
     return render(
         request,
         "support/account.html",
         {"account": account, "o": overview, "timeline": timeline, "perms_support": _perms(request)},
+    )
+
+
+SUBSCRIPTIONS_PER_PAGE = 50
+
+
+@support_view()
+@require_http_methods(["GET"])
+def account_subscriptions(request: HtmxHttpRequest, account_id: int) -> HttpResponse:
+    """Every subscription of the account, 50 a page (the account view shows the first 50)."""
+    account = _account(account_id)
+    page = Paginator(support_subscriptions(account=account), SUBSCRIPTIONS_PER_PAGE).get_page(
+        request.GET.get("page")
+    )
+    support_account_viewed(account=account, actor=request.user, ip_address=_ip(request))
+    return render(
+        request,
+        "support/subscriptions.html",
+        {"account": account, "page": page, "perms_support": _perms(request)},
     )
 
 

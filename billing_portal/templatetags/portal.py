@@ -1,5 +1,7 @@
 """Template helpers shared by every page (registered as builtins in settings)."""
 
+import functools
+
 from django import template
 from django.utils.html import format_html
 
@@ -85,6 +87,12 @@ _OUTLINE_ICONS = {
 @register.simple_tag
 def icon(name: str, extra_class: str = "") -> str:
     """{% icon "warning" %}: an inline SVG (decorative; pair it with text)."""
+    return _icon(name, extra_class)
+
+
+@functools.lru_cache(maxsize=256)
+def _icon(name: str, extra_class: str) -> str:
+    # The markup depends on the two arguments only; table rows draw the same few icons again and again.
     classes = f"icon {extra_class}".strip()
     if name in _FILLED_ICONS:
         return format_html(

@@ -29,6 +29,7 @@ def start_worker(
     pool: str = "prefork",
     extra_env: dict[str, str] | None = None,
     log: Path | None = None,
+    extra_args: list[str] | None = None,
 ) -> subprocess.Popen:
     env = {
         **os.environ,
@@ -56,6 +57,7 @@ def start_worker(
             "--without-heartbeat",
             "--prefetch-multiplier",
             "1",
+            *(extra_args or []),
         ],
         cwd=ROOT,
         env=env,

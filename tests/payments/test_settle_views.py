@@ -257,9 +257,47 @@ def test_pane_query_count_is_flat(client, contoso, django_assert_num_queries, ex
     assert response.status_code == 200
 
 
-# session, user, membership, failed method, usable methods, chosen method, two invoice lists, + the
-# shell's account switcher, + payments in flight
-PANE_QUERIES = 10
+# session, user, membership, failed method, usable methods, chosen method, both invoice lists with
+# their totals (one windowed query), + the shell's account switcher, + payments in flight
+PANE_QUERIES = 9
+
+
+def test_pane_lists_the_first_invoices_and_counts_the_rest(client, contoso):
+    """1,000 past-due invoices do not make a 1,000-row pane: the first SETTLE_INVOICES_LISTED of each
+    card, "and N more" with a link to them, and totals summed over all of them."""
+    from payments.selectors import SETTLE_INVOICES_LISTED, settle_preview, settle_quote
+
+    extra = SETTLE_INVOICES_LISTED + 7
+    for i in range(extra):
+        subscription(
+            account=contoso.account,
+            name=f"Extra {i:03d}",
+            quantity=1,
+            unit_price_minor=100,
+            method=contoso.visa,
+            past_due=True,
+        )
+    quote = settle_quote(
+        account=contoso.account, failed_method=contoso.visa, chosen_method=contoso.mastercard
+    )
+    preview = settle_preview(
+        account=contoso.account, failed_method=contoso.visa, chosen_method=contoso.mastercard
+    )
+    assert preview.total == quote.total
+    assert preview.failed_total == quote.failed_total
+    assert preview.chosen_method_total == quote.chosen_method_total
+    assert preview.failed_count == len(quote.invoices)
+    assert len(preview.invoices) == SETTLE_INVOICES_LISTED
+    assert [i.pk for i in preview.invoices] == [i.pk for i in quote.invoices[:SETTLE_INVOICES_LISTED]]
+    assert preview.chosen_method_count == len(quote.chosen_method_invoices)
+    more = len(quote.invoices) - SETTLE_INVOICES_LISTED
+
+    client.force_login(contoso.admin)
+    body = client.get(settle_url(contoso) + f"?method={contoso.mastercard.pk}").content.decode()
+    assert f"and {more} more past-due invoices, included in the subtotal." in body
+    assert reverse("subscriptions:invoices", args=[contoso.account.pk]) + "?status=past_due" in body
+    assert f'name="shown_total_minor" value="{quote.total.amount_minor}"' in body
+    assert quote.invoices[SETTLE_INVOICES_LISTED].number not in body
 
 
 def test_without_javascript_3ds_is_a_plain_redirect_chain(client, contoso):

@@ -12,7 +12,7 @@ from audit.services import audit_record
 from notifications.models import Notice
 from payments.models import PaymentAllocation, PaymentAttempt
 from support.models import SupportNote
-from support.selectors import TIMELINE_PAGE_SIZE, support_timeline
+from support.selectors import LIST_LIMIT, TIMELINE_PAGE_SIZE, support_timeline
 from tests.factories import BillingAccountFactory, MembershipFactory, PaymentMethodFactory, UserFactory
 
 from .conftest import past_due_subscription
@@ -122,6 +122,36 @@ def test_account_view_query_count_is_flat(support_client):
         response = support_client.get(url_large)
     assert response.status_code == 200
     assert len(q_large) == len(q_small), [q["sql"] for q in q_large]
+    assert len(q_large) <= 12, [q["sql"] for q in q_large]
+    # The first LIST_LIMIT subscriptions, and a link to the paged list of all of them.
+    body = response.content.decode()
+    assert f"The first {LIST_LIMIT} of 200, worst standing first." in body
+    assert reverse("support:subscriptions", args=[large.pk]) in body
+    assert body.count(f'href="{reverse("support:subscriptions", args=[large.pk])}"') == 1
+    assert body.count(">Extend grace<") == LIST_LIMIT
+
+
+def test_subscription_list_pages_through_all_of_them(support_client, client):
+    account = BillingAccountFactory(name="Many Subs", domain="many.example")
+    for i in range(LIST_LIMIT + 3):
+        past_due_subscription(account, amount_minor=100, days_ago=5, number=f"INV-M-{i:05d}")
+    url = reverse("support:subscriptions", args=[account.pk])
+    support_client.get(url)
+    with CaptureQueriesContext(connection) as first:
+        page1 = support_client.get(url)
+    with CaptureQueriesContext(connection) as second:
+        page2 = support_client.get(url + "?page=2")
+    assert page1.status_code == page2.status_code == 200
+    assert len(first) == len(second) <= 12
+    assert page1.content.decode().count(">Extend grace<") == LIST_LIMIT
+    assert page2.content.decode().count(">Extend grace<") == 3
+    assert f"{LIST_LIMIT + 1}–{LIST_LIMIT + 3} of {LIST_LIMIT + 3}" in page2.content.decode()
+    assert support_client.get(url + "?page=x").status_code == 200  # a bad page number is page 1
+    assert AuditEvent.objects.filter(action="support.account_viewed", account=account).count() == 4
+    # Not an operator: as if the page did not exist.
+    client.force_login(UserFactory())
+    assert client.get(url).status_code == 404
+    assert support_client.get(reverse("support:subscriptions", args=[999999])).status_code == 404
 
 
 def test_timeline_merges_everything_newest_first_and_pages(support_user):
@@ -160,3 +190,30 @@ def test_timeline_htmx_page_is_a_fragment(support_client):
     body = response.content.decode()
     assert 'id="timeline"' in body
     assert "<html" not in body
+
+
+def test_first_timeline_page_from_the_overview_equals_the_paged_one(support_user):
+    """The account view merges page 1 from the lists it already loaded; it must be the SQL page."""
+    from support.selectors import support_account_get, support_account_overview, support_timeline_first_page
+
+    account, _card = card_account(subscriptions=30)
+    for i in range(5):
+        SupportNote.objects.create(account=account, body=f"note {i}", author=support_user)
+    full = support_account_get(account_id=account.pk, with_overview=True)
+    merged = support_timeline_first_page(overview=support_account_overview(account=full))
+    paged = support_timeline(account=account, page=1)
+    assert [(e.kind, e.obj.pk) for e in merged.entries] == [(e.kind, e.obj.pk) for e in paged.entries]
+    assert [(e.title, e.detail, e.actor) for e in merged.entries] == [
+        (e.title, e.detail, e.actor) for e in paged.entries
+    ]
+    assert merged.has_next == paged.has_next is True
+    small, _ = card_account(subscriptions=1, name="Tiny", domain="tiny.example")
+    tiny = support_timeline_first_page(
+        overview=support_account_overview(
+            account=support_account_get(account_id=small.pk, with_overview=True)
+        )
+    )
+    assert tiny.has_next is False
+    assert [(e.kind, e.obj.pk) for e in tiny.entries] == [
+        (e.kind, e.obj.pk) for e in support_timeline(account=small, page=1).entries
+    ]

@@ -1,5 +1,12 @@
 """Big data for benchmarks: one account with 1,000 subscriptions and 10,000 invoices, plus many small ones.
 
+Every account is in arrears the way a real one is after a declined card: each subscription's newest
+invoice is past due (1,000 past-due invoices on the big account), so the past-due paths (the Home
+banner, Settle balance, Payment methods' warnings, the support view's balance) are measured at scale.
+Each account has two cards: a declined Visa paying nine in ten subscriptions and a valid default
+Mastercard paying the rest, whose invoices are past due too (a retry is due), so Settle balance with
+the Mastercard chosen shows both lists.
+
 Rows are written with bulk_create in batches; a progress bar goes to stderr. Cards are plain rows with
 synthetic tokens (benchmarks of pages never charge them).
 """
@@ -88,7 +95,8 @@ class Command(BaseCommand):
 
     def _fill(self, account, user, products, n_subs: int, n_invoices: int, label: str | None) -> None:
         today = timezone.localdate()
-        method = PaymentMethod.objects.create(
+        now = timezone.now()
+        declined = PaymentMethod.objects.create(
             account=account,
             brand="visa",
             last4="4242",
@@ -97,8 +105,22 @@ class Command(BaseCommand):
             owner=user,
             gateway="simulated",
             gateway_token=f"large_{account.pk}",
+            status=PaymentMethod.Status.DECLINED,
+            last_decline_code="insufficient_funds",
+            last_declined_at=now - dt.timedelta(days=1),
+        )
+        valid = PaymentMethod.objects.create(
+            account=account,
+            brand="mastercard",
+            last4="4444",
+            exp_month=11,
+            exp_year=2031,
+            owner=user,
+            gateway="simulated",
+            gateway_token=f"large_{account.pk}_mc",
             is_default=True,
         )
+        on_valid = n_subs // 10  # the last tenth; a one-subscription account has it on the Visa
         subs = Subscription.objects.bulk_create(
             [
                 Subscription(
@@ -107,7 +129,11 @@ class Command(BaseCommand):
                     quantity=1 + i % 50,
                     unit_price_minor=500 + (i % 7) * 100,
                     currency=account.currency,
-                    payment_method=method,
+                    payment_method=valid if i >= n_subs - on_valid else declined,
+                    status=Subscription.Status.PAST_DUE,
+                    past_due_since=now - dt.timedelta(days=1),
+                    grace_ends_at=now + dt.timedelta(days=29),
+                    next_lifecycle_at=now + dt.timedelta(days=26),
                     current_period_start=today.replace(day=1),
                     current_period_end=today.replace(day=1) + dt.timedelta(days=29),
                 )
@@ -124,20 +150,24 @@ class Command(BaseCommand):
                 sub = subs[i % len(subs)]
                 issued = today - dt.timedelta(days=30 * (i // len(subs)) + 1)
                 total = sub.unit_price_minor * sub.quantity
+                # The newest invoice of each subscription (the first len(subs)) is past due.
+                unpaid = i < len(subs)
                 batch.append(
                     Invoice(
                         account=account,
                         subscription=sub,
                         number=f"{prefix}{i:06d}",
-                        status=Invoice.Status.PAID,
+                        status=Invoice.Status.PAST_DUE if unpaid else Invoice.Status.PAID,
                         currency=account.currency,
                         total_minor=total,
-                        amount_due_minor=0,
+                        amount_due_minor=total if unpaid else 0,
                         issued_on=issued,
                         due_on=issued,
                         period_start=issued,
                         period_end=issued + dt.timedelta(days=29),
-                        paid_at=timezone.now(),
+                        paid_at=None if unpaid else now,
+                        first_failed_at=now - dt.timedelta(days=1) if unpaid else None,
+                        attempt_count=1 if unpaid else 0,
                     )
                 )
             created = Invoice.objects.bulk_create(batch, batch_size=BATCH)
