@@ -159,7 +159,10 @@ def _back_url(request: HttpRequest, *, fallback: str) -> str:
     referer = request.META.get("HTTP_REFERER", "")
     site = request.build_absolute_uri("/")
     if referer.startswith(site) and not referer.startswith(request.build_absolute_uri(request.path)):
-        return "/" + referer[len(site) :]
+        path = "/" + referer[len(site) :]
+        # "//evil.example/x" after our host would be a link to another site (protocol-relative).
+        if not path.startswith(("//", "/\\")):
+            return path
     return fallback
 
 

@@ -366,3 +366,14 @@ def test_queue_query_count_is_flat_from_1_to_200_requests(client, agent):
         client.force_login(agent)
         counts.append(_count(client, reverse("support_queue:queue")))
     assert counts[0] == counts[1]
+
+
+@pytest.mark.parametrize("referer_path", ["//evil.example/x", "/\\evil.example/x"])
+def test_cancel_link_never_points_to_another_site(client, world, referer_path):
+    # A Referer of "http://testserver//evil.example/x" would make Cancel a protocol-relative link elsewhere.
+    account, users = world
+    client.force_login(users["admin"])
+    page = client.get(_new_url(account), HTTP_REFERER="http://testserver" + referer_path)
+    body = page.content.decode()
+    assert page.status_code == 200
+    assert "evil.example" not in body
