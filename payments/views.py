@@ -31,6 +31,7 @@ from django_htmx.middleware import HtmxDetails
 
 from accounts.decorators import account_member_required, is_htmx
 from accounts.models import Membership
+from billing_portal.ids import parse_id
 from subscriptions.models import Invoice
 from subscriptions.selectors import past_due_summary
 
@@ -95,7 +96,7 @@ def _method_from_form(*, request: HtmxHttpRequest, membership: Membership, form:
         return get_object_or_404(
             PaymentMethod.objects.exclude(status=PaymentMethod.Status.DETACHED),
             account_id=membership.account_id,
-            pk=int(choice),
+            pk=parse_id(choice),
         )
     if settings.PAYMENT_GATEWAY == "stripe":
         return services.payment_method_add_from_setup(
@@ -226,11 +227,12 @@ def settle_balance(request: HtmxHttpRequest, membership: Membership, failed_meth
     if request.method == "GET":
         chosen = None
         choice = request.GET.get("method", "")
-        if choice.isdigit():
+        choice_id = parse_id(choice)
+        if choice_id is not None:
             chosen = get_object_or_404(
                 PaymentMethod.objects.exclude(status=PaymentMethod.Status.DETACHED),
                 account=membership.account,
-                pk=int(choice),
+                pk=choice_id,
             )
         context = _settle_context(request=request, membership=membership, failed=failed, chosen=chosen)
         context["new_selected"] = choice == "new"
@@ -384,10 +386,9 @@ def _return_url(account_id: int) -> str:
 @account_member_required
 def attempt_return(request: HtmxHttpRequest, membership: Membership) -> HttpResponse:
     """Where the bank's challenge sends the customer back. Completes the payment, then shows it."""
-    raw = request.GET.get("attempt", "")
-    if not raw.isdigit():
+    attempt_id = parse_id(request.GET.get("attempt", ""))
+    if attempt_id is None:
         raise Http404
-    attempt_id = int(raw)
     attempt = get_object_or_404(PaymentAttempt, account=membership.account, pk=attempt_id)
     if membership.can_pay:
         attempt = services.attempt_complete_action(attempt_id=attempt.pk, account_id=membership.account_id)

@@ -7,5 +7,5 @@ app_name = "subscriptions"
 urlpatterns = [
     path("products/", views.products, name="products"),
     path("billing/invoices/", views.invoices, name="invoices"),
-    path("billing/invoices/<str:number>/", views.invoice_detail, name="invoice_detail"),
+    path("billing/invoices/<key:number>/", views.invoice_detail, name="invoice_detail"),
 ]

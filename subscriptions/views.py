@@ -9,6 +9,7 @@ from django.shortcuts import render
 
 from accounts.decorators import account_member_required, is_htmx
 from accounts.models import Membership
+from billing_portal.ids import parse_page
 
 from .forms import InvoiceFilterForm
 from .models import Subscription
@@ -22,7 +23,7 @@ INVOICES_PER_PAGE = 25
 def products(request: HttpRequest, membership: Membership) -> HttpResponse:
     account = membership.account
     page = Paginator(subscriptions_for_account(account=account), PRODUCTS_PER_PAGE).get_page(
-        request.GET.get("page")
+        parse_page(request.GET.get("page"))
     )
     summary = past_due_summary(account=account)
     for sub in page:
@@ -46,7 +47,7 @@ def invoices(request: HttpRequest, membership: Membership) -> HttpResponse:
     form = InvoiceFilterForm(request.GET or None)
     filters = form.filters()
     page = Paginator(invoices_for_account(account=account, **filters), INVOICES_PER_PAGE).get_page(
-        request.GET.get("page")
+        parse_page(request.GET.get("page"))
     )
     query = request.GET.copy()
     query.pop("page", None)

@@ -7,16 +7,16 @@ app_name = "support"
 urlpatterns = [
     path("", views.search, name="search"),
     path("dashboard/", views.dashboard, name="dashboard"),
-    path("accounts/<int:account_id>/", views.account_detail, name="account"),
-    path("accounts/<int:account_id>/notes/", views.note_add, name="note_add"),
-    path("accounts/<int:account_id>/bank-transfer/", views.bank_transfer, name="bank_transfer"),
+    path("accounts/<id:account_id>/", views.account_detail, name="account"),
+    path("accounts/<id:account_id>/notes/", views.note_add, name="note_add"),
+    path("accounts/<id:account_id>/bank-transfer/", views.bank_transfer, name="bank_transfer"),
     path(
-        "accounts/<int:account_id>/invoices/<int:invoice_id>/retry/",
+        "accounts/<id:account_id>/invoices/<id:invoice_id>/retry/",
         views.invoice_retry,
         name="invoice_retry",
     ),
     path(
-        "accounts/<int:account_id>/subscriptions/<int:subscription_id>/grace/",
+        "accounts/<id:account_id>/subscriptions/<id:subscription_id>/grace/",
         views.grace_extend,
         name="grace_extend",
     ),

@@ -24,6 +24,7 @@ from django.views.decorators.http import require_http_methods
 from django_htmx.middleware import HtmxDetails
 
 from accounts.models import BillingAccount
+from billing_portal.ids import parse_page
 from payments.services import PaymentError
 from subscriptions.models import Invoice, Subscription
 
@@ -111,10 +112,7 @@ def search(request: HtmxHttpRequest) -> HttpResponse:
 @require_http_methods(["GET"])
 def account_detail(request: HtmxHttpRequest, account_id: int) -> HttpResponse:
     account = support_account_get(account_id=account_id)
-    try:
-        page = max(1, int(request.GET.get("page", "1")))
-    except ValueError:
-        page = 1
+    page = parse_page(request.GET.get("page", "1"))
     support_account_viewed(account=account, actor=request.user, ip_address=_ip(request))
     timeline = support_timeline(account=account, page=page)
     if request.htmx:
