@@ -124,8 +124,12 @@ class ErrorPageMiddleware:
             return error_page(request, 404)
         if _querydict_bad(request.GET):
             return error_page(request, 400)
-        if request.method == "POST" and request.content_type in _FORM_TYPES and _querydict_bad(request.POST):
-            return error_page(request, 400)
+        if request.method == "POST" and request.content_type in _FORM_TYPES:
+            # Read the body first: POST is then parsed from the cached copy, and a view that needs the raw
+            # body (a webhook's signature) can still read it.
+            request.body  # noqa: B018
+            if _querydict_bad(request.POST):
+                return error_page(request, 400)
         response = self.get_response(request)
         if (
             response.status_code == 404
