@@ -77,6 +77,14 @@ class PaymentMethod(models.Model):
     def expiry(self) -> str:
         return f"{self.exp_month:02d}/{self.exp_year}"
 
+    @property
+    def is_expired(self) -> bool:
+        """Past the last day of its expiry month: shown as "Expired 10/2026", not "Expires"."""
+        from django.utils import timezone
+
+        today = timezone.localdate()
+        return (self.exp_year, self.exp_month) < (today.year, today.month)
+
 
 class PaymentAttempt(models.Model):
     """One try to move money, in our own ledger before the gateway is asked.

@@ -39,7 +39,13 @@ from . import services
 from .forms import ExpiryForm, PayForm, new_form_key
 from .gateways.base import decline_message, decline_reason
 from .models import PaymentAttempt, PaymentMethod
-from .selectors import attempts_in_flight, payment_methods_for_account, payment_methods_usable, settle_quote
+from .selectors import (
+    attempts_in_flight,
+    payment_method_preselect,
+    payment_methods_for_account,
+    payment_methods_usable,
+    settle_quote,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -191,16 +197,27 @@ def _close_url(membership: Membership, attempt: PaymentAttempt | None = None) ->
 
 
 def _settle_context(
-    *, request: HtmxHttpRequest, membership: Membership, failed: PaymentMethod, chosen: PaymentMethod | None
+    *,
+    request: HtmxHttpRequest,
+    membership: Membership,
+    failed: PaymentMethod,
+    chosen: PaymentMethod | None,
+    typed: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    """`chosen` is what the person selected (None: nothing yet). With nothing chosen a working card is
+    pre-selected, never the declined one; with no working card nothing is, and the pane asks."""
     account = membership.account
     methods = list(payment_methods_usable(account=account))
+    if chosen is None:
+        preselected = payment_method_preselect(methods=methods)
+        chosen = next((m for m in methods if m.pk == preselected), None)
     quote = settle_quote(account=account, failed_method=failed, chosen_method=chosen or failed)
     return {
         "membership": membership,
         "account": account,
         "failed": failed,
-        "chosen": chosen or failed,
+        "chosen": chosen,
+        "selected_id": chosen.pk if chosen else None,
         "methods": methods,
         "quote": quote,
         "in_flight": attempts_in_flight(account=account, invoice_ids=quote.invoice_ids),
@@ -209,8 +226,19 @@ def _settle_context(
         "can_edit_expiry": failed.owner_id is not None and failed.owner_id == request.user.pk,
         "form_key": new_form_key(),
         "expiry_years": range(_this_year(), _this_year() + 16),
+        "form_data": typed or {},
         **_stripe_context(),
     }
+
+
+def _typed(request: HttpRequest) -> dict[str, str]:
+    """What the person typed, to show again under an error: never the card number or security code."""
+    return {k: request.POST.get(k, "")[:120] for k in ("holder_name", "exp_month", "exp_year", "method")}
+
+
+def _field_errors(errors: Any) -> dict[str, str]:
+    """{field: first message} from a Django form's errors or a service's error dict."""
+    return {k: (v[0] if isinstance(v, list | tuple) else str(v)) for k, v in (errors or {}).items()}
 
 
 def _this_year() -> int:
@@ -236,14 +264,22 @@ def settle_balance(request: HtmxHttpRequest, membership: Membership, failed_meth
             )
         context = _settle_context(request=request, membership=membership, failed=failed, chosen=chosen)
         context["new_selected"] = choice == "new"
+        if choice == "new":
+            context["selected_id"] = None
         return _render_pane(request, template, context)
 
     _require_pay(membership)
     form = PayForm(request.POST)
-    context = _settle_context(request=request, membership=membership, failed=failed, chosen=None)
+    typed = _typed(request)
+    picked_id = parse_id(typed["method"])
+    picked = next((m for m in payment_methods_usable(account=membership.account) if m.pk == picked_id), None)
+    context = _settle_context(
+        request=request, membership=membership, failed=failed, chosen=picked, typed=typed
+    )
+    context["new_selected"] = typed["method"] == "new"
     if not form.is_valid():
-        context["form_errors"] = form.errors
-        context["error"] = next(iter(form.errors.values()))[0]
+        context["form_errors"] = _field_errors(form.errors)
+        context["error"] = _("Choose a payment method or add a new card.") if "method" in form.errors else ""
         return _render_pane(request, template, context)
     key = f"settle:{membership.account_id}:{form.cleaned_data['form_key']}"
     existing = PaymentAttempt.objects.filter(account=membership.account, idempotency_key=key).first()
@@ -269,13 +305,12 @@ def settle_balance(request: HtmxHttpRequest, membership: Membership, failed_meth
         )
     except services.PaymentError as exc:
         context["error"] = exc.message
-        context["form_errors"] = exc.errors
-        context["new_selected"] = form.cleaned_data["method"] == "new"
-        context["form_data"] = {
-            k: v for k, v in form.cleaned_data.items() if k in ("holder_name", "exp_month")
-        }
+        context["form_errors"] = _field_errors(exc.errors)
         context["form_key"] = new_form_key()
         return _render_pane(request, template, context)
+    if attempt.status == PaymentAttempt.Status.FAILED:
+        # The card just declined is not selected again: the primary button must not charge it twice.
+        context = _settle_context(request=request, membership=membership, failed=failed, chosen=None)
     return _after_attempt(request, membership, attempt, template, context)
 
 
@@ -310,8 +345,10 @@ def settle_expiry(request: HtmxHttpRequest, membership: Membership, failed_metho
     else:
         error = _("Enter the new expiry month and year.")
         errors = {k: v[0] for k, v in form.errors.items()}
-    context = _settle_context(request=request, membership=membership, failed=failed, chosen=failed)
-    context.update({"notice": notice, "expiry_error": error, "expiry_errors": errors})
+    context = _settle_context(request=request, membership=membership, failed=failed, chosen=None)
+    # Under an error the fields show what was typed, never the stored date.
+    typed = {k: request.POST.get(k, "")[:4] for k in ("exp_month", "exp_year")} if error else {}
+    context.update({"notice": notice, "expiry_error": error, "expiry_errors": errors, "expiry_typed": typed})
     return _render_pane(request, "payments/settle.html", context)
 
 
@@ -328,8 +365,11 @@ def _pay_context(*, membership: Membership, invoice: Invoice) -> dict[str, Any]:
         "pane_close_url": reverse(
             "subscriptions:invoice_detail", args=[membership.account_id, invoice.number]
         ),
-        "methods": list(payment_methods_usable(account=membership.account)),
-        "default_method_id": invoice.subscription.payment_method_id if invoice.subscription else None,
+        "methods": (methods := list(payment_methods_usable(account=membership.account))),
+        "default_method_id": payment_method_preselect(
+            methods=methods,
+            preferred_id=invoice.subscription.payment_method_id if invoice.subscription else None,
+        ),
         "form_key": new_form_key(),
         "expiry_years": range(_this_year(), _this_year() + 16),
         **_stripe_context(),
@@ -348,8 +388,14 @@ def invoice_pay(request: HtmxHttpRequest, membership: Membership, number: str) -
         return _render_pane(request, template, context)
     _require_pay(membership)
     form = PayForm(request.POST)
+    typed = _typed(request)
+    context["form_data"] = typed
+    context["new_selected"] = typed["method"] == "new"
+    if parse_id(typed["method"]) is not None:
+        context["default_method_id"] = parse_id(typed["method"])
     if not form.is_valid():
-        context["error"] = next(iter(form.errors.values()))[0]
+        context["form_errors"] = _field_errors(form.errors)
+        context["error"] = _("Choose a payment method or add a new card.") if "method" in form.errors else ""
         return _render_pane(request, template, context)
     key = f"paynow:{membership.account_id}:{form.cleaned_data['form_key']}"
     existing = PaymentAttempt.objects.filter(account=membership.account, idempotency_key=key).first()
@@ -368,9 +414,11 @@ def invoice_pay(request: HtmxHttpRequest, membership: Membership, number: str) -
         )
     except services.PaymentError as exc:
         context["error"] = exc.message
-        context["form_errors"] = exc.errors
-        context["new_selected"] = form.cleaned_data["method"] == "new"
+        context["form_errors"] = _field_errors(exc.errors)
+        context["form_key"] = new_form_key()
         return _render_pane(request, template, context)
+    if attempt.status == PaymentAttempt.Status.FAILED:
+        context = _pay_context(membership=membership, invoice=invoice)  # the declined card is not re-selected
     return _after_attempt(request, membership, attempt, template, context)
 
 

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-from django.conf import settings
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -79,6 +78,5 @@ def invoice_detail(request: HttpRequest, membership: Membership, number: str) ->
             "account": account,
             "invoice": invoice,
             "lines": invoice.lines.all(),
-            "payment_terms_days": settings.BILLING_PAYMENT_TERMS_DAYS,
         },
     )

@@ -16,11 +16,12 @@ from typing import Any
 from django.contrib.auth.models import Group, Permission
 from django.contrib.contenttypes.models import ContentType
 from django.db import IntegrityError, transaction
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from accounts.models import BillingAccount
 from audit.services import audit_record
+from billing_portal.dates import format_date
 from billing_portal.money import Money, format_money
 from notifications.services import notice_send
 from payments.models import PaymentAllocation, PaymentAttempt
@@ -366,9 +367,11 @@ def _bank_transfer_record(
         ]
     )
     subscription_ids: list[int] = []
+    # "Paid on" is the day the money arrived at the bank, not the day support recorded it.
+    received_at = timezone.make_aware(dt.datetime.combine(plan.received_on, dt.time(12, 0)))
     for allocation in sorted(plan.allocations, key=lambda a: a.invoice.pk):
         invoice = invoice_apply_payment(
-            invoice_id=allocation.invoice.pk, amount_minor=allocation.amount_minor, at=now
+            invoice_id=allocation.invoice.pk, amount_minor=allocation.amount_minor, at=min(received_at, now)
         )
         if invoice.status == Invoice.Status.PAID and invoice.subscription_id:
             subscription_ids.append(invoice.subscription_id)
@@ -392,7 +395,9 @@ def _bank_transfer_record(
         },
         ip_address=ip_address,
     )
-    # The same receipt a card payment sends, so the customer knows the wire arrived.
+    # The same receipt a card payment sends, so the customer knows the wire arrived (in their language).
+    with translation.override(account.language):
+        method_label = _("Bank transfer (ref. %(reference)s)") % {"reference": plan.reference}
     notice_send(
         account=account,
         kind="payment_received",
@@ -400,9 +405,9 @@ def _bank_transfer_record(
         context={
             "reference": attempt.reference,
             "amount": format_money(attempt.amount_minor, attempt.currency, account.language),
-            "method": f"Bank transfer (ref. {plan.reference})",
+            "method": method_label,
             "invoices": ", ".join(a.invoice.number for a in plan.allocations),
-            "paid_on": plan.received_on.isoformat(),
+            "paid_on": format_date(plan.received_on, account.language),
         },
     )
     restorable = Subscription.objects.filter(

@@ -17,13 +17,13 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.utils.formats import date_format
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 from django_htmx.middleware import HtmxDetails
 
 from accounts.models import BillingAccount
+from billing_portal.dates import format_date
 from billing_portal.ids import parse_page
 from payments.services import PaymentError
 from subscriptions.models import Invoice, Subscription
@@ -204,7 +204,7 @@ def bank_transfer(request: HttpRequest, account_id: int) -> HttpResponse:
         else:
             summary = [
                 (_("Amount"), plan.money.format()),
-                (_("Received on"), date_format(plan.received_on, "j M Y")),
+                (_("Received on"), format_date(plan.received_on)),
                 (_("Bank reference"), plan.reference),
                 (_("Reason"), data["reason"]),
             ] + [
