@@ -123,7 +123,10 @@ def _fabrikam_ids(account: BillingAccount) -> dict[str, str]:
     method = PaymentMethod.objects.filter(account=account).order_by("pk").first()
     attempt = PaymentAttempt.objects.filter(account=account).order_by("pk").first()
     invoice = Invoice.objects.filter(account=account).order_by("pk").first()
-    assert method and attempt and invoice and invoice.subscription_id
+    assert method is not None
+    assert attempt is not None
+    assert invoice is not None
+    assert invoice.subscription_id
     return {
         "account_id": str(account.pk),
         "method_id": str(method.pk),
