@@ -112,7 +112,7 @@ def visible_text(html: str) -> str:
     return "\n".join(parser.parts)
 
 
-def problems(text: str, allowed: set[str] = frozenset()) -> list[str]:
+def problems(text: str, allowed: frozenset[str] = frozenset()) -> list[str]:
     found = [f"English: {m}" for m in ENGLISH_RE.findall(text) if m not in allowed]
     found += [f"raw code: {m}" for m in RAW_CODE_RE.findall(text) if m not in allowed]
     found += [f"date: {m}" for m in DATE_RE.findall(text)]
@@ -166,7 +166,7 @@ def test_every_page_and_pane_of_a_dutch_account_is_dutch(client):
                 continue
             checked += 1
             text = visible_text(response.content.decode())
-            found = problems(text, allowed={"Fabrikam"})
+            found = problems(text, allowed=frozenset({"Fabrikam"}))
             if found:
                 report[path + (" (htmx)" if headers else "")] = sorted(set(found))
     assert checked >= 12, checked
