@@ -92,3 +92,29 @@ def test_reader_gets_the_branded_403(live_server, demo_page: Page):
     assert response.status == 403
     expect(page.get_by_role("heading", level=1)).to_have_text("You don't have access to this")
     _shot(page, "polish-403-en")
+
+
+@pytest.mark.parametrize("lang", ["en", "nl"])
+def test_the_simulated_banks_3ds_page_is_clearly_the_banks(live_server, demo_page: Page, lang):
+    from gateway_sim.models import SimCard, SimCharge
+
+    card = SimCard.objects.order_by("pk").first()
+    assert card is not None
+    charge = SimCharge.objects.create(
+        reference=f"sim_ch_shot_{lang}",
+        idempotency_key=f"shot-{lang}",
+        card=card,
+        amount_minor=37650,
+        currency="EUR",
+        status=SimCharge.Status.REQUIRES_ACTION,
+    )
+    page = demo_page
+    page.set_extra_http_headers({"Accept-Language": lang})
+    page.goto(f"{live_server.url}/gateway/simulated/3ds/{charge.reference}/")
+    expect(page.locator(".bank-bar")).to_contain_text("Northbridge Bank")
+    expect(page.locator("#shell")).to_have_count(0)  # not the portal's shell
+    expect(page.get_by_role("heading", level=1)).to_have_text(
+        "Confirm your payment" if lang == "en" else "Bevestig uw betaling"
+    )
+    _shot(page, f"polish-3ds-{lang}")
+    _assert_accessible(page, f"3ds-{lang}")
