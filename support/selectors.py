@@ -28,7 +28,7 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 from django.shortcuts import get_object_or_404
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy as _lazy
+from django.utils.translation import gettext_lazy
 
 from accounts.models import BillingAccount, Membership
 from audit.models import AuditEvent
@@ -88,14 +88,14 @@ PARTIAL_KEYS = ("email_partial", "name_domain")
 
 
 KEY_LABELS = {
-    "payment_reference": _lazy("payment reference"),
-    "invoice_number": _lazy("invoice number"),
-    "card_last4": _lazy("card last4"),
-    "subscription_id": _lazy("subscription id"),
-    "email": _lazy("member e-mail"),
-    "domain": _lazy("domain"),
-    "email_partial": _lazy("member e-mail (partial)"),
-    "name_domain": _lazy("name or domain"),
+    "payment_reference": gettext_lazy("payment reference"),
+    "invoice_number": gettext_lazy("invoice number"),
+    "card_last4": gettext_lazy("card last4"),
+    "subscription_id": gettext_lazy("subscription id"),
+    "email": gettext_lazy("member e-mail"),
+    "domain": gettext_lazy("domain"),
+    "email_partial": gettext_lazy("member e-mail (partial)"),
+    "name_domain": gettext_lazy("name or domain"),
 }
 
 
@@ -312,12 +312,56 @@ def support_account_overview(*, account: BillingAccount) -> AccountOverview:
 
 @dataclass(frozen=True)
 class TimelineEntry:
-    kind: str  # "audit" | "attempt" | "notice" | "note"
+    kind: str  # "audit" | "attempt" | "notice" | "note" (shown through kind_label, never raw)
     at: dt.datetime
     title: str
     detail: str
     actor: str
     obj: Any
+
+    @property
+    def kind_label(self) -> str:
+        return str(TIMELINE_KIND_LABELS.get(self.kind, self.kind))
+
+
+TIMELINE_KIND_LABELS = {
+    "audit": gettext_lazy("Change"),
+    "attempt": gettext_lazy("Payment"),
+    "notice": gettext_lazy("Mail"),
+    "note": gettext_lazy("Note"),
+}
+# Audit event names are for code and queries; people read these (support.account_viewed is not a sentence).
+AUDIT_ACTION_LABELS = {
+    "account.notifications_changed": gettext_lazy("Notification settings changed"),
+    "dunning.stopped": gettext_lazy("Automatic retries stopped"),
+    "invoice.renewal_issued": gettext_lazy("Renewal invoice issued"),
+    "payment.canceled": gettext_lazy("Payment canceled"),
+    "payment.declined": gettext_lazy("Payment declined"),
+    "payment.overpaid": gettext_lazy("Payment larger than the balance"),
+    "payment.succeeded": gettext_lazy("Payment received"),
+    "payment.unknown": gettext_lazy("Payment outcome unknown"),
+    "payment_method.added": gettext_lazy("Payment method added"),
+    "payment_method.expiry_changed": gettext_lazy("Card expiry date changed"),
+    "subscription.cancelled": gettext_lazy("Subscription cancelled"),
+    "subscription.data_deleted": gettext_lazy("Subscription data deleted"),
+    "subscription.disabled": gettext_lazy("Subscription disabled"),
+    "subscription.past_due": gettext_lazy("Subscription past due"),
+    "subscription.reactivated": gettext_lazy("Subscription reactivated"),
+    "support.account_viewed": gettext_lazy("Account viewed by support"),
+    "support.bank_transfer_recorded": gettext_lazy("Bank transfer recorded"),
+    "support.grace_extended": gettext_lazy("Grace period extended"),
+    "support.note_added": gettext_lazy("Support note added"),
+    "support.retry_requested": gettext_lazy("Payment retried by support"),
+    "support.searched": gettext_lazy("Support search"),
+}
+
+
+def audit_action_label(action: str) -> str:
+    """A readable name for an audit event; an unknown one is spelled out ("foo.bar_baz" → "Foo bar baz")."""
+    label = AUDIT_ACTION_LABELS.get(action)
+    if label is not None:
+        return str(label)
+    return action.replace(".", " ").replace("_", " ").strip().capitalize()
 
 
 @dataclass(frozen=True)
@@ -375,13 +419,20 @@ def support_timeline(*, account: BillingAccount, page: int = 1) -> TimelinePage:
         if kind == "audit" and pk in audits:
             event = audits[pk]
             entries.append(
-                TimelineEntry("audit", created, event.action, event.message, event.actor_label, event)
+                TimelineEntry(
+                    "audit",
+                    created,
+                    audit_action_label(event.action),
+                    event.message,
+                    event.actor_label,
+                    event,
+                )
             )
         elif kind == "attempt" and pk in attempts:
             attempt = attempts[pk]
             detail = f"{attempt.amount} · {attempt.get_status_display()}"
             if attempt.decline_code:
-                detail += f" · {decline_message(attempt.decline_code)} ({attempt.decline_code})"
+                detail += f" · {decline_message(attempt.decline_code)}"
             if attempt.payment_method:
                 detail += f" · {attempt.payment_method.label}"
             if attempt.reference_note:
