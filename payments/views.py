@@ -203,12 +203,13 @@ def _settle_context(
     failed: PaymentMethod,
     chosen: PaymentMethod | None,
     typed: dict[str, str] | None = None,
+    preselect: bool = True,
 ) -> dict[str, Any]:
     """`chosen` is what the person selected (None: nothing yet). With nothing chosen a working card is
     pre-selected, never the declined one; with no working card nothing is, and the pane asks."""
     account = membership.account
     methods = list(payment_methods_usable(account=account))
-    if chosen is None:
+    if chosen is None and preselect:
         preselected = payment_method_preselect(methods=methods)
         chosen = next((m for m in methods if m.pk == preselected), None)
     quote = settle_quote(account=account, failed_method=failed, chosen_method=chosen or failed)
@@ -262,10 +263,11 @@ def settle_balance(request: HtmxHttpRequest, membership: Membership, failed_meth
                 account=membership.account,
                 pk=choice_id,
             )
-        context = _settle_context(request=request, membership=membership, failed=failed, chosen=chosen)
+        # "Add a new card": nothing else is selected, and the total is the declined card's alone.
+        context = _settle_context(
+            request=request, membership=membership, failed=failed, chosen=chosen, preselect=choice != "new"
+        )
         context["new_selected"] = choice == "new"
-        if choice == "new":
-            context["selected_id"] = None
         return _render_pane(request, template, context)
 
     _require_pay(membership)
@@ -274,7 +276,12 @@ def settle_balance(request: HtmxHttpRequest, membership: Membership, failed_meth
     picked_id = parse_id(typed["method"])
     picked = next((m for m in payment_methods_usable(account=membership.account) if m.pk == picked_id), None)
     context = _settle_context(
-        request=request, membership=membership, failed=failed, chosen=picked, typed=typed
+        request=request,
+        membership=membership,
+        failed=failed,
+        chosen=picked,
+        typed=typed,
+        preselect=typed["method"] != "new",  # "Add a new card": no saved card, the declined card's total
     )
     context["new_selected"] = typed["method"] == "new"
     if not form.is_valid():

@@ -84,7 +84,7 @@ def test_admin_sees_the_past_due_story_on_every_page(live_server, demo_page: Pag
     _assert_accessible(page, "invoices")
 
     page.get_by_role("link", name="INV-2026-100001").click()
-    expect(page.get_by_text("Payment terms: Net 30 days")).to_be_visible()
+    expect(page.get_by_text("Payment terms: Due on receipt")).to_be_visible()
     _shot(page, "invoice-detail")
     _assert_accessible(page, "invoice-detail")
 

@@ -49,7 +49,8 @@ def test_admin_settles_the_visa_balance_with_the_mastercard(page: Page, live_ser
     product_list.get_by_role("link", name="Settle balance").first.click()
     pane = page.locator("#side-pane .pane")
     expect(pane).to_be_visible()
-    expect(pane.locator("#settle-total")).to_have_text("€376.50")
+    # The working Mastercard is pre-selected (never the declined Visa), its own €14.00 included.
+    expect(pane.locator("#settle-total")).to_have_text("€390.50")
     pane.get_by_label(re.compile("Mastercard ending 4444")).check()
     expect(pane.locator("#settle-total")).to_have_text("€390.50")
     expect(pane.locator("#chosen-method-charges")).to_contain_text("€14.00")

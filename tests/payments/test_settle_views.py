@@ -347,3 +347,24 @@ def test_pay_now_charges_nothing_when_the_amount_changed_since_the_pane_was_show
     assert "amount due changed" in response.content.decode()
     assert not SimCharge.objects.exists()
     assert Invoice.objects.get(pk=invoice.pk).amount_due_minor == 2600
+
+
+def test_after_a_new_card_error_the_total_is_the_declined_cards_and_paying_works(client, contoso):
+    """Under "Add a new card" no saved card's own charges are added: the shown total stays consistent."""
+    client.force_login(contoso.admin)
+    bad = client.post(
+        settle_url(contoso),
+        {
+            "form_key": str(uuid.uuid4()),
+            "method": "new",
+            "number": "4242424242424241",
+            "exp_month": "12",
+            "exp_year": "2031",
+            "cvc": "123",
+            "shown_total_minor": "37650",
+        },
+    ).content.decode()
+    assert 'id="settle-total">€376.50' in bad
+    assert re.findall(r'name="method" value="(\w+)" checked', bad) == ["new"]
+    assert 'value="12"' in bad  # the typed month is kept
+    assert "4242424242424241" not in bad  # the number never is
