@@ -296,7 +296,11 @@ def settle_balance(request: HtmxHttpRequest, membership: Membership, failed_meth
         chosen = _method_from_form(request=request, membership=membership, form=form)
         context = _settle_context(request=request, membership=membership, failed=failed, chosen=chosen)
         shown = form.cleaned_data.get("shown_total_minor")
-        if shown is not None and shown != context["quote"].total.amount_minor:
+        total = context["quote"].total.amount_minor
+        # A new card has no charges of its own: its total is the declined card's, which can only be less than
+        # a total shown with a pre-selected saved card. Never charge more than the person saw.
+        new_card = form.cleaned_data["method"] == "new"
+        if shown is not None and (shown < total if new_card else shown != total):
             context["error"] = _(
                 "The total is %(total)s with this payment method, including its own past-due charges. "
                 "Check it and select Settle balance again."
