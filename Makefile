@@ -23,7 +23,7 @@ install: .venv/.installed
 
 .venv/.installed: pyproject.toml uv.lock
 	@test -n "$(PYTHON)" || { echo "Python 3.12 or newer is needed (python3.13/python3.12 on PATH)"; exit 1; }
-	@if [ -z "$(UV)" ]; then echo "Installing uv…"; "$(PYTHON)" -m pip install --quiet --user uv; fi
+	@if [ -z "$(UV)" ]; then echo "Installing uv…"; "$(PYTHON)" -m pip install --quiet --user --root-user-action=ignore --disable-pip-version-check uv; fi
 	$(or $(UV),$(HOME)/.local/bin/uv) sync --frozen
 	@touch $@
 

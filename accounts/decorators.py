@@ -33,6 +33,7 @@ def account_member_required(view: MemberView) -> Callable[..., HttpResponseBase]
         language = membership.account.language
         translation.activate(language)
         request.LANGUAGE_CODE = translation.get_language()
+        request._account_language_set = True  # type: ignore[attr-defined]  # read by billing_portal.errors
         return view(request, membership, *args, **kwargs)
 
     return wrapper

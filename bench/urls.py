@@ -28,6 +28,6 @@ def shell(request: HttpRequest, membership: Membership) -> HttpResponse:
 
 urlpatterns = [
     path("__bench__/bare/", bare, name="bench_bare"),
-    path("__bench__/a/<int:account_id>/shell/", shell, name="bench_shell"),
+    path("__bench__/a/<id:account_id>/shell/", shell, name="bench_shell"),
     *portal_urlpatterns,
 ]

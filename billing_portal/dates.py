@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 
-from django.utils import formats, translation
+from django.utils import formats, timezone, translation
 
 
 def format_date(value: dt.date | dt.datetime, language: str | None = None) -> str:
@@ -23,9 +23,19 @@ def _format_day(value: dt.date, language: str) -> str:
         return formats.date_format(value, "j b Y" if language == "nl" else "j M Y")
 
 
-def format_datetime(value: dt.datetime, language: str | None = None) -> str:
-    """A moment for people, in the site's time zone: '24 Nov 2026 10:00' / '24 nov 2026 10:00'."""
-    from django.utils import timezone
-
+def format_datetime(value: dt.datetime, language: str | None = None, *, seconds: bool = False) -> str:
+    """'24 Nov 2026 14:05' / '24 nov 2026 14:05', in the portal's time zone (support console, timelines)."""
+    language = (language or translation.get_language() or "en").split("-")[0]
     local = timezone.localtime(value) if timezone.is_aware(value) else value
-    return f"{format_date(local, language)} {local:%H:%M}"
+    return (
+        f"{format_date(local, language)} {local:%H:%M:%S}"
+        if seconds
+        else f"{format_date(local, language)} {local:%H:%M}"
+    )
+
+
+def format_day_month(value: dt.date, language: str | None = None) -> str:
+    """'24 Nov' / '24 nov': chart axes and other places where the year is plain from the context."""
+    language = (language or translation.get_language() or "en").split("-")[0]
+    with translation.override(language):
+        return formats.date_format(value, "j b" if language == "nl" else "j M")

@@ -13,6 +13,7 @@ from django.utils.translation import gettext as _
 
 from billing_portal.money import Money
 from notifications.models import Notice
+from payments.gateways.base import decline_reason
 from payments.models import PaymentAllocation, PaymentAttempt
 from payments.services import PENDING_STALE_AFTER
 from subscriptions.models import Invoice, Subscription
@@ -60,7 +61,8 @@ def _result_text(attempt: PaymentAttempt | None) -> str:
     if attempt.status == status.SUCCEEDED:
         return _("Paid")
     if attempt.status == status.FAILED:
-        return f"{_('Declined')}: {attempt.decline_message or attempt.decline_code}"
+        # In the reader's language and plain words: never the stored (English) message or the raw code.
+        return f"{_('Declined')}: {decline_reason(attempt.decline_code)}"
     if attempt.status == status.REQUIRES_ACTION:
         return _("Waiting for the customer to authenticate")
     if attempt.status in (status.UNKNOWN, status.PENDING):

@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.urls import reverse
-from django.utils import formats, timezone, translation
+from django.utils import timezone, translation
 
 from accounts.models import BillingAccount
 from audit.services import audit_record
@@ -615,10 +615,13 @@ def account_dunning_run(*, account_id: int, now: dt.datetime) -> RunReport:
     due_ids = list(due_invoices)
     # One read of the account's card history for the whole run; each charge updates it in memory.
     history = card_history_load(account_id=account_id, now=now) if due_ids else None
+    failures: list[Failure] = []
     for invoice_id in due_ids:
         report.charged[invoice_id] = invoice_charge_due(
-            invoice_id=invoice_id, now=now, policies=policies, history=history
+            invoice_id=invoice_id, now=now, policies=policies, history=history, failures=failures
         )
+    # One mail per card and event, listing every subscription it failed for (not one per invoice).
+    failures_notify(account_id=account_id, failures=failures, now=now)
     subs = Subscription.objects.filter(lifecycle_due_q(now), account_id=account_id).order_by("pk")
     for sub_id in list(subs.values_list("pk", flat=True)):
         report.lifecycle[sub_id] = subscription_lifecycle_step(subscription_id=sub_id, now=now)
@@ -716,6 +719,7 @@ def invoice_charge_due(
     now: dt.datetime,
     policies: dict[str, RetryPolicy] | None = None,
     history: CardHistory | None = None,
+    failures: list[Failure] | None = None,
 ) -> str:
     """Charge one due invoice off-session, once, if the retry budget allows it. Returns what happened,
     in a word, for reports."""
@@ -845,7 +849,12 @@ def invoice_charge_due(
         Invoice.objects.filter(pk=invoice.pk, attempt_count__lt=number).update(attempt_count=number)
     else:
         invoice_after_attempt(
-            invoice_id=invoice.pk, attempt_id=attempt.pk, now=now, policies=policies, history=history
+            invoice_id=invoice.pk,
+            attempt_id=attempt.pk,
+            now=now,
+            policies=policies,
+            history=history,
+            failures=failures,
         )
     return str(attempt.status)
 
@@ -857,10 +866,13 @@ def invoice_after_attempt(
     now: dt.datetime,
     policies: dict[str, RetryPolicy] | None = None,
     history: CardHistory | None = None,
+    failures: list[Failure] | None = None,
 ) -> Invoice:
     """Schedule what comes after an off-session attempt on an invoice, by its outcome and decline category.
 
     Idempotent: the attempt number only moves forward, and each notice has its attempt in its dedupe key.
+    With `failures`, a decline is added to that list for one grouped mail (failures_notify) instead of
+    being mailed on its own.
     """
     policies = policies or retry_policies()
     with transaction.atomic():
@@ -925,7 +937,10 @@ def invoice_after_attempt(
                 sub = _mark_subscription_past_due(subscription_id=invoice.subscription_id, now=failed_at)
                 if sub is not None:
                     _schedule_final_warning(sub=sub, now=now)
-            _notify_failure(account=account, invoice=invoice, attempt=attempt, category=category, sub=sub)
+            if failures is None:
+                _notify_failure(account=account, invoice=invoice, attempt=attempt, category=category, sub=sub)
+            else:
+                failures.append(Failure(invoice_id=invoice.pk, attempt_id=attempt.pk, category=category))
         if fields:
             invoice.save(update_fields=sorted(fields))
     return invoice
@@ -1032,8 +1047,8 @@ def _detach_at_gateway(tokens: list[tuple[str, str]]) -> None:
 
 
 def _date(value: dt.datetime, account: BillingAccount) -> str:
-    with translation.override(account.language):
-        return formats.date_format(timezone.localtime(value), "DATE_FORMAT")
+    """A date in a mail: the one formatter for people, in the account's language ("26 dec 2026")."""
+    return format_date(timezone.localtime(value), account.language)
 
 
 def settle_url(*, account_id: int, method_id: int | None) -> str:
@@ -1080,6 +1095,77 @@ def _notify_invoice_issued(*, account: BillingAccount, invoice: Invoice, product
     )
 
 
+@dataclass(frozen=True)
+class Failure:
+    invoice_id: int
+    attempt_id: int
+    category: str
+
+
+def failures_notify(*, account_id: int, failures: list[Failure], now: dt.datetime) -> None:
+    """Mail each card's declines of one run once: the subscriptions, the total, the next step.
+
+    The dedupe key is the group's first attempt (`payment_failed:<attempt>`), so a rerun of the same run
+    (same attempts, same idempotency keys) never mails again.
+    """
+    if not failures:
+        return
+    account = BillingAccount.objects.get(pk=account_id)
+    attempts = {
+        a.pk: a
+        for a in PaymentAttempt.objects.filter(pk__in=[f.attempt_id for f in failures]).select_related(
+            "payment_method"
+        )
+    }
+    invoices = {
+        i.pk: i
+        for i in Invoice.objects.filter(pk__in=[f.invoice_id for f in failures]).select_related(
+            "subscription__product"
+        )
+    }
+    groups: dict[tuple[int | None, bool], list[Failure]] = {}
+    for f in failures:
+        auth = f.category == RetryPolicy.Category.AUTHENTICATION_REQUIRED
+        groups.setdefault((attempts[f.attempt_id].payment_method_id, auth), []).append(f)
+    for (_method_id, auth), group in groups.items():
+        group.sort(key=lambda f: f.attempt_id)
+        first = attempts[group[0].attempt_id]
+        rows = [invoices[f.invoice_id] for f in group]
+        subs = [i.subscription for i in rows if i.subscription is not None]
+        kind = "authentication_required" if auth else "payment_failed"
+        retries = [i.next_attempt_at for i in rows if i.next_attempt_at and i.next_attempt_at > now]
+        graces = [s.grace_ends_at for s in subs if s.grace_ends_at and s.grace_ends_at > now]
+        currency = rows[0].currency
+        with translation.override(account.language):
+            reason = decline_message(first.decline_code or group[0].category)
+            # Built in the account's language: "Visa eindigend op 1881" in a Dutch mail.
+            method_label = first.payment_method.label if first.payment_method else ""
+        items = [
+            {
+                "product": i.subscription.product.name if i.subscription else i.number,
+                "invoice": i.number,
+                "amount": format_money(i.amount_due_minor, i.currency, account.language),
+            }
+            for i in rows
+        ]
+        notice_send(
+            account=account,
+            kind=kind,
+            dedupe_key=f"{kind}:{first.pk}",
+            context={
+                "product": ", ".join(item["product"] for item in items),
+                "invoice": ", ".join(item["invoice"] for item in items),
+                "items": items if len(items) > 1 else [],
+                "amount": format_money(sum(i.amount_due_minor for i in rows), currency, account.language),
+                "method": method_label,
+                "reason": reason,
+                "retry_on": _date(min(retries), account) if retries else "",
+                "disable_on": _date(min(graces), account) if graces else "",
+                "settle_url": settle_url(account_id=account.pk, method_id=first.payment_method_id),
+            },
+        )
+
+
 def _notify_failure(
     *,
     account: BillingAccount,
@@ -1089,8 +1175,10 @@ def _notify_failure(
     sub: Subscription | None,
 ) -> None:
     method = attempt.payment_method
+    now = timezone.now()
     with translation.override(account.language):
         reason = decline_message(attempt.decline_code or category)
+        method_label = method.label if method else ""
     auth = category == RetryPolicy.Category.AUTHENTICATION_REQUIRED
     kind = "authentication_required" if auth else "payment_failed"
     notice_send(
@@ -1101,10 +1189,13 @@ def _notify_failure(
             "product": sub.product.name if sub else invoice.number,
             "invoice": invoice.number,
             "amount": format_money(invoice.amount_due_minor, invoice.currency, account.language),
-            "method": method.label if method else "",
+            "method": method_label,
             "reason": reason,
             "retry_on": _date(invoice.next_attempt_at, account) if invoice.next_attempt_at else "",
-            "disable_on": _date(sub.grace_ends_at, account) if sub and sub.grace_ends_at else "",
+            # After the grace period the subscription is (being) disabled: no date in the past.
+            "disable_on": _date(sub.grace_ends_at, account)
+            if sub and sub.grace_ends_at and sub.grace_ends_at > now
+            else "",
             "settle_url": settle_url(account_id=account.pk, method_id=attempt.payment_method_id),
         },
     )

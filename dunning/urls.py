@@ -5,5 +5,5 @@ from . import views
 app_name = "dunning"
 
 urlpatterns = [
-    path("products/<int:subscription_id>/timeline/", views.subscription_timeline, name="timeline"),
+    path("products/<id:subscription_id>/timeline/", views.subscription_timeline, name="timeline"),
 ]

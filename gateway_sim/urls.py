@@ -5,5 +5,5 @@ from . import views
 app_name = "gateway_sim"
 
 urlpatterns = [
-    path("3ds/<str:reference>/", views.challenge, name="challenge"),
+    path("3ds/<key:reference>/", views.challenge, name="challenge"),
 ]

@@ -80,8 +80,18 @@ def notices_requeue_stale(*, older_than: dt.datetime, limit: int = 500) -> int:
     return sum(notice_enqueue_delivery(notice_id=i) for i in ids)
 
 
+def _scalar(v: Any) -> bool:
+    return isinstance(v, (str, int, float, bool)) or v is None
+
+
 def _serialisable(context: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in context.items() if isinstance(v, (str, int, float, bool)) or v is None}
+    """What the mail is rendered from later: scalars, and lists of flat dicts (a grouped mail's rows)."""
+    return {
+        k: v
+        for k, v in context.items()
+        if _scalar(v)
+        or (isinstance(v, list) and all(isinstance(r, dict) and all(map(_scalar, r.values())) for r in v))
+    }
 
 
 def notice_invoice_numbers(context: dict[str, Any]) -> list[str]:

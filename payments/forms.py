@@ -7,6 +7,8 @@ import uuid
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
+from billing_portal.ids import parse_id
+
 
 def new_form_key() -> str:
     return str(uuid.uuid4())
@@ -31,7 +33,7 @@ class PayForm(forms.Form):
 
     def clean_method(self) -> str:
         value = self.cleaned_data["method"].strip()
-        if value != "new" and not value.isdigit():
+        if value != "new" and parse_id(value) is None:
             raise forms.ValidationError(_("Choose a payment method or add a new card."))
         return value
 
@@ -78,11 +80,3 @@ class PaymentMethodEditForm(forms.Form):
         if not can_edit_expiry:
             del self.fields["exp_month"]
             del self.fields["exp_year"]
-
-
-def parse_id(value: str | None) -> int | None:
-    """A database id typed into a form: ASCII digits only ("²" and "٣" are not ids)."""
-    value = (value or "").strip()
-    if value and value.isascii() and value.isdigit() and len(value) < 19:
-        return int(value)
-    return None

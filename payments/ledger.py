@@ -96,6 +96,7 @@ def payment_apply(
     actor: Any = None,
     method_text: str,
     paid_on: dt.date,
+    paid_at: dt.datetime | None = None,
 ) -> Applied:
     """Apply a payment that has just succeeded to the invoices it was for, restore their subscriptions
     and mail the receipt. Called once per payment, under the account lock, by whatever learnt of the
@@ -118,7 +119,8 @@ def payment_apply(
         allocation.applied_minor = allocation.amount_minor
         allocation.save(update_fields=["applied_minor"])
         applied.append(allocation)
-    invoices = invoice_ledger_sync(invoice_ids=[a.invoice_id for a in applied], at=now)
+    # An invoice is paid when the money arrived (a transfer's value date), not when we recorded it.
+    invoices = invoice_ledger_sync(invoice_ids=[a.invoice_id for a in applied], at=paid_at or now)
     subscription_ids = {i.subscription_id for i in invoices if i.subscription_id}
     for sub_id in (
         # Past due, warned, disabled, and cancelled ones whose reactivation was asked for (restorable_q).
@@ -208,5 +210,7 @@ def bank_transfer_receive(
             actor=actor,
             method_text=method_text,
             paid_on=received_on,
+            # "Paid on" is the day the transfer arrived (midday, so no time zone moves it to another day).
+            paid_at=min(timezone.make_aware(dt.datetime.combine(received_on, dt.time(12, 0))), now),
         )
     return attempt

@@ -373,3 +373,14 @@ def invoice_money_history(*, invoice: Invoice) -> list[InvoiceMoneyRow]:
             )
         )
     return sorted(rows, key=lambda r: r.at)  # stable: a credit note stays before its refund
+
+
+def payment_method_preselect(*, methods: list[PaymentMethod], preferred_id: int | None = None) -> int | None:
+    """The card a pay pane selects for the person: the preferred one (the invoice's own card) when it works,
+    else the first working card (default first). A declined or expired card is never pre-selected, so the
+    primary button cannot charge it again by accident; with no working card nothing is selected and the
+    pane asks."""
+    working = [m for m in methods if m.status == PaymentMethod.Status.VALID]
+    if preferred_id is not None and any(m.pk == preferred_id for m in working):
+        return preferred_id
+    return working[0].pk if working else None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -39,6 +40,7 @@ from .gateways.base import (
     ChargeResult,
     decline_message,
     get_gateway,
+    luhn_valid,
 )
 from .ledger import payment_apply
 from .models import GatewayCustomer, PaymentAllocation, PaymentAttempt, PaymentMethod
@@ -746,38 +748,37 @@ def invoice_pay(
 
 
 def validate_expiry(*, exp_month: Any, exp_year: Any, today: dt.date | None = None) -> tuple[int, int]:
-    """Parse and check an expiry date from a form; raise InvalidCardInput with plain-words errors."""
-    try:
-        month = int(str(exp_month).strip())
-    except ValueError:
-        raise InvalidCardInput(
-            _("Enter the expiry month as a number from 1 to 12."),
-            errors={"exp_month": _("Enter the expiry month as a number from 1 to 12.")},
-        ) from None
-    try:
-        year = int(str(exp_year).strip())
-    except ValueError:
-        raise InvalidCardInput(
-            _("Enter the expiry year with four digits."),
-            errors={"exp_year": _("Enter the expiry year with four digits.")},
-        ) from None
-    if not 1 <= month <= 12:
-        raise InvalidCardInput(
-            _("Enter the expiry month as a number from 1 to 12."),
-            errors={"exp_month": _("Enter the expiry month as a number from 1 to 12.")},
-        )
+    """Parse and check an expiry date from a form; raise InvalidCardInput with plain-words errors for every
+    field at once. Only ASCII digits count ("٣" is not a month)."""
+    month_text, year_text = str(exp_month or "").strip(), str(exp_year or "").strip()
+    month = int(month_text) if re.fullmatch(r"[0-9]{1,2}", month_text) else 0
+    year = int(year_text) if re.fullmatch(r"[0-9]{2}|[0-9]{4}", year_text) else -1
     if 0 <= year < 100:
         year += 2000
     today = today or timezone.localdate()
+    errors: dict[str, str] = {}
+    if not 1 <= month <= 12:
+        errors["exp_month"] = _("Enter the expiry month as a number from 1 to 12.")
     if not 2000 <= year <= today.year + 25:
-        raise InvalidCardInput(
-            _("Enter the expiry year with four digits."),
-            errors={"exp_year": _("Enter the expiry year with four digits.")},
-        )
+        errors["exp_year"] = _("Enter the expiry year with four digits.")
+    if errors:
+        raise InvalidCardInput(next(iter(errors.values())), errors=errors)
     if (year, month) < (today.year, today.month):
         msg = _("This expiry date is in the past. Enter the date printed on the card.")
         raise InvalidCardInput(msg, errors={"exp_month": msg})
     return month, year
+
+
+HOLDER_NAME_MAX = 120
+
+
+def _check_holder_name(holder_name: str, errors: dict[str, str]) -> str:
+    holder_name = (holder_name or "").strip()
+    if len(holder_name) > HOLDER_NAME_MAX:
+        errors["holder_name"] = _("Enter the name as printed on the card (at most %(max)s characters).") % {
+            "max": HOLDER_NAME_MAX
+        }
+    return holder_name
 
 
 def payment_method_add(
@@ -798,9 +799,15 @@ def payment_method_add(
         month, year = validate_expiry(exp_month=exp_month, exp_year=exp_year)
     except InvalidCardInput as exc:
         errors.update(exc.errors)
-    number = "".join(c for c in (number or "") if c.isdigit() or c.isalpha())
+    holder_name = _check_holder_name(holder_name, errors)
+    # Spaces and dashes as people type them; anything else stays in and fails the number check.
+    number = "".join(c for c in (number or "") if not c.isspace() and c != "-")
     if not number:
         errors["number"] = _("Enter the card number.")
+    elif not luhn_valid(number):
+        errors["number"] = _("This card number is not valid. Check the digits and try again.")
+    if not re.fullmatch(r"[0-9]{3,4}", (cvc or "").strip()):
+        errors["cvc"] = _("Enter the 3 or 4 digit security code from the back of the card.")
     if errors:
         raise InvalidCardInput(_("Check the card details."), errors=errors)
     gateway = get_gateway()
@@ -821,8 +828,12 @@ def payment_method_add_from_setup(
 ) -> PaymentMethod:
     """ELEMENTS gateways: the browser confirmed a card setup with the gateway's script; record its card."""
     _require_payer(account_id=account_id, actor=actor)
-    if not setup_intent_id:
-        raise InvalidCardInput(_("Enter the card details."), errors={"number": _("Enter the card details.")})
+    errors: dict[str, str] = {}
+    holder_name = _check_holder_name(holder_name, errors)
+    if not setup_intent_id or len(setup_intent_id) > 255:
+        errors["number"] = _("Enter the card details.")
+    if errors:
+        raise InvalidCardInput(next(iter(errors.values())), errors=errors)
     gateway = get_gateway()
     if gateway.card_collection != CardCollection.ELEMENTS:
         raise InvalidCardInput(_("Enter the card details."), errors={"number": _("Enter the card details.")})

@@ -32,11 +32,12 @@ from django_htmx.middleware import HtmxDetails
 
 from accounts.decorators import account_member_required, is_htmx
 from accounts.models import Membership
+from billing_portal.ids import parse_id
 from subscriptions.models import Invoice, Subscription
 from subscriptions.selectors import past_due_summary
 
 from . import services, webhooks
-from .forms import ExpiryForm, PayForm, PaymentMethodEditForm, new_form_key, parse_id
+from .forms import ExpiryForm, PayForm, PaymentMethodEditForm, new_form_key
 from .gateways.base import (
     CardCollection,
     GatewayError,
@@ -50,6 +51,7 @@ from .models import PaymentAttempt, PaymentMethod
 from .selectors import (
     attempts_in_flight,
     attempts_in_flight_on_methods,
+    payment_method_preselect,
     payment_method_subscription_count,
     payment_methods_for_account,
     payment_methods_usable,
@@ -126,7 +128,7 @@ def _method_from_form(*, request: HtmxHttpRequest, membership: Membership, form:
         return get_object_or_404(
             PaymentMethod.objects.exclude(status=PaymentMethod.Status.DETACHED),
             account_id=membership.account_id,
-            pk=int(choice),
+            pk=parse_id(choice),
         )
     if get_gateway().card_collection == CardCollection.ELEMENTS:
         return services.payment_method_add_from_setup(
@@ -221,16 +223,28 @@ def _close_url(membership: Membership, attempt: PaymentAttempt | None = None) ->
 
 
 def _settle_context(
-    *, request: HtmxHttpRequest, membership: Membership, failed: PaymentMethod, chosen: PaymentMethod | None
+    *,
+    request: HtmxHttpRequest,
+    membership: Membership,
+    failed: PaymentMethod,
+    chosen: PaymentMethod | None,
+    typed: dict[str, str] | None = None,
+    preselect: bool = True,
 ) -> dict[str, Any]:
+    """`chosen` is what the person selected (None: nothing yet). With nothing chosen a working card is
+    pre-selected, never the declined one; with no working card nothing is, and the pane asks."""
     account = membership.account
     methods = list(payment_methods_usable(account=account))
+    if chosen is None and preselect:
+        preselected = payment_method_preselect(methods=methods)
+        chosen = next((m for m in methods if m.pk == preselected), None)
     quote = settle_preview(account=account, failed_method=failed, chosen_method=chosen or failed)
     return {
         "membership": membership,
         "account": account,
         "failed": failed,
-        "chosen": chosen or failed,
+        "chosen": chosen,
+        "selected_id": chosen.pk if chosen else None,
         "methods": methods,
         "quote": quote,
         "in_flight": attempts_in_flight_on_methods(
@@ -243,8 +257,19 @@ def _settle_context(
         and failed.owner_id == request.user.pk,
         "form_key": new_form_key(),
         "expiry_years": range(_this_year(), _this_year() + 16),
+        "form_data": typed or {},
         **_card_form_context(),
     }
+
+
+def _typed(request: HttpRequest) -> dict[str, str]:
+    """What the person typed, to show again under an error: never the card number or security code."""
+    return {k: request.POST.get(k, "")[:120] for k in ("holder_name", "exp_month", "exp_year", "method")}
+
+
+def _field_errors(errors: Any) -> dict[str, str]:
+    """{field: first message} from a Django form's errors or a service's error dict."""
+    return {k: (v[0] if isinstance(v, list | tuple) else str(v)) for k, v in (errors or {}).items()}
 
 
 def _this_year() -> int:
@@ -261,22 +286,37 @@ def settle_balance(request: HtmxHttpRequest, membership: Membership, failed_meth
     if request.method == "GET":
         chosen = None
         choice = request.GET.get("method", "")
-        if choice.isdigit():
+        choice_id = parse_id(choice)
+        if choice_id is not None:
             chosen = get_object_or_404(
                 PaymentMethod.objects.exclude(status=PaymentMethod.Status.DETACHED),
                 account=membership.account,
-                pk=int(choice),
+                pk=choice_id,
             )
-        context = _settle_context(request=request, membership=membership, failed=failed, chosen=chosen)
+        # "Add a new card": nothing else is selected, and the total is the declined card's alone.
+        context = _settle_context(
+            request=request, membership=membership, failed=failed, chosen=chosen, preselect=choice != "new"
+        )
         context["new_selected"] = choice == "new"
         return _render_pane(request, template, context)
 
     _require_pay(membership)
     form = PayForm(request.POST)
-    context = _settle_context(request=request, membership=membership, failed=failed, chosen=None)
+    typed = _typed(request)
+    picked_id = parse_id(typed["method"])
+    picked = next((m for m in payment_methods_usable(account=membership.account) if m.pk == picked_id), None)
+    context = _settle_context(
+        request=request,
+        membership=membership,
+        failed=failed,
+        chosen=picked,
+        typed=typed,
+        preselect=typed["method"] != "new",  # "Add a new card": no saved card, the declined card's total
+    )
+    context["new_selected"] = typed["method"] == "new"
     if not form.is_valid():
-        context["form_errors"] = form.errors
-        context["error"] = next(iter(form.errors.values()))[0]
+        context["form_errors"] = _field_errors(form.errors)
+        context["error"] = _("Choose a payment method or add a new card.") if "method" in form.errors else ""
         return _render_pane(request, template, context)
     key = f"settle:{membership.account_id}:{form.cleaned_data['form_key']}"
     existing = PaymentAttempt.objects.filter(account=membership.account, idempotency_key=key).first()
@@ -286,7 +326,11 @@ def settle_balance(request: HtmxHttpRequest, membership: Membership, failed_meth
         chosen = _method_from_form(request=request, membership=membership, form=form)
         context = _settle_context(request=request, membership=membership, failed=failed, chosen=chosen)
         shown = form.cleaned_data.get("shown_total_minor")
-        if shown is not None and shown != context["quote"].total.amount_minor:
+        total = context["quote"].total.amount_minor
+        # A new card has no charges of its own: its total is the declined card's, which can only be less than
+        # a total shown with a pre-selected saved card. Never charge more than the person saw.
+        new_card = form.cleaned_data["method"] == "new"
+        if shown is not None and (shown < total if new_card else shown != total):
             context["error"] = _(
                 "The total is %(total)s with this payment method, including its own past-due charges. "
                 "Check it and select Settle balance again."
@@ -302,13 +346,12 @@ def settle_balance(request: HtmxHttpRequest, membership: Membership, failed_meth
         )
     except services.PaymentError as exc:
         context["error"] = exc.message
-        context["form_errors"] = exc.errors
-        context["new_selected"] = form.cleaned_data["method"] == "new"
-        context["form_data"] = {
-            k: v for k, v in form.cleaned_data.items() if k in ("holder_name", "exp_month")
-        }
+        context["form_errors"] = _field_errors(exc.errors)
         context["form_key"] = new_form_key()
         return _render_pane(request, template, context)
+    if attempt.status == PaymentAttempt.Status.FAILED:
+        # The card just declined is not selected again: the primary button must not charge it twice.
+        context = _settle_context(request=request, membership=membership, failed=failed, chosen=None)
     return _after_attempt(request, membership, attempt, template, context)
 
 
@@ -343,8 +386,10 @@ def settle_expiry(request: HtmxHttpRequest, membership: Membership, failed_metho
     else:
         error = _("Enter the new expiry month and year.")
         errors = {k: v[0] for k, v in form.errors.items()}
-    context = _settle_context(request=request, membership=membership, failed=failed, chosen=failed)
-    context.update({"notice": notice, "expiry_error": error, "expiry_errors": errors})
+    context = _settle_context(request=request, membership=membership, failed=failed, chosen=None)
+    # Under an error the fields show what was typed, never the stored date.
+    typed = {k: request.POST.get(k, "")[:4] for k in ("exp_month", "exp_year")} if error else {}
+    context.update({"notice": notice, "expiry_error": error, "expiry_errors": errors, "expiry_typed": typed})
     return _render_pane(request, "payments/settle.html", context)
 
 
@@ -356,8 +401,6 @@ def _pay_context(*, membership: Membership, invoice: Invoice) -> dict[str, Any]:
     methods = list(payment_methods_usable(account=membership.account))
     # The invoice's own card first; else the account's active payment method (Make this my active …).
     preferred = invoice.subscription.payment_method_id if invoice.subscription else None
-    if preferred not in {m.pk for m in methods}:
-        preferred = next((m.pk for m in methods if m.is_default), None)
     return {
         "membership": membership,
         "account": membership.account,
@@ -367,7 +410,8 @@ def _pay_context(*, membership: Membership, invoice: Invoice) -> dict[str, Any]:
             "subscriptions:invoice_detail", args=[membership.account_id, invoice.number]
         ),
         "methods": methods,
-        "default_method_id": preferred,
+        # The invoice's own card when it works, else the first working card; never a declined one.
+        "default_method_id": payment_method_preselect(methods=methods, preferred_id=preferred),
         "form_key": new_form_key(),
         "expiry_years": range(_this_year(), _this_year() + 16),
         **_card_form_context(),
@@ -386,8 +430,14 @@ def invoice_pay(request: HtmxHttpRequest, membership: Membership, number: str) -
         return _render_pane(request, template, context)
     _require_pay(membership)
     form = PayForm(request.POST)
+    typed = _typed(request)
+    context["form_data"] = typed
+    context["new_selected"] = typed["method"] == "new"
+    if parse_id(typed["method"]) is not None:
+        context["default_method_id"] = parse_id(typed["method"])
     if not form.is_valid():
-        context["error"] = next(iter(form.errors.values()))[0]
+        context["form_errors"] = _field_errors(form.errors)
+        context["error"] = _("Choose a payment method or add a new card.") if "method" in form.errors else ""
         return _render_pane(request, template, context)
     key = f"paynow:{membership.account_id}:{form.cleaned_data['form_key']}"
     existing = PaymentAttempt.objects.filter(account=membership.account, idempotency_key=key).first()
@@ -406,9 +456,11 @@ def invoice_pay(request: HtmxHttpRequest, membership: Membership, number: str) -
         )
     except services.PaymentError as exc:
         context["error"] = exc.message
-        context["form_errors"] = exc.errors
-        context["new_selected"] = form.cleaned_data["method"] == "new"
+        context["form_errors"] = _field_errors(exc.errors)
+        context["form_key"] = new_form_key()
         return _render_pane(request, template, context)
+    if attempt.status == PaymentAttempt.Status.FAILED:
+        context = _pay_context(membership=membership, invoice=invoice)  # the declined card is not re-selected
     return _after_attempt(request, membership, attempt, template, context)
 
 
@@ -424,10 +476,9 @@ def _return_url(account_id: int) -> str:
 @account_member_required
 def attempt_return(request: HtmxHttpRequest, membership: Membership) -> HttpResponse:
     """Where the bank's challenge sends the customer back. Completes the payment, then shows it."""
-    raw = request.GET.get("attempt", "")
-    if not raw.isdigit():
+    attempt_id = parse_id(request.GET.get("attempt", ""))
+    if attempt_id is None:
         raise Http404
-    attempt_id = int(raw)
     attempt = get_object_or_404(PaymentAttempt, account=membership.account, pk=attempt_id)
     if membership.can_pay:
         attempt = services.attempt_complete_action(attempt_id=attempt.pk, account_id=membership.account_id)

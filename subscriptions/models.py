@@ -6,6 +6,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from accounts.models import BillingAccount
 from billing_portal.money import CURRENCY_CHOICES, Money
@@ -212,6 +213,19 @@ class Invoice(models.Model):
     @property
     def is_payable(self) -> bool:
         return self.status in self.PAYABLE_STATUSES and self.amount_due_minor > 0
+
+    @property
+    def payment_terms_days(self) -> int:
+        """Days between issue and due date: 0 for a card renewal charged on its issue date."""
+        return max((self.due_on - self.issued_on).days, 0)
+
+    @property
+    def payment_terms(self) -> str:
+        """ "Due on receipt" when due on its issue date, else "Net 30 days" (the admin center's words)."""
+        days = self.payment_terms_days
+        if days == 0:
+            return str(_("Due on receipt"))
+        return ngettext("Net %(days)s day", "Net %(days)s days", days) % {"days": days}
 
 
 class InvoiceLine(models.Model):

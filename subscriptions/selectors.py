@@ -121,7 +121,8 @@ def account_overview(*, account: BillingAccount) -> AccountOverview:
         else []
     )
     next_invoice = (
-        Invoice.objects.filter(account=account, status=Invoice.Status.OPEN, amount_due_minor__gt=0)
+        # Past-due invoices are due too (and first): "Nothing due" beside a past-due balance was wrong.
+        Invoice.objects.filter(account=account, status__in=Invoice.PAYABLE_STATUSES, amount_due_minor__gt=0)
         .order_by("due_on", "pk")
         .first()
     )

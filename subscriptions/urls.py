@@ -6,14 +6,14 @@ app_name = "subscriptions"
 
 urlpatterns = [
     path("products/", views.products, name="products"),
-    path("products/<int:subscription_id>/", views.subscription_detail, name="subscription_detail"),
+    path("products/<id:subscription_id>/", views.subscription_detail, name="subscription_detail"),
     path(
-        "products/<int:subscription_id>/reactivate/",
+        "products/<id:subscription_id>/reactivate/",
         views.subscription_reactivate,
         name="subscription_reactivate",
     ),
     path("billing/invoices/", views.invoices, name="invoices"),
     path("billing/invoices/export.csv", views.invoices_export, name="invoices_export"),
-    path("billing/invoices/<str:number>/", views.invoice_detail, name="invoice_detail"),
-    path("billing/invoices/<str:number>/pdf/", views.invoice_pdf, name="invoice_pdf"),
+    path("billing/invoices/<key:number>/", views.invoice_detail, name="invoice_detail"),
+    path("billing/invoices/<key:number>/pdf/", views.invoice_pdf, name="invoice_pdf"),
 ]

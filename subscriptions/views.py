@@ -16,6 +16,7 @@ from django_htmx.http import trigger_client_event
 
 from accounts.decorators import account_member_required, is_htmx, member_may
 from accounts.models import Membership
+from billing_portal.ids import parse_page
 
 from .documents import invoice_document_context, invoice_pdf_filename, invoices_csv
 from .documents import invoice_pdf as invoice_pdf_bytes
@@ -38,7 +39,7 @@ INVOICES_PER_PAGE = 25
 def products(request: HttpRequest, membership: Membership) -> HttpResponse:
     account = membership.account
     page = Paginator(subscriptions_for_account(account=account), PRODUCTS_PER_PAGE).get_page(
-        request.GET.get("page")
+        parse_page(request.GET.get("page"))
     )
     summary = past_due_summary(account=account)
     # A row costs what its template does, 50 times: what is the same for many rows (labels, the
@@ -99,7 +100,7 @@ def invoices(request: HttpRequest, membership: Membership) -> HttpResponse:
     form = InvoiceFilterForm(request.GET or None)
     filters = form.filters()
     page = Paginator(invoices_for_account(account=account, **filters), INVOICES_PER_PAGE).get_page(
-        request.GET.get("page")
+        parse_page(request.GET.get("page"))
     )
     query = request.GET.copy()
     query.pop("page", None)

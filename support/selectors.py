@@ -30,7 +30,7 @@ from django.db.models import (
 from django.db.models.functions import Coalesce, Concat
 from django.shortcuts import get_object_or_404
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy as _lazy
+from django.utils.translation import gettext_lazy
 
 from accounts.models import BillingAccount, Membership, Role
 from audit.models import AuditEvent
@@ -92,14 +92,14 @@ PARTIAL_KEYS = ("email_partial", "name_domain")
 
 
 KEY_LABELS = {
-    "payment_reference": _lazy("payment reference"),
-    "invoice_number": _lazy("invoice number"),
-    "card_last4": _lazy("card last4"),
-    "subscription_id": _lazy("subscription id"),
-    "email": _lazy("member e-mail"),
-    "domain": _lazy("domain"),
-    "email_partial": _lazy("member e-mail (partial)"),
-    "name_domain": _lazy("name or domain"),
+    "payment_reference": gettext_lazy("payment reference"),
+    "invoice_number": gettext_lazy("invoice number"),
+    "card_last4": gettext_lazy("card last4"),
+    "subscription_id": gettext_lazy("subscription id"),
+    "email": gettext_lazy("member e-mail"),
+    "domain": gettext_lazy("domain"),
+    "email_partial": gettext_lazy("member e-mail (partial)"),
+    "name_domain": gettext_lazy("name or domain"),
 }
 
 
@@ -524,12 +524,90 @@ def _attempt_money_back_sums() -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class TimelineEntry:
-    kind: str  # "audit" | "attempt" | "notice" | "note" | "refund" | "credit_note" | "dispute"
+    # "audit" | "attempt" | "notice" | "note" | "refund" | "credit_note" | "dispute" (shown through
+    # kind_label, never raw)
+    kind: str
     at: dt.datetime
     title: str
     detail: str
     actor: str
     obj: Any
+
+    @property
+    def kind_label(self) -> str:
+        return str(TIMELINE_KIND_LABELS.get(self.kind, self.kind))
+
+
+TIMELINE_KIND_LABELS = {
+    "audit": gettext_lazy("Change"),
+    "attempt": gettext_lazy("Payment"),
+    "notice": gettext_lazy("Mail"),
+    "note": gettext_lazy("Note"),
+    "refund": gettext_lazy("Refund"),
+    "credit_note": gettext_lazy("Credit note"),
+    "dispute": gettext_lazy("Chargeback"),
+}
+# Audit event names are for code and queries; people read these (support.account_viewed is not a sentence).
+AUDIT_ACTION_LABELS = {
+    "account.billing_profile_changed": gettext_lazy("Billing profile changed"),
+    "account.invitation_accepted": gettext_lazy("Invitation accepted"),
+    "account.invitation_revoked": gettext_lazy("Invitation withdrawn"),
+    "account.member_invited": gettext_lazy("Person invited"),
+    "account.member_removed": gettext_lazy("Member removed"),
+    "account.notifications_changed": gettext_lazy("Notification settings changed"),
+    "account.ownership_transferred": gettext_lazy("Ownership handed over"),
+    "account.recipients_changed": gettext_lazy("Billing mail recipients changed"),
+    "account.role_changed": gettext_lazy("Role changed"),
+    "dispute.lost": gettext_lazy("Chargeback lost"),
+    "dispute.opened": gettext_lazy("Chargeback opened"),
+    "dispute.won": gettext_lazy("Chargeback won"),
+    "dunning.budget_overridden": gettext_lazy("Card network retry limit overridden by support"),
+    "dunning.stopped": gettext_lazy("Automatic retries stopped"),
+    "invoice.renewal_issued": gettext_lazy("Renewal invoice issued"),
+    "payment.canceled": gettext_lazy("Payment canceled"),
+    "payment.declined": gettext_lazy("Payment declined"),
+    "payment.invalid_request": gettext_lazy("Payment refused by the gateway as invalid"),
+    "payment.overpaid": gettext_lazy("Payment larger than the balance"),
+    "payment.succeeded": gettext_lazy("Payment received"),
+    "payment.unknown": gettext_lazy("Payment outcome unknown"),
+    "payment_method.added": gettext_lazy("Payment method added"),
+    "payment_method.customer_deleted": gettext_lazy("Cards removed: customer deleted at the gateway"),
+    "payment_method.edited": gettext_lazy("Payment method edited"),
+    "payment_method.expiry_changed": gettext_lazy("Card expiry date changed"),
+    "payment_method.made_default": gettext_lazy("Active payment method changed"),
+    "payment_method.removed": gettext_lazy("Payment method deleted"),
+    "payment_method.replaced": gettext_lazy("Payment method replaced"),
+    "payment_method.updated_by_network": gettext_lazy("Card updated by the card network"),
+    "refund.failed": gettext_lazy("Refund failed"),
+    "refund.requested": gettext_lazy("Refund requested"),
+    "refund.succeeded": gettext_lazy("Refund completed"),
+    "subscription.cancelled": gettext_lazy("Subscription cancelled"),
+    "subscription.data_deleted": gettext_lazy("Subscription data deleted"),
+    "subscription.disabled": gettext_lazy("Subscription disabled"),
+    "subscription.past_due": gettext_lazy("Subscription past due"),
+    "subscription.reactivated": gettext_lazy("Subscription reactivated"),
+    "subscription.reactivation_requested": gettext_lazy("Reactivation requested"),
+    "subscription.warned": gettext_lazy("Final warning before disabling"),
+    "support.account_viewed": gettext_lazy("Account viewed by support"),
+    "support.bank_transfer_recorded": gettext_lazy("Bank transfer recorded"),
+    "support.grace_extended": gettext_lazy("Grace period extended"),
+    "support.note_added": gettext_lazy("Support note added"),
+    "support.retry_requested": gettext_lazy("Payment retried by support"),
+    "support.searched": gettext_lazy("Support search"),
+    "support_request.closed": gettext_lazy("Support request closed"),
+    "support_request.customer_replied": gettext_lazy("Customer replied to a support request"),
+    "support_request.opened": gettext_lazy("Support request opened"),
+    "support_request.replied": gettext_lazy("Support replied to a support request"),
+    "support_request.viewed": gettext_lazy("Support request viewed by support"),
+}
+
+
+def audit_action_label(action: str) -> str:
+    """A readable name for an audit event; an unknown one is spelled out ("foo.bar_baz" → "Foo bar baz")."""
+    label = AUDIT_ACTION_LABELS.get(action)
+    if label is not None:
+        return str(label)
+    return action.replace(".", " ").replace("_", " ").strip().capitalize()
 
 
 @dataclass(frozen=True)
@@ -567,12 +645,14 @@ def _timeline_keys(account_id: int) -> QuerySet[Any, Any]:
 
 def _timeline_entry(kind: str, obj: Any, created: dt.datetime) -> TimelineEntry:
     if kind == "audit":
-        return TimelineEntry("audit", created, obj.action, obj.message, obj.actor_label, obj)
+        return TimelineEntry(
+            "audit", created, audit_action_label(obj.action), obj.message, obj.actor_label, obj
+        )
     if kind == "attempt":
         attempt = obj
         detail = f"{attempt.amount} · {attempt.get_status_display()}"
         if attempt.decline_code:
-            detail += f" · {decline_message(attempt.decline_code)} ({attempt.decline_code})"
+            detail += f" · {decline_message(attempt.decline_code)}"
         if attempt.payment_method:
             detail += f" · {attempt.payment_method.label}"
         if attempt.reference_note:

@@ -18,13 +18,14 @@ from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.utils.formats import date_format
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 from django_htmx.middleware import HtmxDetails
 
 from accounts.models import BillingAccount
+from billing_portal.dates import format_date
+from billing_portal.ids import parse_page
 from billing_portal.money import Money
 from payments.models import Dispute, PaymentAttempt, Refund
 from payments.services import PaymentError
@@ -126,10 +127,7 @@ def search(request: HtmxHttpRequest) -> HttpResponse:
 @support_view()
 @require_http_methods(["GET"])
 def account_detail(request: HtmxHttpRequest, account_id: int) -> HttpResponse:
-    try:
-        page = max(1, int(request.GET.get("page", "1")))
-    except ValueError:
-        page = 1
+    page = parse_page(request.GET.get("page", "1"))
     account = support_account_get(account_id=account_id, with_overview=not request.htmx)
     support_account_viewed(account=account, actor=request.user, ip_address=_ip(request))
     if request.htmx:
@@ -253,7 +251,7 @@ def bank_transfer(request: HttpRequest, account_id: int) -> HttpResponse:
         else:
             summary = [
                 (_("Amount"), plan.money.format()),
-                (_("Received on"), date_format(plan.received_on, "j M Y")),
+                (_("Received on"), format_date(plan.received_on)),
                 (_("Bank reference"), plan.reference),
                 (_("Reason"), data["reason"]),
             ] + [

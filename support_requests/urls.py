@@ -9,5 +9,5 @@ app_name = "support_requests"
 urlpatterns = [
     path("support/requests/", views.request_list, name="list"),
     path("support/requests/new/", views.request_new, name="new"),
-    path("support/requests/<int:request_id>/", views.request_detail, name="detail"),
+    path("support/requests/<id:request_id>/", views.request_detail, name="detail"),
 ]

@@ -5,7 +5,7 @@ import functools
 from django import template
 from django.utils.html import format_html
 
-from billing_portal.dates import format_date
+from billing_portal.dates import format_date, format_datetime
 from billing_portal.money import Money, format_money
 
 register = template.Library()
@@ -26,6 +26,12 @@ def as_money(value: Money) -> str:
 def longdate(value) -> str:
     """'24 Nov 2026' in English, '24 nov 2026' in Dutch."""
     return format_date(value) if value else ""
+
+
+@register.filter
+def longdatetime(value, seconds: str = "") -> str:
+    """'24 Nov 2026 14:05' ('|longdatetime:"seconds"' adds seconds): the one way to show a moment."""
+    return format_datetime(value, seconds=bool(seconds)) if value else ""
 
 
 # Icons: a small local set drawn on a 20 px grid in the spirit of Fluent's System Icons

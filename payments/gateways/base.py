@@ -496,9 +496,11 @@ def get_gateway(name: str | None = None) -> Gateway:
 
 
 def luhn_valid(number: str) -> bool:
-    digits = [int(c) for c in number if c.isdigit()]
-    if len(digits) < 12 or len(digits) != len(number):
+    """A card number of 12 to 19 ASCII digits whose Luhn check sums up. Unicode digits ("²", "٣") are not
+    digits of a card number, and no card number is longer than 19 (ISO/IEC 7812)."""
+    if not (12 <= len(number) <= 19 and number.isascii() and number.isdigit()):
         return False
+    digits = [int(c) for c in number]
     total = 0
     for i, d in enumerate(reversed(digits)):
         if i % 2 == 1:

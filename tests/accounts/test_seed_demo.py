@@ -49,7 +49,31 @@ def test_contoso_owes_376_50_on_the_declined_visa(demo):
     assert _past_due_minor(contoso, visa) == 37650
     assert Invoice.objects.filter(subscription__payment_method=visa).count() == 3
     declines = PaymentAttempt.objects.filter(payment_method=visa, status="failed")
-    assert sorted(declines.values_list("decline_code", flat=True)) == ["card_declined"] * 3
+    assert set(declines.values_list("decline_code", flat=True)) == {"card_declined"}
+    # A state the real engine could have produced: the renewal charge, each retry its soft-decline policy
+    # scheduled in the 5 days since, and the next retry still to come.
+    for invoice in Invoice.objects.filter(subscription__payment_method=visa):
+        assert invoice.attempt_count == invoice.allocations.count() > 1
+        assert invoice.next_attempt_at is not None
+        assert invoice.next_attempt_at > timezone.now()
+        keys = sorted(invoice.allocations.values_list("attempt__idempotency_key", flat=True))
+        assert keys == [f"dunning:{invoice.pk}:{n}" for n in range(1, invoice.attempt_count + 1)]
+
+
+def test_the_demo_has_the_mails_its_history_would_have_sent(demo):
+    from notifications.models import Notice
+
+    contoso = BillingAccount.objects.get(name="Contoso Ltd")
+    failed = Notice.objects.filter(account=contoso, kind="payment_failed")
+    visa_runs = PaymentAttempt.objects.filter(account=contoso, payment_method__last4="0341")
+    # One mail per card and run (the three Visa subscriptions together), not one per invoice.
+    assert failed.filter(context__items__isnull=False).count() >= 1
+    assert failed.count() < visa_runs.count()
+    northwind = BillingAccount.objects.get(name="Northwind Traders")
+    assert set(Notice.objects.filter(account=northwind).values_list("kind", flat=True)) == {
+        "final_warning",
+        "disabled",
+    }
 
 
 def test_contoso_mastercard_has_visio_past_due_and_teams_open(demo):
@@ -62,7 +86,7 @@ def test_contoso_mastercard_has_visio_past_due_and_teams_open(demo):
     )
     visio = Invoice.objects.get(subscription__product__name="Visio Plan 2")
     assert (visio.status, visio.amount_due_minor) == ("past_due", 1400)
-    assert visio.allocations.get().attempt.decline_code == "processing_error"
+    assert {a.attempt.decline_code for a in visio.allocations.all()} == {"processing_error"}
     teams = Invoice.objects.get(subscription__product__name="Microsoft Teams Essentials")
     assert (teams.status, teams.amount_due_minor) == ("open", 3600)
     assert teams.due_on == timezone.localdate() + dt.timedelta(days=10)

@@ -1,5 +1,6 @@
 """The Settle balance and Pay now panes: roles, scoping, bad input, double submit, query counts."""
 
+import re
 import uuid
 
 import pytest
@@ -39,9 +40,25 @@ def test_pane_shows_failed_method_invoices_and_total(client, contoso):
 
 def test_pane_with_current_method_totals_only_the_failed_cards_balance(client, contoso):
     client.force_login(contoso.admin)
-    body = client.get(settle_url(contoso)).content.decode()
+    body = client.get(settle_url(contoso) + f"?method={contoso.visa.pk}").content.decode()
     assert 'id="settle-total">€376.50' in body
     assert contoso.invoices["visio"].number not in body
+
+
+def test_pane_preselects_a_working_card_never_the_declined_one(client, contoso):
+    """Pressing the primary button right away must not charge the card that was just declined."""
+    client.force_login(contoso.admin)
+    body = client.get(settle_url(contoso)).content.decode()
+    checked = re.findall(r'name="method" value="(\w+)" checked', body)
+    assert checked == [str(contoso.mastercard.pk)]
+    assert 'id="settle-total">€390.50' in body  # the Mastercard's own €14 is added and shown
+
+
+def test_pane_selects_nothing_when_no_card_works(client, contoso):
+    PaymentMethod.objects.filter(pk=contoso.mastercard.pk).update(status=PaymentMethod.Status.DECLINED)
+    client.force_login(contoso.admin)
+    body = client.get(settle_url(contoso)).content.decode()
+    assert re.findall(r'name="method" value="(\w+)" checked', body) == []
 
 
 def test_htmx_get_renders_only_the_pane(client, contoso):
@@ -313,7 +330,7 @@ def test_without_javascript_3ds_is_a_plain_redirect_chain(client, contoso):
     back = client.post(response["Location"], {"decision": "fail"})
     page = client.get(back["Location"], follow=True)
     body = page.content.decode()
-    assert "Nothing was paid" in body
+    assert body.lower().count("nothing was paid") == 1  # said once, not twice
     assert "Try again" in body
     assert Invoice.objects.filter(status=Invoice.Status.PAID).count() == 0
     assert PaymentAttempt.objects.get().decline_code == "authentication_failed"
@@ -379,3 +396,24 @@ def test_pay_now_charges_nothing_when_the_amount_changed_since_the_pane_was_show
     assert "amount due changed" in response.content.decode()
     assert not SimCharge.objects.exists()
     assert Invoice.objects.get(pk=invoice.pk).amount_due_minor == 2600
+
+
+def test_after_a_new_card_error_the_total_is_the_declined_cards_and_paying_works(client, contoso):
+    """Under "Add a new card" no saved card's own charges are added: the shown total stays consistent."""
+    client.force_login(contoso.admin)
+    bad = client.post(
+        settle_url(contoso),
+        {
+            "form_key": str(uuid.uuid4()),
+            "method": "new",
+            "number": "4242424242424241",
+            "exp_month": "12",
+            "exp_year": "2031",
+            "cvc": "123",
+            "shown_total_minor": "37650",
+        },
+    ).content.decode()
+    assert 'id="settle-total">€376.50' in bad
+    assert re.findall(r'name="method" value="(\w+)" checked', bad) == ["new"]
+    assert 'value="12"' in bad  # the typed month is kept
+    assert "4242424242424241" not in bad  # the number never is

@@ -230,3 +230,34 @@ def test_dutch_account_pages_read_in_dutch(client, demo):
     home = _get(client, "admin@fabrikam.example", "accounts:home", "Fabrikam BV")
     assert ">Start<" in home
     assert "U hebt een achterstallig saldo van €\xa072,00." in home
+
+
+def test_bank_transfer_invoice_says_net_30_days_and_how_to_pay_but_no_card_pay_now(client, demo):
+    body = _get(
+        client,
+        "admin@northwind.example",
+        "subscriptions:invoice_detail",
+        "Northwind Traders",
+        number="INV-2026-300001",
+    )
+    assert "Payment terms: Net 30 days" in body
+    assert "How to pay" in body
+    assert "/pay/" not in body  # no card Pay now for an account that pays by bank transfer
+
+
+def test_paid_invoice_shows_no_how_to_pay(client, demo):
+    from django.utils import timezone
+
+    from subscriptions.models import Invoice
+
+    Invoice.objects.filter(number="INV-2026-300001").update(
+        status=Invoice.Status.PAID, amount_due_minor=0, paid_at=timezone.now()
+    )
+    body = _get(
+        client,
+        "admin@northwind.example",
+        "subscriptions:invoice_detail",
+        "Northwind Traders",
+        number="INV-2026-300001",
+    )
+    assert "How to pay" not in body

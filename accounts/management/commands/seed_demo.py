@@ -11,6 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import BillingAccount, Membership, Role, User
+from billing_portal.dates import format_date
 from payments.models import PaymentAllocation, PaymentAttempt, PaymentMethod
 from subscriptions.models import Invoice, InvoiceLine, Product, Subscription
 
@@ -165,28 +166,101 @@ class Command(BaseCommand):
             period_end=period_end,
         )
         if spec.decline_code and method:
+            self._declines(account, method, invoice, spec, failed_at, now)
+        return sub, True
+
+    def _declines(
+        self,
+        account: BillingAccount,
+        method: PaymentMethod,
+        invoice: Invoice,
+        spec: DemoSub,
+        failed_at: dt.datetime,
+        now: dt.datetime,
+    ) -> None:
+        """The attempts the real engine would have made: the renewal charge, then every retry its policy had
+        scheduled up to now (same idempotency keys as dunning), and the next retry still to come."""
+        from dunning.services import KEY_PREFIX, decline_category, next_retry_at, retry_policies
+
+        policy = retry_policies()[decline_category(spec.decline_code)]
+        runs = [failed_at] + [
+            failed_at + dt.timedelta(days=d) for d in policy.days if failed_at + dt.timedelta(days=d) <= now
+        ]
+        total = invoice.total_minor
+        for number, at in enumerate(runs, start=1):
             attempt = PaymentAttempt.objects.create(
                 account=account,
                 payment_method=method,
                 amount_minor=total,
                 currency=account.currency,
                 status=PaymentAttempt.Status.FAILED,
-                source=PaymentAttempt.Source.RENEWAL,
+                source=PaymentAttempt.Source.RENEWAL if number == 1 else PaymentAttempt.Source.RETRY,
                 decline_code=spec.decline_code,
-                idempotency_key=f"demo-renewal-{spec.invoice_number}",
+                idempotency_key=f"{KEY_PREFIX}{invoice.pk}:{number}",
                 gateway="simulated",
-                gateway_reference=f"sim_demo_{spec.invoice_number}",
-                initiated_by_label="job: renewals",
-                completed_at=failed_at,
+                gateway_reference=f"sim_demo_{spec.invoice_number}_{number}",
+                initiated_by_label="job: dunning",
+                completed_at=at,
             )
-            PaymentAttempt.objects.filter(pk=attempt.pk).update(created_at=failed_at)
+            PaymentAttempt.objects.filter(pk=attempt.pk).update(created_at=at)
             PaymentAllocation.objects.create(attempt=attempt, invoice=invoice, amount_minor=total)
-        return sub, True
+            self._runs.setdefault((account.pk, at), []).append((invoice.pk, attempt.pk, spec.decline_code))
+        invoice.attempt_count = len(runs)
+        invoice.next_attempt_at = next_retry_at(first_failed_at=failed_at, days=policy.days, now=now)
+        invoice.save(update_fields=["attempt_count", "next_attempt_at"])
+
+    def _history_mails(self, now: dt.datetime) -> None:
+        """The mails the demo accounts' history would have sent: one per card and dunning run (listing its
+        subscriptions), the final warnings and the disable notices, dated when they would have gone out."""
+        from django.conf import settings
+
+        from dunning.services import Failure, _notify, decline_category, failures_notify
+        from notifications.models import Notice
+
+        for (account_id, at), rows in sorted(self._runs.items(), key=lambda kv: kv[0][1]):
+            before = set(Notice.objects.filter(account_id=account_id).values_list("pk", flat=True))
+            failures_notify(
+                account_id=account_id,
+                failures=[
+                    Failure(invoice_id=i, attempt_id=a, category=decline_category(c)) for i, a, c in rows
+                ],
+                now=at,
+            )
+            Notice.objects.filter(account_id=account_id).exclude(pk__in=before).update(created_at=at)
+        warn = dt.timedelta(days=settings.DUNNING_FINAL_WARNING_DAYS)
+        for sub in Subscription.objects.filter(
+            status__in=[Subscription.Status.PAST_DUE, Subscription.Status.DISABLED],
+            grace_ends_at__isnull=False,
+        ).select_related("account", "product", "payment_method"):
+            assert sub.grace_ends_at is not None
+            events = [("final_warning", sub.grace_ends_at - warn)]
+            if sub.status == Subscription.Status.DISABLED:
+                events.append(("disabled", sub.grace_ends_at))
+            for kind, at in events:
+                if at > now:
+                    continue
+                key = (
+                    f"final_warning:{sub.pk}:{sub.grace_ends_at:%Y%m%d}"
+                    if kind == "final_warning"
+                    else f"disabled:{sub.pk}:{sub.grace_ends_at:%Y%m%d}"
+                )
+                extra = {
+                    "disable_on": format_date(timezone.localtime(sub.grace_ends_at), sub.account.language)
+                }
+                if kind == "disabled" and sub.next_lifecycle_at:
+                    extra = {
+                        "cancel_on": format_date(
+                            timezone.localtime(sub.next_lifecycle_at), sub.account.language
+                        )
+                    }
+                _notify(account=sub.account, kind=kind, dedupe_key=key, sub=sub, context=extra)
+                Notice.objects.filter(dedupe_key=key).update(created_at=at)
 
     # -- the demo --------------------------------------------------------------------------------
 
     def _seed(self) -> bool:
         now = timezone.now()
+        self._runs: dict[tuple[int, dt.datetime], list[tuple[int, int, str]]] = {}
         created_any = not BillingAccount.objects.filter(domain="contoso.example").exists()
         for code, name in PRODUCTS.items():
             Product.objects.get_or_create(code=code, defaults={"name": name})
@@ -305,6 +379,8 @@ class Command(BaseCommand):
         support.groups.add(group)
         if not User.objects.filter(email="root@billing.example").exists():
             User.objects.create_superuser(email="root@billing.example", password=PASSWORD, full_name="Root")
+        if created_any:
+            self._history_mails(now)
         return created_any
 
 
