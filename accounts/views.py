@@ -456,7 +456,7 @@ def invitation_open(request: HttpRequest, token: str) -> HttpResponse:
                     full_name=form.cleaned_data["full_name"],
                     password=form.cleaned_data["password"],
                 )
-                login(request, membership.user, backend="django.contrib.auth.backends.ModelBackend")
+                login(request, membership.user, backend="accounts.backends.PermissionsInOneQueryBackend")
             else:
                 membership = None
                 error = _("Correct the highlighted fields and try again.")

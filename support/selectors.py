@@ -751,7 +751,11 @@ def support_timeline_first_page(*, overview: AccountOverview) -> TimelinePage:
         *(("credit_note", c) for c in overview.credit_notes),
         *(("dispute", d) for d in overview.disputes),
     ]
-    merged.sort(key=lambda item: (item[1].created_at, item[1].pk), reverse=True)
+    def at(item: tuple[str, Any]) -> dt.datetime:
+        # The moment support_timeline orders by: a chargeback by when it was opened, the rest when created.
+        return item[1].opened_at if item[0] == "dispute" else item[1].created_at
+
+    merged.sort(key=lambda item: (at(item), item[1].pk), reverse=True)
     total = overview.audit_count + overview.attempt_count + overview.notice_count + overview.note_count
     # The money-back lists carry no count of their own; a list at its cap means there is more.
     capped = any(
@@ -759,7 +763,7 @@ def support_timeline_first_page(*, overview: AccountOverview) -> TimelinePage:
     )
     total += len(overview.refunds) + len(overview.credit_notes) + len(overview.disputes)
     return TimelinePage(
-        entries=[_timeline_entry(kind, obj, obj.created_at) for kind, obj in merged[:TIMELINE_PAGE_SIZE]],
+        entries=[_timeline_entry(kind, obj, at((kind, obj))) for kind, obj in merged[:TIMELINE_PAGE_SIZE]],
         page=1,
         has_next=capped or total > TIMELINE_PAGE_SIZE,
     )

@@ -87,7 +87,10 @@ def _pay(invoice: Invoice, amount_minor: int) -> PaymentAttempt:
         idempotency_key=f"test:{invoice.pk}:{amount_minor}",
         completed_at=timezone.now(),
     )
-    PaymentAllocation.objects.create(attempt=attempt, invoice=invoice, amount_minor=amount_minor)
+    # Applied, as payments.ledger.payment_apply records money that went onto the invoice.
+    PaymentAllocation.objects.create(
+        attempt=attempt, invoice=invoice, amount_minor=amount_minor, applied_minor=amount_minor
+    )
     return attempt
 
 

@@ -31,8 +31,9 @@ PAGES = [
     ("payments:method_replace", {"method": True}),
     ("payments:method_delete", {"method": True}),
     ("payments:subscription_replace", {"subscription": True}),
-    ("subscriptions:subscription_detail", {"subscription": True}),
-    ("subscriptions:subscription_reactivate", {"subscription": True}),
+    # The first subscription is the past-due one in both worlds: its page shows what Settle balance collects.
+    ("subscriptions:subscription_detail", {"subscription": "first"}),
+    ("subscriptions:subscription_reactivate", {"subscription": "first"}),
 ]
 
 
@@ -43,7 +44,8 @@ def _url(name, extra, account) -> str:
     if extra.get("method"):  # the default card, which pays every subscription but the past-due ones
         kwargs["method_id"] = account.payment_methods.get(is_default=True).pk
     if extra.get("subscription"):
-        kwargs["subscription_id"] = account.subscriptions.order_by("-pk").first().pk
+        order = "pk" if extra["subscription"] == "first" else "-pk"
+        kwargs["subscription_id"] = account.subscriptions.order_by(order).first().pk
     return reverse(name, kwargs=kwargs) + extra.get("query", "")
 
 
