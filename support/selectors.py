@@ -751,6 +751,7 @@ def support_timeline_first_page(*, overview: AccountOverview) -> TimelinePage:
         *(("credit_note", c) for c in overview.credit_notes),
         *(("dispute", d) for d in overview.disputes),
     ]
+
     def at(item: tuple[str, Any]) -> dt.datetime:
         # The moment support_timeline orders by: a chargeback by when it was opened, the rest when created.
         return item[1].opened_at if item[0] == "dispute" else item[1].created_at

@@ -219,7 +219,9 @@ def test_simulated_bank_page_raises_a_dispute_support_sees_it_and_a_loss_makes_i
     chargeback = next(e for e in entries if e.kind == "dispute")
     assert "fraudulent" in chargeback.detail
     assert "due again" in chargeback.detail
-    assert any(e.kind == "audit" and e.title == "Chargeback lost" for e in entries)  # plain words, not dispute.lost
+    assert any(
+        e.kind == "audit" and e.title == "Chargeback lost" for e in entries
+    )  # plain words, not dispute.lost
 
 
 def test_simulated_bank_refund_arrives_like_a_dashboard_refund(support_client, contoso):
