@@ -468,12 +468,25 @@ def test_pay_now_pane_offers_the_active_method_when_the_subscription_has_none(cl
     Subscription.objects.filter(pk=sub.pk).update(payment_method=None)
     client.force_login(contoso.admin)
     services.payment_method_set_default(
-        account_id=contoso.account.pk, method_id=contoso.visa.pk, actor=contoso.admin
+        account_id=contoso.account.pk, method_id=contoso.mastercard.pk, actor=contoso.admin
     )
     body = client.get(
         reverse("payments:invoice_pay", args=[contoso.account.pk, contoso.invoices["teams"].number])
     ).content.decode()
-    assert f'value="{contoso.visa.pk}" checked' in body
+    assert f'value="{contoso.mastercard.pk}" checked' in body
+
+
+def test_pay_now_pane_never_preselects_a_declined_active_method(client, contoso):
+    # The Visa is the active method but declined: the pane offers the working Mastercard instead (issue 11).
+    Subscription.objects.filter(pk=contoso.subs["teams"].pk).update(payment_method=None)
+    PaymentMethod.objects.filter(account=contoso.account).update(is_default=False)
+    PaymentMethod.objects.filter(pk=contoso.visa.pk).update(is_default=True)
+    client.force_login(contoso.admin)
+    body = client.get(
+        reverse("payments:invoice_pay", args=[contoso.account.pk, contoso.invoices["teams"].number])
+    ).content.decode()
+    assert f'value="{contoso.visa.pk}" checked' not in body
+    assert f'value="{contoso.mastercard.pk}" checked' in body
 
 
 def test_expired_reads_from_the_date(contoso):

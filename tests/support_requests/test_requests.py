@@ -168,7 +168,9 @@ def test_bad_input_stays_in_the_pane_with_what_was_typed(client, world):
 def test_unknown_or_foreign_objects_are_404(client, world, query):
     account, users = world
     client.force_login(users["owner"])
-    assert client.get(_new_url(account, query)).status_code == 404
+    # A NUL byte is refused before any view runs (billing_portal.errors: 400); the rest are unknown ids.
+    expected = 400 if "%00" in query else 404
+    assert client.get(_new_url(account, query)).status_code == expected
 
 
 def test_another_accounts_invoice_and_request_are_404(client, world):
