@@ -617,7 +617,7 @@ def account_dunning_run(*, account_id: int, now: dt.datetime) -> RunReport:
     history = card_history_load(account_id=account_id, now=now) if due_ids else None
     for invoice_id in due_ids:
         report.charged[invoice_id] = invoice_charge_due(
-            invoice_id=invoice_id, now=now, policies=policies, history=history
+            invoice_id=invoice_id, now=now, policies=policies, history=history, account_id=account_id
         )
     subs = Subscription.objects.filter(lifecycle_due_q(now), account_id=account_id).order_by("pk")
     for sub_id in list(subs.values_list("pk", flat=True)):
@@ -716,17 +716,18 @@ def invoice_charge_due(
     now: dt.datetime,
     policies: dict[str, RetryPolicy] | None = None,
     history: CardHistory | None = None,
+    account_id: int | None = None,
 ) -> str:
     """Charge one due invoice off-session, once, if the retry budget allows it. Returns what happened,
-    in a word, for reports."""
+    in a word, for reports. The account run passes the `account_id` it already knows."""
+    if account_id is None:
+        account_id = Invoice.objects.values_list("account_id", flat=True).get(pk=invoice_id)
     with transaction.atomic():
-        account = account_lock(
-            account_id=Invoice.objects.values_list("account_id", flat=True).get(pk=invoice_id)
-        )
+        account = account_lock(account_id=account_id)
         invoice = (
             Invoice.objects.select_for_update(of=("self",))
             .select_related("subscription__payment_method", "subscription__product", "dunning")
-            .get(pk=invoice_id)
+            .get(pk=invoice_id, account_id=account_id)
         )
         # Re-check under the lock: a customer, support or another worker may have been first.
         if not invoice.is_payable or invoice.next_attempt_at is None or invoice.next_attempt_at > now:
@@ -845,7 +846,12 @@ def invoice_charge_due(
         Invoice.objects.filter(pk=invoice.pk, attempt_count__lt=number).update(attempt_count=number)
     else:
         invoice_after_attempt(
-            invoice_id=invoice.pk, attempt_id=attempt.pk, now=now, policies=policies, history=history
+            invoice_id=invoice.pk,
+            attempt_id=attempt.pk,
+            now=now,
+            policies=policies,
+            history=history,
+            account_id=account.pk,
         )
     return str(attempt.status)
 
@@ -857,17 +863,18 @@ def invoice_after_attempt(
     now: dt.datetime,
     policies: dict[str, RetryPolicy] | None = None,
     history: CardHistory | None = None,
+    account_id: int | None = None,
 ) -> Invoice:
     """Schedule what comes after an off-session attempt on an invoice, by its outcome and decline category.
 
     Idempotent: the attempt number only moves forward, and each notice has its attempt in its dedupe key.
     """
     policies = policies or retry_policies()
+    if account_id is None:
+        account_id = Invoice.objects.values_list("account_id", flat=True).get(pk=invoice_id)
     with transaction.atomic():
-        account = account_lock(
-            account_id=Invoice.objects.values_list("account_id", flat=True).get(pk=invoice_id)
-        )
-        invoice = Invoice.objects.select_for_update().get(pk=invoice_id)
+        account = account_lock(account_id=account_id)
+        invoice = Invoice.objects.select_for_update().get(pk=invoice_id, account_id=account_id)
         attempt = PaymentAttempt.objects.select_related("payment_method").get(pk=attempt_id)
         number = attempt_number(attempt.idempotency_key) or 0
         fields = set()
