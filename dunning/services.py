@@ -33,7 +33,7 @@ from accounts.models import BillingAccount
 from audit.services import audit_record
 from billing_portal.dates import format_date
 from billing_portal.money import format_money
-from notifications.services import notice_send, notices_requeue_stale
+from notifications.services import notice_send, notices_batched, notices_requeue_stale
 from payments.gateways.base import DeclineCategory, classify_decline, decline_message, get_gateway
 from payments.models import PaymentAttempt, PaymentMethod
 from payments.services import (
@@ -595,8 +595,14 @@ def account_dunning_run(*, account_id: int, now: dt.datetime) -> RunReport:
     """Everything due on one account: reconcile, renew, mark overdue, charge, move the lifecycle.
 
     Safe to run twice at once or again after a crash: each step re-checks under the account lock, and
-    charges reuse the invoice's attempt key.
+    charges reuse the invoice's attempt key. The run's notices (receipts, failures) go out in one task
+    at its end (notices_batched), not one task each.
     """
+    with notices_batched():
+        return _account_dunning_run(account_id=account_id, now=now)
+
+
+def _account_dunning_run(*, account_id: int, now: dt.datetime) -> RunReport:
     report = RunReport(account_id=account_id)
     _reconcile_due(account_id=account_id, now=now, report=report)
     report.renewed = [i.pk for i in renewals_invoice_due(now=now, account_id=account_id)]

@@ -14,6 +14,7 @@ sends for one invoice.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ from django.utils import timezone
 from dunning import services
 from dunning.services import account_dunning_run
 from notifications.models import Notice
+from notifications.services import notices_requeue_stale
 from payments import services as payment_services
 from subscriptions.models import Invoice
 
@@ -100,6 +102,7 @@ def round_trips() -> Iterator[Counter]:
         mock.patch.object(wrapper, "rollback", rollback),
         # The receipt goes out from another worker; its task is not the charge's cost.
         mock.patch("notifications.services.notice_enqueue_delivery", return_value=True),
+        mock.patch("notifications.services.notices_enqueue_delivery", return_value=True),
         CaptureQueriesContext(wrapper) as captured,
     ):
         counter = Counter(captured)
@@ -157,3 +160,34 @@ def test_one_sweep_charge_of_one_past_due_invoice_costs_at_most_twelve_round_tri
         f"{counted.total} round trips ({counted.begins} BEGIN, {counted.ends} COMMIT/ROLLBACK, "
         f"{len(counted.statements)} statements; the whole run {whole_run.total}):\n{detail}"
     )
+
+
+def test_an_account_runs_notices_go_to_one_task_and_stay_queued_when_the_broker_is_down():
+    invoice_ids = seed_past_due(accounts=1, invoices_per_account=2)
+    account_id = Invoice.objects.get(pk=invoice_ids[0]).account_id
+    with (
+        mock.patch("notifications.tasks.deliver_notices.delay") as batch,
+        mock.patch("notifications.tasks.deliver_notice.delay") as single,
+    ):
+        report = account_dunning_run(account_id=account_id, now=timezone.now())
+    assert set(report.charged.values()) == {"succeeded"}
+    receipts = list(
+        Notice.objects.filter(account_id=account_id, kind="payment_received")
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    assert len(receipts) == 2
+    batch.assert_called_once_with(receipts)
+    single.assert_not_called()
+
+    # The broker is down: nothing breaks, the receipts stay queued, and the sweep's requeue hands them out.
+    Notice.objects.all().delete()
+    more = seed_past_due(accounts=1, invoices_per_account=1)
+    other = Invoice.objects.get(pk=more[0]).account_id
+    with mock.patch("notifications.tasks.deliver_notices.delay", side_effect=OSError("broker down")):
+        account_dunning_run(account_id=other, now=timezone.now())
+    notice = Notice.objects.get(account_id=other, kind="payment_received")
+    assert notice.status == Notice.Status.QUEUED
+    with mock.patch("notifications.tasks.deliver_notice.delay") as single:
+        assert notices_requeue_stale(older_than=timezone.now() + dt.timedelta(seconds=1)) == 1
+    single.assert_called_once_with(notice.pk)
