@@ -33,7 +33,7 @@ from accounts.models import BillingAccount
 from audit.services import audit_record
 from billing_portal.dates import format_date
 from billing_portal.money import format_money
-from notifications.services import notice_send, notices_requeue_stale
+from notifications.services import notice_send, notices_batched, notices_requeue_stale
 from payments.gateways.base import DeclineCategory, classify_decline, decline_message, get_gateway
 from payments.models import PaymentAttempt, PaymentMethod
 from payments.services import (
@@ -595,8 +595,14 @@ def account_dunning_run(*, account_id: int, now: dt.datetime) -> RunReport:
     """Everything due on one account: reconcile, renew, mark overdue, charge, move the lifecycle.
 
     Safe to run twice at once or again after a crash: each step re-checks under the account lock, and
-    charges reuse the invoice's attempt key.
+    charges reuse the invoice's attempt key. The run's notices (receipts, failures) go out in one task
+    at its end (notices_batched), not one task each.
     """
+    with notices_batched():
+        return _account_dunning_run(account_id=account_id, now=now)
+
+
+def _account_dunning_run(*, account_id: int, now: dt.datetime) -> RunReport:
     report = RunReport(account_id=account_id)
     _reconcile_due(account_id=account_id, now=now, report=report)
     report.renewed = [i.pk for i in renewals_invoice_due(now=now, account_id=account_id)]
@@ -618,7 +624,12 @@ def account_dunning_run(*, account_id: int, now: dt.datetime) -> RunReport:
     failures: list[Failure] = []
     for invoice_id in due_ids:
         report.charged[invoice_id] = invoice_charge_due(
-            invoice_id=invoice_id, now=now, policies=policies, history=history, failures=failures
+            invoice_id=invoice_id,
+            now=now,
+            policies=policies,
+            history=history,
+            failures=failures,
+            account_id=account_id,
         )
     # One mail per card and event, listing every subscription it failed for (not one per invoice).
     failures_notify(account_id=account_id, failures=failures, now=now)
@@ -720,17 +731,18 @@ def invoice_charge_due(
     policies: dict[str, RetryPolicy] | None = None,
     history: CardHistory | None = None,
     failures: list[Failure] | None = None,
+    account_id: int | None = None,
 ) -> str:
     """Charge one due invoice off-session, once, if the retry budget allows it. Returns what happened,
-    in a word, for reports."""
+    in a word, for reports. The account run passes the `account_id` it already knows."""
+    if account_id is None:
+        account_id = Invoice.objects.values_list("account_id", flat=True).get(pk=invoice_id)
     with transaction.atomic():
-        account = account_lock(
-            account_id=Invoice.objects.values_list("account_id", flat=True).get(pk=invoice_id)
-        )
+        account = account_lock(account_id=account_id)
         invoice = (
             Invoice.objects.select_for_update(of=("self",))
             .select_related("subscription__payment_method", "subscription__product", "dunning")
-            .get(pk=invoice_id)
+            .get(pk=invoice_id, account_id=account_id)
         )
         # Re-check under the lock: a customer, support or another worker may have been first.
         if not invoice.is_payable or invoice.next_attempt_at is None or invoice.next_attempt_at > now:
@@ -855,6 +867,7 @@ def invoice_charge_due(
             policies=policies,
             history=history,
             failures=failures,
+            account_id=account.pk,
         )
     return str(attempt.status)
 
@@ -867,6 +880,7 @@ def invoice_after_attempt(
     policies: dict[str, RetryPolicy] | None = None,
     history: CardHistory | None = None,
     failures: list[Failure] | None = None,
+    account_id: int | None = None,
 ) -> Invoice:
     """Schedule what comes after an off-session attempt on an invoice, by its outcome and decline category.
 
@@ -875,11 +889,11 @@ def invoice_after_attempt(
     being mailed on its own.
     """
     policies = policies or retry_policies()
+    if account_id is None:
+        account_id = Invoice.objects.values_list("account_id", flat=True).get(pk=invoice_id)
     with transaction.atomic():
-        account = account_lock(
-            account_id=Invoice.objects.values_list("account_id", flat=True).get(pk=invoice_id)
-        )
-        invoice = Invoice.objects.select_for_update().get(pk=invoice_id)
+        account = account_lock(account_id=account_id)
+        invoice = Invoice.objects.select_for_update().get(pk=invoice_id, account_id=account_id)
         attempt = PaymentAttempt.objects.select_related("payment_method").get(pk=attempt_id)
         number = attempt_number(attempt.idempotency_key) or 0
         fields = set()

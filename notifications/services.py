@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from django.conf import settings
@@ -52,8 +55,48 @@ def notice_send(
             )
     except IntegrityError:
         return None
-    transaction.on_commit(lambda: notice_enqueue_delivery(notice_id=notice.pk))
+    transaction.on_commit(lambda: _notice_committed(notice_id=notice.pk))
     return notice
+
+
+# Notices committed inside notices_batched(): handed to a worker together when the block ends.
+_batch: ContextVar[list[int] | None] = ContextVar("notice_batch", default=None)
+
+
+def _notice_committed(*, notice_id: int) -> None:
+    batch = _batch.get()
+    if batch is None:
+        notice_enqueue_delivery(notice_id=notice_id)
+    else:
+        batch.append(notice_id)
+
+
+@contextmanager
+def notices_batched() -> Iterator[None]:
+    """Inside this block (a dunning account run), each notice that commits is collected instead of getting a
+    task of its own; at the end they go to ONE worker task. The dedupe keys are unchanged, and a notice whose
+    task never got queued (broker down, process killed before the end) stays `queued` for the sweep's
+    notices_requeue_stale(), as before."""
+    token = _batch.set([])
+    try:
+        yield
+    finally:
+        ids = _batch.get() or []
+        _batch.reset(token)
+        if ids:
+            notices_enqueue_delivery(notice_ids=ids)
+
+
+def notices_enqueue_delivery(*, notice_ids: list[int]) -> bool:
+    """Hand several notices to one worker task; a broker that is down leaves them queued (see above)."""
+    from .tasks import deliver_notices
+
+    try:
+        deliver_notices.delay(notice_ids)
+    except Exception:
+        logger.exception("notices %s could not be queued for delivery; they stay queued", notice_ids)
+        return False
+    return True
 
 
 def notice_enqueue_delivery(*, notice_id: int) -> bool:

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import OuterRef, Subquery, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
@@ -54,13 +55,15 @@ def invoices_amount_due_derived(*, invoice_ids: Iterable[int]) -> dict[int, int]
     )
     credited = _sums(CreditNote.objects.filter(invoice_id__in=ids), "invoice_id", "amount_minor")
     reversed_ = _sums(DisputeReversal.objects.filter(invoice_id__in=ids), "invoice_id", "amount_minor")
-    result = {}
-    for pk, total in totals.items():
-        # Every credit note is a refund's part on this invoice: credited and refunded are the same rows.
-        refunded = credited.get(pk, 0)
-        paid = applied.get(pk, 0) - refunded - reversed_.get(pk, 0)
-        result[pk] = total - credited.get(pk, 0) - paid
-    return result
+    return {
+        pk: _derived(
+            total=total,
+            applied=applied.get(pk, 0),
+            credited=credited.get(pk, 0),
+            reversed_=reversed_.get(pk, 0),
+        )
+        for pk, total in totals.items()
+    }
 
 
 def invoice_ledger_sync(*, invoice_ids: Iterable[int], at: dt.datetime) -> list[Invoice]:
@@ -68,14 +71,54 @@ def invoice_ledger_sync(*, invoice_ids: Iterable[int], at: dt.datetime) -> list[
 
     Void and uncollectible invoices are left as they are: they were written off by a person.
     """
-    derived = invoices_amount_due_derived(invoice_ids=invoice_ids)
+    ids = sorted(set(invoice_ids))
+    if not ids:
+        return []
+    # One round trip: the invoices, locked, with their money sums (the caller already holds the account).
+    rows = list(
+        Invoice.objects.select_for_update(of=("self",))
+        .filter(pk__in=ids)
+        .annotate(
+            applied_sum=_sum_of(
+                PaymentAllocation.objects.filter(attempt__status=PaymentAttempt.Status.SUCCEEDED),
+                "applied_minor",
+            ),
+            credited_sum=_sum_of(CreditNote.objects.all(), "amount_minor"),
+            reversed_sum=_sum_of(DisputeReversal.objects.all(), "amount_minor"),
+        )
+        .order_by("pk")
+    )
     invoices = []
-    for pk in sorted(derived):
-        status = Invoice.objects.values_list("status", flat=True).get(pk=pk)
-        if status in (Invoice.Status.VOID, Invoice.Status.UNCOLLECTIBLE):
+    for invoice in rows:
+        if invoice.status in (Invoice.Status.VOID, Invoice.Status.UNCOLLECTIBLE):
             continue
-        invoices.append(invoice_amount_due_set(invoice_id=pk, amount_due_minor=derived[pk], at=at))
+        due = _derived(
+            total=invoice.total_minor,
+            applied=invoice.applied_sum,
+            credited=invoice.credited_sum,
+            reversed_=invoice.reversed_sum,
+        )
+        invoices.append(
+            invoice_amount_due_set(invoice_id=invoice.pk, amount_due_minor=due, at=at, locked=invoice)
+        )
     return invoices
+
+
+def _sum_of(qs: Any, value: str) -> Coalesce:
+    total = (
+        qs.filter(invoice_id=OuterRef("pk"))
+        .order_by()
+        .values("invoice_id")
+        .annotate(s=Sum(value))
+        .values("s")
+    )
+    return Coalesce(Subquery(total), 0)
+
+
+def _derived(*, total: int, applied: int, credited: int, reversed_: int) -> int:
+    # Every credit note is a refund's part on this invoice: credited and refunded are the same rows.
+    paid = applied - credited - reversed_
+    return total - credited - paid
 
 
 # ---------------------------------------------------------------------------------------------
@@ -97,6 +140,7 @@ def payment_apply(
     method_text: str,
     paid_on: dt.date,
     paid_at: dt.datetime | None = None,
+    allocations: list[PaymentAllocation] | None = None,
 ) -> Applied:
     """Apply a payment that has just succeeded to the invoices it was for, restore their subscriptions
     and mail the receipt. Called once per payment, under the account lock, by whatever learnt of the
@@ -106,13 +150,15 @@ def payment_apply(
     paid twice: that allocation stays unapplied, and the payment is flagged as overpaid with a refund
     offered in the support console (payments.refunds.overpaid_minor).
     """
-    allocations = list(attempt.allocations.select_related("invoice").order_by("invoice_id"))
+    if allocations is None:
+        allocations = list(attempt.allocations.select_related("invoice").order_by("invoice_id"))
     applied: list[PaymentAllocation] = []
     unapplied = 0
     for allocation in allocations:
         if allocation.applied_minor:
             continue  # applied before: this is the same money told twice
-        due, status = Invoice.objects.values_list("amount_due_minor", "status").get(pk=allocation.invoice_id)
+        # Read under the account lock with the allocations: nothing changed the invoice since.
+        due, status = allocation.invoice.amount_due_minor, allocation.invoice.status
         if status not in Invoice.PAYABLE_STATUSES or due < allocation.amount_minor:
             unapplied += allocation.amount_minor
             continue

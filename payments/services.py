@@ -173,11 +173,6 @@ def invoices_charge(
     shown, computed by the server), a different amount under the lock raises BalanceChanged.
     """
     invoice_ids = sorted(set(invoice_ids))
-    existing = PaymentAttempt.objects.filter(idempotency_key=idempotency_key).first()
-    if existing is not None:
-        if existing.account_id != account_id:  # keys are global; never answer with another account's attempt
-            raise PaymentError("idempotency key already used by another account")
-        return existing
     attempt = None
     for _round in range(2):
         try:
@@ -210,7 +205,7 @@ def invoices_charge(
     assert method is not None
     return_url = return_url.replace("{attempt}", str(attempt.pk))
     result = _gateway_charge(attempt=attempt, method=method, return_url=return_url, description=description)
-    return attempt_apply_result(attempt_id=attempt.pk, result=result)
+    return attempt_apply_result(attempt_id=attempt.pk, result=result, account_id=account_id)
 
 
 def _phase1_create(
@@ -229,10 +224,11 @@ def _phase1_create(
 ) -> tuple[PaymentAttempt, bool]:
     with transaction.atomic():
         account = account_lock(account_id=account_id)
-        existing = PaymentAttempt.objects.filter(
-            idempotency_key=idempotency_key, account_id=account_id
-        ).first()
+        # The key is checked once, here, under the lock (a repeat returns the first attempt).
+        existing = PaymentAttempt.objects.filter(idempotency_key=idempotency_key).first()
         if existing is not None:
+            if existing.account_id != account_id:  # keys are global; never answer with another account's
+                raise PaymentError("idempotency key already used by another account")
             return existing, False
         try:
             method = PaymentMethod.objects.exclude(status=PaymentMethod.Status.DETACHED).get(
@@ -317,20 +313,24 @@ def _gateway_charge(
         return ChargeResult.unknown(f"{type(exc).__name__}: {exc}")
 
 
-def attempt_apply_result(*, attempt_id: int, result: ChargeResult, actor: Any = None) -> PaymentAttempt:
+def attempt_apply_result(
+    *, attempt_id: int, result: ChargeResult, actor: Any = None, account_id: int | None = None
+) -> PaymentAttempt:
     """Phase 3: apply a gateway answer to an attempt, idempotently.
 
     Called after the charge, after 3-D Secure, by reconciliation and by webhooks, in any order and
     any number of times: a succeeded attempt never changes again, and a late decline never undoes it.
+    `account_id`, when the caller knows it (the charge it just made), saves looking it up.
     """
     now = timezone.now()
     with transaction.atomic():
-        account_id = PaymentAttempt.objects.values_list("account_id", flat=True).get(pk=attempt_id)
+        if account_id is None:
+            account_id = PaymentAttempt.objects.values_list("account_id", flat=True).get(pk=attempt_id)
         account = account_lock(account_id=account_id)
         attempt = (
             PaymentAttempt.objects.select_for_update(of=("self",))
             .select_related("payment_method")
-            .get(pk=attempt_id)
+            .get(pk=attempt_id, account_id=account_id)
         )
         if attempt.status == Status.SUCCEEDED:
             return attempt
@@ -440,6 +440,7 @@ def _apply_success(*, account: BillingAccount, attempt: PaymentAttempt, now: dt.
         actor=actor,
         method_text=method_text,
         paid_on=timezone.localdate(now),
+        allocations=allocations,
     )
 
 

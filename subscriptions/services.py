@@ -62,14 +62,20 @@ def invoice_apply_payment(*, invoice_id: int, amount_minor: int, at: dt.datetime
     )
 
 
-@transaction.atomic
-def invoice_amount_due_set(*, invoice_id: int, amount_due_minor: int, at: dt.datetime) -> Invoice:
+@transaction.atomic(savepoint=False)
+def invoice_amount_due_set(
+    *, invoice_id: int, amount_due_minor: int, at: dt.datetime, locked: Invoice | None = None
+) -> Invoice:
     """Store what is owed, as the payments ledger (payments.ledger) derives it from payments, credit
     notes and lost disputes, and move the state with it: nothing due → paid; due again on a paid
     invoice (a lost chargeback) → past due, or open while its due date is still ahead. A reopened
     invoice is never scheduled for an automatic charge (next_attempt_at stays empty).
+
+    `locked`: the invoice as the caller has just read it with select_for_update in this transaction
+    (the ledger does), so it is not locked and read again. No savepoint: an error here is the whole
+    transaction's error.
     """
-    invoice = _locked_invoice(invoice_id)
+    invoice = locked if locked is not None and locked.pk == invoice_id else _locked_invoice(invoice_id)
     if invoice.status in (Invoice.Status.VOID, Invoice.Status.UNCOLLECTIBLE):
         raise InvalidTransition(f"invoice {invoice.number} is {invoice.status}; what is due does not move")
     if not 0 <= amount_due_minor <= invoice.total_minor:
@@ -131,7 +137,7 @@ def period_end_after(start: dt.date, period: str) -> dt.date:
     return dt.date(year, month, day) - dt.timedelta(days=1)
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def subscription_restore(
     *, subscription_id: int, at: dt.datetime, actor: Any = None, actor_label: str = ""
 ) -> Subscription:
@@ -143,8 +149,15 @@ def subscription_restore(
     A subscription that was not renewed while it was unpaid has a period that ended in the past. The
     payment that reactivates it pays that period, so the period starts again on the day it comes back:
     its renewal date moves to the next period and never stays in the past.
+
+    No savepoint (an error is the caller's transaction's error), and the account comes with the row
+    for the audit event.
     """
-    sub = _locked_subscription(subscription_id)
+    sub = (
+        Subscription.objects.select_for_update(of=("self",))
+        .select_related("product", "account")
+        .get(pk=subscription_id)
+    )
     if sub.status == Subscription.Status.ACTIVE:
         return sub
     reactivating = (

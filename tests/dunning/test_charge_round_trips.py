@@ -1,0 +1,193 @@
+"""What one sweep charge costs the database, in round trips, BEGIN/COMMIT/SAVEPOINT included.
+
+How it is counted, the same way on SQLite and PostgreSQL: the test runs with real transactions
+(`transaction=True`), `CaptureQueriesContext` records every statement Django sends (SAVEPOINT and RELEASE
+included), and the connection's own transaction calls are observed: each outermost `atomic` is one BEGIN
+(PostgreSQL's is sent by psycopg and never shows up as a query) and each commit or rollback one more round
+trip. SQLite's backend also logs its BEGIN and COMMIT as statements; those are dropped from the statements
+so nothing is counted twice.
+
+The account run has a fixed cost (what is due, the card history, the lifecycle, the sweep lease) that does
+not grow with the invoices charged; the limit is on the charge itself: everything `invoice_charge_due`
+sends for one invoice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from unittest import mock
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from dunning import services
+from dunning.services import account_dunning_run
+from notifications.models import Notice
+from notifications.services import notices_requeue_stale
+from payments import services as payment_services
+from subscriptions.models import Invoice
+
+from .helpers import seed_past_due
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+# One charged invoice, the gateway call left out. Measured before issue 12's work: 49 (3 BEGIN, 3 COMMIT,
+# 43 statements); 44 after the account id, the idempotency key, the allocations and the amount are read
+# once; 34 once the ledger reads each invoice and its money in one locked query and the restore and
+# ledger write run without savepoints. The goal is 12; this limit only ever goes down.
+MAX_ROUND_TRIPS = 34
+TRANSACTION_BOUNDARY = re.compile(r"^(BEGIN|COMMIT|ROLLBACK)\b", re.IGNORECASE)
+
+
+@dataclass
+class RoundTrips:
+    statements: list[str] = field(default_factory=list)
+    begins: int = 0
+    ends: int = 0
+
+    @property
+    def total(self) -> int:
+        return len(self.statements) + self.begins + self.ends
+
+
+class Counter:
+    """Statements through CaptureQueriesContext, BEGIN and COMMIT/ROLLBACK through the connection's calls."""
+
+    def __init__(self, captured: CaptureQueriesContext) -> None:
+        self.captured = captured
+        self.begins = 0
+        self.ends = 0
+
+    def mark(self) -> tuple[int, int, int]:
+        return (len(self.captured.captured_queries), self.begins, self.ends)
+
+    def between(self, start: tuple[int, int, int], end: tuple[int, int, int]) -> RoundTrips:
+        queries = self.captured.captured_queries[start[0] : end[0]]
+        return RoundTrips(
+            statements=[q["sql"] for q in queries if not TRANSACTION_BOUNDARY.match(q["sql"].strip())],
+            begins=end[1] - start[1],
+            ends=end[2] - start[2],
+        )
+
+
+@contextmanager
+def round_trips() -> Iterator[Counter]:
+    wrapper = connection._connection if hasattr(connection, "_connection") else connection
+    real = {name: getattr(wrapper, name) for name in ("set_autocommit", "commit", "rollback")}
+    counter: Counter
+
+    def set_autocommit(autocommit: bool, *args: object, **kwargs: object) -> None:
+        if not autocommit:
+            counter.begins += 1
+        real["set_autocommit"](autocommit, *args, **kwargs)
+
+    def commit() -> None:
+        counter.ends += 1
+        real["commit"]()
+
+    def rollback() -> None:
+        counter.ends += 1
+        real["rollback"]()
+
+    with (
+        mock.patch.object(wrapper, "set_autocommit", set_autocommit),
+        mock.patch.object(wrapper, "commit", commit),
+        mock.patch.object(wrapper, "rollback", rollback),
+        # The receipt goes out from another worker; its task is not the charge's cost.
+        mock.patch("notifications.services.notice_enqueue_delivery", return_value=True),
+        mock.patch("notifications.services.notices_enqueue_delivery", return_value=True),
+        CaptureQueriesContext(wrapper) as captured,
+    ):
+        counter = Counter(captured)
+        yield counter
+
+
+def test_one_sweep_charge_of_one_past_due_invoice_costs_at_most_twelve_round_trips():
+    (invoice_id,) = seed_past_due(accounts=1, invoices_per_account=1)
+    invoice = Invoice.objects.get(pk=invoice_id)
+    # The per-account task's own reads (what is due, the card history, the lifecycle) are measured
+    # with the charge: that is what the worker does for one charged invoice.
+    charge = services.invoice_charge_due
+    marks: list[tuple[int, int, int]] = []
+
+    def measured_charge(**kwargs: Any) -> str:
+        marks.append(counter.mark())
+        try:
+            return charge(**kwargs)
+        finally:
+            marks.append(counter.mark())
+
+    gateway_charge = payment_services._gateway_charge
+    gateway: list[tuple[int, int, int]] = []
+
+    def measured_gateway(**kwargs: Any) -> Any:
+        # The simulated bank keeps its cards in this database; a real gateway is not our round trip.
+        gateway.append(counter.mark())
+        try:
+            return gateway_charge(**kwargs)
+        finally:
+            gateway.append(counter.mark())
+
+    with (
+        round_trips() as counter,
+        mock.patch.object(services, "invoice_charge_due", measured_charge),
+        mock.patch.object(payment_services, "_gateway_charge", measured_gateway),
+    ):
+        start = counter.mark()
+        report = account_dunning_run(account_id=invoice.account_id, now=timezone.now())
+        whole_run = counter.between(start, counter.mark())
+    assert len(marks) == 2
+    assert len(gateway) == 2
+    before, after = counter.between(marks[0], gateway[0]), counter.between(gateway[1], marks[1])
+    counted = RoundTrips(
+        statements=before.statements + after.statements,
+        begins=before.begins + after.begins,
+        ends=before.ends + after.ends,
+    )
+    assert report.charged == {invoice_id: "succeeded"}
+    invoice.refresh_from_db()
+    assert invoice.status == Invoice.Status.PAID
+    assert Notice.objects.filter(account_id=invoice.account_id, kind="payment_received").count() == 1
+    detail = "\n".join(counted.statements)
+    assert counted.total <= MAX_ROUND_TRIPS, (
+        f"{counted.total} round trips ({counted.begins} BEGIN, {counted.ends} COMMIT/ROLLBACK, "
+        f"{len(counted.statements)} statements; the whole run {whole_run.total}):\n{detail}"
+    )
+
+
+def test_an_account_runs_notices_go_to_one_task_and_stay_queued_when_the_broker_is_down():
+    invoice_ids = seed_past_due(accounts=1, invoices_per_account=2)
+    account_id = Invoice.objects.get(pk=invoice_ids[0]).account_id
+    with (
+        mock.patch("notifications.tasks.deliver_notices.delay") as batch,
+        mock.patch("notifications.tasks.deliver_notice.delay") as single,
+    ):
+        report = account_dunning_run(account_id=account_id, now=timezone.now())
+    assert set(report.charged.values()) == {"succeeded"}
+    receipts = list(
+        Notice.objects.filter(account_id=account_id, kind="payment_received")
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    assert len(receipts) == 2
+    batch.assert_called_once_with(receipts)
+    single.assert_not_called()
+
+    # The broker is down: nothing breaks, the receipts stay queued, and the sweep's requeue hands them out.
+    Notice.objects.all().delete()
+    more = seed_past_due(accounts=1, invoices_per_account=1)
+    other = Invoice.objects.get(pk=more[0]).account_id
+    with mock.patch("notifications.tasks.deliver_notices.delay", side_effect=OSError("broker down")):
+        account_dunning_run(account_id=other, now=timezone.now())
+    notice = Notice.objects.get(account_id=other, kind="payment_received")
+    assert notice.status == Notice.Status.QUEUED
+    with mock.patch("notifications.tasks.deliver_notice.delay") as single:
+        assert notices_requeue_stale(older_than=timezone.now() + dt.timedelta(seconds=1)) == 1
+    single.assert_called_once_with(notice.pk)
