@@ -87,6 +87,20 @@ def _require_owner(*, account_id: int, actor: User) -> Membership:
     return membership
 
 
+def _locked_membership(*, account_id: int, membership_id: int) -> Membership:
+    """The member a role change or removal acts on, locked (after the account) for the transaction.
+    Membership.DoesNotExist for another account's member or an unknown id (the views make that a 404)."""
+    target = (
+        Membership.objects.select_for_update()
+        .select_related("user")
+        .filter(account_id=account_id, pk=membership_id)
+        .first()
+    )
+    if target is None:
+        raise Membership.DoesNotExist
+    return target
+
+
 def _mail_owners(*, account: BillingAccount, event_id: int, summary: str, owners: list[User]) -> None:
     """Tell the owner (and, after a hand-over, the previous owner) what changed. One notice per audit event."""
     for owner in owners:
@@ -117,14 +131,7 @@ def membership_role_change(*, account_id: int, actor: User, membership_id: int, 
         raise RoleChangeError(_("Choose one of the roles in the list."))
     account = _lock_account(account_id)
     owner = _require_owner(account_id=account_id, actor=actor)
-    target = (
-        Membership.objects.select_for_update()
-        .select_related("user")
-        .filter(account_id=account_id, pk=membership_id)
-        .first()
-    )
-    if target is None:
-        raise Membership.DoesNotExist
+    target = _locked_membership(account_id=account_id, membership_id=membership_id)
     if target.role == role:
         return target
     if target.pk == owner.pk:
@@ -173,14 +180,7 @@ def membership_remove(*, account_id: int, actor: User, membership_id: int) -> No
     """Take a member out of the account. The owner cannot be removed (hand ownership over first)."""
     account = _lock_account(account_id)
     _require_owner(account_id=account_id, actor=actor)
-    target = (
-        Membership.objects.select_for_update()
-        .select_related("user")
-        .filter(account_id=account_id, pk=membership_id)
-        .first()
-    )
-    if target is None:
-        raise Membership.DoesNotExist
+    target = _locked_membership(account_id=account_id, membership_id=membership_id)
     if target.role == Role.OWNER:
         raise RoleChangeError(
             _("The billing account owner cannot be removed. Make another member the owner first.")

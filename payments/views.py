@@ -564,7 +564,16 @@ def card_setup(request: HtmxHttpRequest, membership: Membership) -> HttpResponse
 # Payment methods: add a card, edit a card's expiry (its owner only)
 
 
-def _card_saved(request: HtmxHttpRequest, membership: Membership, text: str) -> HttpResponse:
+def _other_methods(membership: Membership, *, excluding_id: int | None) -> list[PaymentMethod]:
+    """The cards a pane offers to move things to: every usable card of the account but the one named."""
+    return [m for m in payment_methods_usable(account=membership.account) if m.pk != excluding_id]
+
+
+def _card_saved(
+    request: HtmxHttpRequest, membership: Membership, text: str, *, redirect_to: str | None = None
+) -> HttpResponse:
+    """A card pane succeeded: the message, and the pane closes (htmx) or the page it was opened from
+    (Payment methods unless redirect_to says otherwise) loads."""
     messages.success(request, text)
     if request.htmx:
         # The pane closes; the card list reloads itself on balanceChanged; the message lands on the page.
@@ -572,7 +581,9 @@ def _card_saved(request: HtmxHttpRequest, membership: Membership, text: str) -> 
         trigger_client_event(response, "balanceChanged")
         trigger_client_event(response, "closePane")
         return response
-    return HttpResponseRedirect(reverse("payments:methods", args=[membership.account_id]), status=303)
+    return HttpResponseRedirect(
+        redirect_to or reverse("payments:methods", args=[membership.account_id]), status=303
+    )
 
 
 @account_member_required
@@ -719,7 +730,7 @@ def method_replace(request: HtmxHttpRequest, membership: Membership, method_id: 
     Nothing is charged."""
     _require_manage_methods(membership)
     source = _live_method(membership, method_id)
-    others = [m for m in payment_methods_usable(account=membership.account) if m.pk != source.pk]
+    others = _other_methods(membership, excluding_id=source.pk)
     context = _method_pane_context(
         membership,
         source=source,
@@ -771,7 +782,7 @@ def subscription_replace(
         account=membership.account,
         pk=subscription_id,
     )
-    others = [m for m in payment_methods_usable(account=membership.account) if m.pk != sub.payment_method_id]
+    others = _other_methods(membership, excluding_id=sub.payment_method_id)
     context = _method_pane_context(
         membership,
         subscription=sub,
@@ -797,17 +808,13 @@ def subscription_replace(
                 context["error"] = exc.message
                 context["method_error"] = exc.errors.get("method", "")
             else:
-                messages.success(
+                return _card_saved(
                     request,
+                    membership,
                     _("%(product)s now uses %(card)s. Nothing was charged.")
                     % {"product": sub.product.name, "card": target.label},
+                    redirect_to=context["pane_close_url"],
                 )
-                if request.htmx:
-                    response = render(request, "includes/oob_messages.html", {"membership": membership})
-                    trigger_client_event(response, "balanceChanged")
-                    trigger_client_event(response, "closePane")
-                    return response
-                return HttpResponseRedirect(context["pane_close_url"], status=303)
     return _render_pane(request, "payments/subscription_replace.html", context)
 
 
@@ -817,7 +824,7 @@ def method_delete(request: HtmxHttpRequest, membership: Membership, method_id: i
     """Delete a card; while subscriptions use it, the replacement is chosen in this pane first."""
     _require_manage_methods(membership)
     method = _live_method(membership, method_id)
-    others = [m for m in payment_methods_usable(account=membership.account) if m.pk != method.pk]
+    others = _other_methods(membership, excluding_id=method.pk)
     context = _method_pane_context(
         membership,
         method=method,

@@ -77,3 +77,17 @@ def _fresh_decline_table(django_db_blocker):
         with django_db_blocker.unblock():
             policy.decline_table_clear()
             policy.decline_table()
+
+
+@pytest.fixture
+def demo_page(live_server, page):
+    """The browser tests' start: the demo data, a desktop viewport, and every console error collected on
+    `page.errors` (a CSP violation or a missing asset fails the test that asserts it empty)."""
+    from tests.pages_helpers import seed_demo
+
+    seed_demo()
+    page.set_viewport_size({"width": 1440, "height": 900})
+    errors: list[str] = []
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.errors = errors
+    return page

@@ -43,17 +43,6 @@ def _sign_in(page: Page, base: str, email: str) -> None:
     page.wait_for_url(re.compile(r"/a/\d+/$"))
 
 
-@pytest.fixture
-def demo_page(live_server, page: Page) -> Page:
-    seed_demo()
-    page.set_viewport_size({"width": 1440, "height": 900})
-    # Any console error (a CSP violation, a missing asset) fails the test.
-    errors: list[str] = []
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    page.errors = errors
-    return page
-
-
 def test_admin_sees_the_past_due_story_on_every_page(live_server, demo_page: Page):
     page = demo_page
     base = live_server.url

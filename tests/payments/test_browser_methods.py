@@ -21,16 +21,6 @@ from tests.test_browser_pages import _assert_accessible, _shot, _sign_in
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-@pytest.fixture
-def demo(live_server, page: Page) -> Page:
-    seed_demo()
-    page.set_viewport_size({"width": 1440, "height": 900})
-    errors: list[str] = []
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    page.errors = errors
-    return page
-
-
 def _row(page: Page, label: str):
     return page.locator("#payment-method-list tbody tr", has_text=label)
 
@@ -45,8 +35,8 @@ def _pane_done(page: Page) -> None:
     expect(page.locator("#side-pane-host")).to_be_hidden()
 
 
-def test_owner_manages_cards_profile_and_recipients(live_server, demo: Page):
-    page = demo
+def test_owner_manages_cards_profile_and_recipients(live_server, demo_page: Page):
+    page = demo_page
     base = live_server.url
     contoso = demo_account("Contoso Ltd")
     _sign_in(page, base, "admin@contoso.example")
@@ -199,8 +189,8 @@ def test_owner_manages_cards_profile_and_recipients(live_server, demo: Page):
     assert page.errors == []
 
 
-def test_dutch_owner_sees_the_expired_card_and_panes_in_dutch(live_server, demo: Page):
-    page = demo
+def test_dutch_owner_sees_the_expired_card_and_panes_in_dutch(live_server, demo_page: Page):
+    page = demo_page
     fabrikam = demo_account("Fabrikam BV")
     _sign_in(page, live_server.url, "admin@fabrikam.example")
     page.goto(f"{live_server.url}/a/{fabrikam.pk}/billing/payment-methods/")

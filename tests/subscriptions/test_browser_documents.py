@@ -18,7 +18,7 @@ from playwright.sync_api import Page, expect
 from pypdf import PdfReader
 
 from subscriptions.models import Subscription
-from tests.pages_helpers import demo_account, seed_demo
+from tests.pages_helpers import demo_account
 from tests.test_browser_pages import SHOTS, _assert_accessible, _shot, _sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -29,17 +29,6 @@ BANNER = "This subscription will be disabled for non-payment. Settle outstanding
 @pytest.fixture(autouse=True)
 def _pdf_cache(settings, tmp_path):
     settings.INVOICE_PDF_CACHE_DIR = tmp_path / "invoice-pdfs"
-
-
-@pytest.fixture
-def demo_page(live_server, page: Page) -> Page:
-    """The demo data, a desktop viewport, and every console error collected (tests/test_browser_pages.py)."""
-    seed_demo()
-    page.set_viewport_size({"width": 1440, "height": 900})
-    errors: list[str] = []
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    page.errors = errors
-    return page
 
 
 def test_download_pdf_and_export_csv_from_the_invoices_tab(live_server, demo_page: Page):
