@@ -122,7 +122,7 @@ def notifications_edit(request: HttpRequest, membership: Membership) -> HttpResp
         if form.is_valid():
             account = billing_account_update_notifications(
                 account=account,
-                actor=request.user,  # type: ignore[arg-type]
+                actor=membership.user,
                 email=form.cleaned_data["email"],
                 language=form.cleaned_data["language"],
             )

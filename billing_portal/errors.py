@@ -81,7 +81,7 @@ def error_page(request: HttpRequest, status: int, *, text: str = "") -> HttpResp
         {"status": status, "error_title": titles[status], "error_text": text or texts[status]},
         status=status,
     )
-    response.branded_error = True  # type: ignore[attr-defined]
+    response.branded_error = True  # type: ignore[attr-defined]  # so the middleware below does not render it again
     return response
 
 
@@ -111,7 +111,7 @@ def server_error(request: HttpRequest) -> HttpResponse:
     # No database, no request context: whatever failed may fail again while rendering.
     template = loader.get_template("errors/500.html")
     response = HttpResponse(template.render({"LANGUAGE_CODE": translation.get_language()}), status=500)
-    response.branded_error = True  # type: ignore[attr-defined]
+    response.branded_error = True  # type: ignore[attr-defined]  # so the middleware below does not render it again
     return response
 
 
@@ -127,7 +127,7 @@ class ErrorPageMiddleware:
         if request.method == "POST" and request.content_type in _FORM_TYPES:
             # Read the body first: POST is then parsed from the cached copy, and a view that needs the raw
             # body (a webhook's signature) can still read it.
-            request.body  # noqa: B018
+            _ = request.body
             if _querydict_bad(request.POST):
                 return error_page(request, 400)
         response = self.get_response(request)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from django.conf import settings
 from django.db.models import Count, Min, Q
@@ -119,7 +120,8 @@ def subscriptions_dunning_timelines(
     for invoice in Invoice.objects.filter(
         subscription_id__in=ids, status__in=Invoice.PAYABLE_STATUSES, amount_due_minor__gt=0
     ).order_by("pk"):
-        unpaid_by_sub[invoice.subscription_id].append(invoice)  # type: ignore[index]
+        # subscription_id__in above: never None here.
+        unpaid_by_sub[cast(int, invoice.subscription_id)].append(invoice)
     # The latest attempt on any of each subscription's invoices (paid ones too: "last attempt and result").
     latest: dict[int, PaymentAttempt] = {}
     history: dict[int, dict[int, PaymentAttempt]] = {i: {} for i in ids}
@@ -133,8 +135,9 @@ def subscriptions_dunning_timelines(
             and allocation.attempt.status != "succeeded"
         ):
             continue
-        latest[allocation.invoice.subscription_id] = allocation.attempt  # type: ignore[index]
-        history[allocation.invoice.subscription_id][allocation.attempt_id] = allocation.attempt  # type: ignore[index]
+        sub_id = cast(int, allocation.invoice.subscription_id)  # invoice__subscription_id__in: never None
+        latest[sub_id] = allocation.attempt
+        history[sub_id][allocation.attempt_id] = allocation.attempt
     unpaid_ids = [i.pk for invoices in unpaid_by_sub.values() for i in invoices]
     notes = {n.invoice_id: n for n in InvoiceDunning.objects.filter(invoice_id__in=unpaid_ids)}
     refusals: dict[int, list[RetryRefusal]] = {i: [] for i in ids}
@@ -142,8 +145,9 @@ def subscriptions_dunning_timelines(
     for refusal in RetryRefusal.objects.filter(invoice_id__in=unpaid_ids).order_by("-created_at", "-pk")[
         :200
     ]:
-        refusal.text = refusal_text(refusal.reason)  # type: ignore[attr-defined]
-        refusals[sub_of_invoice[refusal.invoice_id]].append(refusal)  # type: ignore[index]
+        refusal.text = refusal_text(refusal.reason)  # type: ignore[attr-defined]  # display text set per row
+        # RetryRefusal.invoice is nullable; these were read by invoice_id__in, so it is set.
+        refusals[cast(int, sub_of_invoice[cast(int, refusal.invoice_id)])].append(refusal)
     policies = {p.category: p for p in RetryPolicy.objects.all()}
     for category in RetryPolicy.Category.values:
         policies.setdefault(

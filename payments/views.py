@@ -71,15 +71,15 @@ def methods(request: HttpRequest, membership: Membership) -> HttpResponse:
     today = timezone.localdate()
     declined, own_past_due = [], []
     for card in cards:
-        card.past_due = summary.for_method(card.pk)  # type: ignore[attr-defined]
-        card.decline_reason = decline_reason(card.last_decline_code)  # type: ignore[attr-defined]
-        card.expired = card.is_expired(today)  # type: ignore[attr-defined]
-        card.more_subscriptions = card.live_subscription_count - len(card.first_subscriptions)  # type: ignore[attr-defined]
+        card.past_due = summary.for_method(card.pk)  # type: ignore[attr-defined]  # display value set per row
+        card.decline_reason = decline_reason(card.last_decline_code)  # type: ignore[attr-defined]  # display value set per row
+        card.expired = card.is_expired(today)  # type: ignore[attr-defined]  # display value set per row
+        card.more_subscriptions = card.live_subscription_count - len(card.first_subscriptions)  # type: ignore[attr-defined]  # display value set per row
         # The warning names a declined card while something it pays is still past due; once that
         # balance is settled (with another card) the warning is gone, the card keeps its status.
-        if card.past_due and card.status in (card.Status.DECLINED, card.Status.EXPIRED):  # type: ignore[attr-defined]
+        if card.past_due and card.status in (card.Status.DECLINED, card.Status.EXPIRED):  # type: ignore[attr-defined]  # display value set per row
             declined.append(card)
-        elif card.past_due:  # type: ignore[attr-defined]
+        elif card.past_due:  # type: ignore[attr-defined]  # display value set per row
             own_past_due.append(card)
     template = "payments/methods.html#method-list" if is_htmx(request) else "payments/methods.html"
     return render(

@@ -52,12 +52,12 @@ def products(request: HttpRequest, membership: Membership) -> HttpResponse:
     settle_actions: dict[int, str] = {}
     for sub in page:
         balance = summary.for_method(sub.payment_method_id) if sub.payment_method_id else None
-        sub.balance = balance  # type: ignore[attr-defined]
-        sub.status_label = status_labels.get(sub.status, sub.status)  # type: ignore[attr-defined]
-        sub.period_label = period_labels.get(sub.product.billing_period, sub.product.billing_period)  # type: ignore[attr-defined]
-        sub.timeline_url = timeline_url(sub.pk)  # type: ignore[attr-defined]
-        sub.detail_url = detail_url(sub.pk)  # type: ignore[attr-defined]
-        sub.replace_url = replace_url(sub.pk)  # type: ignore[attr-defined]
+        sub.balance = balance  # type: ignore[attr-defined]  # display value set per row, worked out once per page
+        sub.status_label = status_labels.get(sub.status, sub.status)  # type: ignore[attr-defined]  # display value set per row, worked out once per page
+        sub.period_label = period_labels.get(sub.product.billing_period, sub.product.billing_period)  # type: ignore[attr-defined]  # display value set per row, worked out once per page
+        sub.timeline_url = timeline_url(sub.pk)  # type: ignore[attr-defined]  # display value set per row, worked out once per page
+        sub.detail_url = detail_url(sub.pk)  # type: ignore[attr-defined]  # display value set per row, worked out once per page
+        sub.replace_url = replace_url(sub.pk)  # type: ignore[attr-defined]  # display value set per row, worked out once per page
         action = ""
         if balance is not None and sub.payment_method_id is not None:
             if sub.payment_method_id not in settle_actions:
@@ -67,7 +67,7 @@ def products(request: HttpRequest, membership: Membership) -> HttpResponse:
                     request=request,
                 )
             action = settle_actions[sub.payment_method_id]
-        sub.settle_action = action  # type: ignore[attr-defined]
+        sub.settle_action = action  # type: ignore[attr-defined]  # display value set per row, worked out once per page
     template = (
         "subscriptions/products.html#product-list" if is_htmx(request) else "subscriptions/products.html"
     )

@@ -412,9 +412,9 @@ def support_account_overview(*, account: BillingAccount) -> AccountOverview:
     say "50 of 1,204"."""
     if not hasattr(account, "n_subscriptions"):
         account = support_account_get(account_id=account.pk, with_overview=True)
-    invoice_count = account.n_invoices or 0  # type: ignore[attr-defined]
-    attempt_count = account.n_attempts or 0  # type: ignore[attr-defined]
-    notice_count = account.n_notices or 0  # type: ignore[attr-defined]
+    invoice_count = account.n_invoices or 0  # type: ignore[attr-defined]  # annotated by the query above
+    attempt_count = account.n_attempts or 0  # type: ignore[attr-defined]  # annotated by the query above
+    notice_count = account.n_notices or 0  # type: ignore[attr-defined]  # annotated by the query above
     attempts = list(
         PaymentAttempt.objects.filter(account=account)
         .select_related("payment_method", "initiated_by")
@@ -422,26 +422,26 @@ def support_account_overview(*, account: BillingAccount) -> AccountOverview:
         .order_by("-created_at", "-pk")[:LIST_LIMIT]
     )
     for attempt in attempts:
-        attempt.decline_text = decline_message(attempt.decline_code) if attempt.decline_code else ""  # type: ignore[attr-defined]
+        attempt.decline_text = decline_message(attempt.decline_code) if attempt.decline_code else ""  # type: ignore[attr-defined]  # annotated by the query above
         # What is left to refund and what was overpaid, from the sums annotated above (same rules as
         # payments.refunds.refundable_minor / overpaid_minor, without a query per row).
         refundable = 0
         overpaid = 0
         if attempt.status == PaymentAttempt.Status.SUCCEEDED and attempt.payment_method_id is not None:
-            refundable = max(attempt.amount_minor - attempt.refunded_sum - attempt.disputed_sum, 0)  # type: ignore[attr-defined]
+            refundable = max(attempt.amount_minor - attempt.refunded_sum - attempt.disputed_sum, 0)  # type: ignore[attr-defined]  # annotated by the query above
             overpaid = max(
-                min(attempt.amount_minor - attempt.applied_sum - attempt.unapplied_refunded_sum, refundable),  # type: ignore[attr-defined]
+                min(attempt.amount_minor - attempt.applied_sum - attempt.unapplied_refunded_sum, refundable),  # type: ignore[attr-defined]  # annotated by the query above
                 0,
             )
-        attempt.refundable_minor = refundable  # type: ignore[attr-defined]
-        attempt.overpaid_minor = overpaid  # type: ignore[attr-defined]
+        attempt.refundable_minor = refundable  # type: ignore[attr-defined]  # annotated by the query above
+        attempt.overpaid_minor = overpaid  # type: ignore[attr-defined]  # annotated by the query above
     return AccountOverview(
         account=account,
         status=_RANK_STATUS.get(getattr(account, "worst_rank", None) or 0),
         outstanding_minor=getattr(account, "outstanding_minor", 0) or 0,
-        members=_member_lines(account.member_lines),  # type: ignore[attr-defined]
+        members=_member_lines(account.member_lines),  # type: ignore[attr-defined]  # annotated by the query above
         subscriptions=list(support_subscriptions(account=account)[:LIST_LIMIT]),
-        subscription_count=account.n_subscriptions or 0,  # type: ignore[attr-defined]
+        subscription_count=account.n_subscriptions or 0,  # type: ignore[attr-defined]  # annotated by the query above
         invoices=list(Invoice.objects.filter(account=account).order_by("-issued_on", "-pk")[:LIST_LIMIT]),
         invoice_count=invoice_count,
         # Only what support may see of a card: brand, last4, expiry, status. Never the token.
@@ -472,8 +472,8 @@ def support_account_overview(*, account: BillingAccount) -> AccountOverview:
             .select_related("author")
             .order_by("-created_at", "-pk")[:LIST_LIMIT]
         ),
-        note_count=account.n_notes or 0,  # type: ignore[attr-defined]
-        audit_count=account.n_audit or 0,  # type: ignore[attr-defined]
+        note_count=account.n_notes or 0,  # type: ignore[attr-defined]  # annotated by the query above
+        audit_count=account.n_audit or 0,  # type: ignore[attr-defined]  # annotated by the query above
         # Refunds, credit notes and chargebacks are rare: each list is read only when the account's row
         # (support_account_get) counted any, so most accounts' view stays at its query budget.
         refunds=list(

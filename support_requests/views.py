@@ -18,7 +18,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 
 from accounts.decorators import account_member_required, is_htmx
-from accounts.models import Membership
+from accounts.models import Membership, User
 from payments.forms import new_form_key
 from payments.models import PaymentAttempt
 from subscriptions.models import Invoice, Subscription
@@ -227,6 +227,14 @@ def queue(request: HttpRequest) -> HttpResponse:
     )
 
 
+def _staff_user(request: HttpRequest) -> User:
+    """support_view lets only signed-in staff through, so this is a User; anything else is refused."""
+    user = request.user
+    if not isinstance(user, User):
+        raise PermissionDenied
+    return user
+
+
 @support_view()
 @require_http_methods(["GET", "POST"])
 def staff_detail(request: HttpRequest, request_id: int) -> HttpResponse:
@@ -234,7 +242,7 @@ def staff_detail(request: HttpRequest, request_id: int) -> HttpResponse:
     if request.method == "GET":
         services.support_request_viewed(
             request=support_request,
-            actor=request.user,  # type: ignore[arg-type]
+            actor=_staff_user(request),
             ip_address=request.META.get("REMOTE_ADDR") or None,
         )
     form = StaffReplyForm(initial={"form_key": new_form_key()})
@@ -246,7 +254,7 @@ def staff_detail(request: HttpRequest, request_id: int) -> HttpResponse:
             try:
                 services.support_request_reply(
                     request_id=support_request.pk,
-                    actor=request.user,  # type: ignore[arg-type]
+                    actor=_staff_user(request),
                     body=form.cleaned_data["body"],
                     form_key=str(form.cleaned_data["form_key"]),
                     close=form.cleaned_data["close"],

@@ -168,7 +168,7 @@ def _shape(annotation: Any, ns: dict[str, Any]) -> _Shape:
             shape.literals.update(str(v) for v in typing.get_args(t))
         elif typing_extensions.is_typeddict(t):
             shape.typeddicts.append(t)
-        elif origin in (list, typing.List):  # noqa: UP006
+        elif origin is list:  # typing.List[X] has origin list too
             shape.lists.append(typing.get_args(t)[0])
         elif (
             origin in (dict, dict)
