@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "support",
     "support_requests",
     "dunning",
+    "demo",
 ]
 
 MIDDLEWARE = [
