@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "accounts",
     "audit",
     "subscriptions",
+    "billing",
     "payments",
     "gateway_sim",
     "notifications",

@@ -2,6 +2,7 @@ from django.urls import path
 
 from . import views
 
+# The pages kept the names they had in the subscriptions app, so links, templates and tests are unchanged.
 app_name = "subscriptions"
 
 urlpatterns = [
