@@ -1,3 +1,5 @@
+"""Your products, subscription details and the Invoices pages, under /a/<id>/ (billing_portal/urls.py)."""
+
 from django.urls import path
 
 from . import views

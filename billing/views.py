@@ -1,3 +1,7 @@
+"""The customer's billing pages: Home, the Billing profile tab, Your products, a subscription's details
+and reactivation, Invoices, an invoice, its PDF and the CSV export. They read subscriptions, invoices and
+payments together, so they live above both apps (docs/ARCHITECTURE.md, Layers)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
