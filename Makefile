@@ -16,7 +16,7 @@ PORT ?= 8000
 help:
 	@echo "make run     start the portal (SQLite, simulated gateway, embedded broker, demo data)"
 	@echo "make test    run the whole test suite (PostgreSQL + Redis too when DATABASE_URL/REDIS_URL are set)"
-	@echo "make lint    ruff + mypy"
+	@echo "make lint    ruff + mypy + import-linter (the app layers, pyproject.toml)"
 	@echo "make bench   page, sweep and search benchmarks"
 
 install: .venv/.installed
@@ -37,6 +37,7 @@ lint: install
 	$(VENV)/ruff check .
 	$(VENV)/ruff format --check .
 	$(VENV)/mypy .
+	$(VENV)/lint-imports --no-cache
 
 fmt: install
 	$(VENV)/ruff format .

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.contrib.auth import password_validation
 from django.core import signing
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied, ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
 from django.urls import reverse
@@ -15,9 +16,33 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from audit.services import audit_record
-from notifications.services import notice_send
 
 from .models import BillingAccount, Invitation, Membership, Role, User
+
+
+class MailSender(Protocol):
+    def __call__(
+        self, *, account: BillingAccount, kind: str, dedupe_key: str, context: dict[str, Any], recipient: str
+    ) -> object: ...
+
+
+# Mail is the notifications app's: a Notice belongs to a BillingAccount, so notifications sits above
+# accounts and accounts may not import it. NotificationsConfig.ready() hands `notice_send` (queued on
+# commit, once per dedupe key) to `mail_sender_register`.
+_mail_sender: list[MailSender] = []
+
+
+def mail_sender_register(sender: MailSender) -> None:
+    _mail_sender[:] = [sender]
+
+
+def notice_send(
+    *, account: BillingAccount, kind: str, dedupe_key: str, context: dict[str, Any], recipient: str
+) -> None:
+    """Mail one person about this account, in the account's language, through the registered sender."""
+    if not _mail_sender:
+        raise ImproperlyConfigured("No mail sender: the 'notifications' app is not installed.")
+    _mail_sender[0](account=account, kind=kind, dedupe_key=dedupe_key, context=context, recipient=recipient)
 
 
 @transaction.atomic

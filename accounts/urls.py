@@ -2,13 +2,14 @@ from django.urls import path
 
 from . import views
 
+# billing_portal/urls.py serves these in the `accounts` namespace together with billing/account_urls.py
+# (Home and the Billing profile tab, which moved to the billing pages and kept their names).
 app_name = "accounts"
 
 urlpatterns = [
     path("", views.root, name="root"),
     path("sign-in/", views.SignInView.as_view(), name="signin"),
     path("sign-out/", views.SignOutView.as_view(), name="signout"),
-    path("a/<id:account_id>/", views.home, name="home"),
     path("a/<id:account_id>/billing/notifications/", views.notifications, name="notifications"),
     path(
         "a/<id:account_id>/billing/notifications/edit/", views.notifications_edit, name="notifications_edit"
@@ -32,6 +33,5 @@ urlpatterns = [
     path(
         "a/<id:account_id>/billing/notifications/recipients/", views.recipients_edit, name="recipients_edit"
     ),
-    path("a/<id:account_id>/billing/profile/", views.billing_profile, name="billing_profile"),
     path("a/<id:account_id>/billing/profile/edit/", views.billing_profile_edit, name="billing_profile_edit"),
 ]

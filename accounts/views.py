@@ -17,9 +17,6 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import trigger_client_event
 
-from billing_portal.countries import country_name
-from subscriptions.selectors import account_overview, invoice_frequencies, past_due_summary
-
 from .decorators import account_member_required, is_htmx, member_may
 from .forms import (
     ROLE_HINTS,
@@ -85,23 +82,6 @@ def root(request: HttpRequest) -> HttpResponse:
         if support:
             return redirect(support)
     return render(request, "accounts/no_account.html", status=200)
-
-
-@account_member_required
-def home(request: HttpRequest, membership: Membership) -> HttpResponse:
-    """Home; for htmx (after a `balanceChanged` event) just its banner and summary cards."""
-    account = membership.account
-    template = "accounts/home.html#home-body" if is_htmx(request) else "accounts/home.html"
-    return render(
-        request,
-        template,
-        {
-            "membership": membership,
-            "account": account,
-            "past_due": past_due_summary(account=account),
-            "overview": account_overview(account=account),
-        },
-    )
 
 
 @member_may("can_view_subscriptions")
@@ -273,24 +253,6 @@ def _saved(request: HttpRequest, *, redirect_to: str, text: str, refresh: str) -
     response = render(request, "includes/oob_messages.html", {})
     trigger_client_event(response, refresh)
     return trigger_client_event(response, "closePane")
-
-
-@account_member_required
-def billing_profile(request: HttpRequest, membership: Membership) -> HttpResponse:
-    """Bills & payments → Billing profile: currency, invoice frequency, bill-to address, PO number and
-    invoice attachments. Everyone in the account reads it; owners and admins edit it in a pane."""
-    account = membership.account
-    return render(
-        request,
-        "accounts/billing_profile.html#profile-card" if is_htmx(request) else "accounts/billing_profile.html",
-        {
-            "membership": membership,
-            "account": account,
-            "country": country_name(account.country),
-            "frequencies": invoice_frequencies(account=account),
-            "nav_current": "bills",
-        },
-    )
 
 
 @require_http_methods(["GET", "POST"])

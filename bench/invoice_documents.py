@@ -106,7 +106,7 @@ def _invoice_with_lines(n_lines: int):
 def measure_pdf(runs: int) -> dict[str, object]:
     from pypdf import PdfReader
 
-    from subscriptions.documents import invoice_pdf, invoice_pdf_render
+    from billing.documents import invoice_pdf, invoice_pdf_render
 
     floor_invoice = _invoice_with_lines(1)
     big_invoice = _invoice_with_lines(500)

@@ -52,12 +52,14 @@ INSTALLED_APPS = [
     "accounts",
     "audit",
     "subscriptions",
+    "billing",
     "payments",
     "gateway_sim",
     "notifications",
     "support",
     "support_requests",
     "dunning",
+    "demo",
 ]
 
 MIDDLEWARE = [

@@ -36,6 +36,8 @@ from billing_portal.money import format_money
 from notifications.services import notice_send, notices_batched, notices_requeue_stale
 from payments.gateways.base import DeclineCategory, classify_decline, decline_message, get_gateway
 from payments.models import PaymentAttempt, PaymentMethod
+from payments.retention import subscription_delete_data
+from payments.selectors import payments_in_flight
 from payments.services import (
     PENDING_STALE_AFTER,
     NothingToPay,
@@ -50,7 +52,6 @@ from subscriptions.services import (
     InvalidTransition,
     invoice_mark_past_due,
     subscription_cancel,
-    subscription_delete_data,
     subscription_disable,
     subscription_mark_past_due,
     subscription_restore,
@@ -764,13 +765,7 @@ def invoice_charge_due(
                 target=invoice,
             )
             return "no_method"
-        in_flight = (
-            PaymentAttempt.objects.filter(
-                account_id=account.pk, status__in=PaymentAttempt.IN_FLIGHT, allocations__invoice=invoice
-            )
-            .order_by("-pk")
-            .first()
-        )
+        in_flight = payments_in_flight(account_id=account.pk, invoices=[invoice]).last()  # the newest
         number = invoice.attempt_count + 1
         key = f"{KEY_PREFIX}{invoice.pk}:{number}"
         if in_flight is not None and in_flight.idempotency_key != key:

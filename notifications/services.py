@@ -8,9 +8,10 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Protocol
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.mail import EmailMultiAlternatives
 from django.db import IntegrityError, transaction
 from django.template.loader import render_to_string
@@ -143,19 +144,28 @@ def notice_invoice_numbers(context: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(n.strip() for n in numbers if n and n.strip()))
 
 
+class InvoicePdfSource(Protocol):
+    def __call__(self, *, account_id: int, numbers: list[str]) -> list[tuple[str, bytes]]: ...
+
+
+# The invoice PDFs are billing documents (billing/documents.py). They print the invoice's payments, and
+# payments send mail through this app, so notifications may not import them: BillingConfig.ready() hands
+# the function that makes them to `invoice_pdf_source_register`.
+_invoice_pdf_source: list[InvoicePdfSource] = []
+
+
+def invoice_pdf_source_register(source: InvoicePdfSource) -> None:
+    _invoice_pdf_source[:] = [source]
+
+
 def notice_invoice_attachments(*, notice: Notice) -> list[tuple[str, bytes]]:
     """The PDFs of the invoices a mail is about ("Get invoices in e-mail attachments"), as (filename, data)."""
-    # Imported here: invoice documents live above notifications (subscriptions and payments send mail).
-    from subscriptions.documents import invoice_pdf, invoice_pdf_filename
-    from subscriptions.models import Invoice
-
     numbers = notice_invoice_numbers(notice.context)
     if not numbers:
         return []
-    invoices = Invoice.objects.filter(account=notice.account, number__in=numbers).select_related("account")
-    return [
-        (invoice_pdf_filename(i), invoice_pdf(invoice=i)) for i in sorted(invoices, key=lambda i: i.number)
-    ]
+    if not _invoice_pdf_source:
+        raise ImproperlyConfigured("No invoice PDFs for mail: the 'billing' app is not installed.")
+    return _invoice_pdf_source[0](account_id=notice.account_id, numbers=numbers)
 
 
 def notice_deliver(*, notice_id: int, context: dict[str, Any] | None = None) -> Notice:

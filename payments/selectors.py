@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.db.models import Count, F, Prefetch, Q, QuerySet, Sum, Window
 from django.db.models.functions import RowNumber
@@ -13,6 +15,81 @@ from billing_portal.money import Money
 from subscriptions.models import Invoice, Subscription
 
 from .models import PaymentAttempt, PaymentMethod
+
+# -- past due, per payment method (Home, Your products, Payment methods, subscription details) -------
+
+_UNPAID_METHOD_STATUSES = (PaymentMethod.Status.DECLINED, PaymentMethod.Status.EXPIRED)
+
+
+@dataclass(frozen=True)
+class MethodBalance:
+    """What is past due on the subscriptions that one payment method pays (None: no method, e.g. bank transfer).
+
+    This is the amount Settle balance collects for that method: every past-due invoice of every
+    subscription on it, at once (PRODUCT.md flow 3).
+    """
+
+    method: PaymentMethod | None
+    amount: Money
+    subscription_count: int
+    invoice_count: int
+
+    @property
+    def method_declined(self) -> bool:
+        return self.method is not None and self.method.status in _UNPAID_METHOD_STATUSES
+
+
+@dataclass(frozen=True)
+class PastDueSummary:
+    total: Money
+    by_method: list[MethodBalance] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return self.total.amount_minor > 0
+
+    @property
+    def declined(self) -> list[MethodBalance]:
+        return [b for b in self.by_method if b.method_declined]
+
+    @property
+    def subscription_count(self) -> int:
+        return sum(b.subscription_count for b in self.by_method)
+
+    def for_method(self, method_id: int) -> MethodBalance | None:
+        for balance in self.by_method:
+            if balance.method is not None and balance.method.pk == method_id:
+                return balance
+        return None
+
+
+def past_due_summary(*, account: BillingAccount) -> PastDueSummary:
+    """Everything past due on the account, in total and per payment method. Two queries."""
+    rows = list(
+        Invoice.objects.filter(account=account, status=Invoice.Status.PAST_DUE, amount_due_minor__gt=0)
+        .values("subscription__payment_method", "currency")
+        .annotate(
+            amount=Sum("amount_due_minor"),
+            invoices=Count("pk"),
+            subscriptions=Count("subscription", distinct=True),
+        )
+        .order_by("-amount", "subscription__payment_method")
+    )
+    method_ids = [r["subscription__payment_method"] for r in rows if r["subscription__payment_method"]]
+    methods = PaymentMethod.objects.select_related("owner").in_bulk(method_ids) if method_ids else {}
+    total = Money.zero(account.currency)
+    balances = []
+    for row in rows:
+        amount = Money(int(row["amount"]), row["currency"])
+        total = total + amount  # raises CurrencyMismatch rather than adding euros to dollars
+        balances.append(
+            MethodBalance(
+                method=methods.get(row["subscription__payment_method"]),
+                amount=amount,
+                subscription_count=row["subscriptions"],
+                invoice_count=row["invoices"],
+            )
+        )
+    return PastDueSummary(total=total, by_method=balances)
 
 
 @dataclass(frozen=True)
@@ -162,6 +239,28 @@ def settle_preview(
     )
 
 
+def payments_in_flight(
+    *,
+    account_id: int,
+    invoices: Iterable[Invoice] | Iterable[int] | QuerySet[Invoice, Any] | None = None,
+    method_id: int | None = None,
+) -> QuerySet[PaymentAttempt]:
+    """The one query for "payments in flight": attempts of the account whose outcome is still open (pending,
+    waiting for 3-D Secure, or unknown and being reconciled) that pay any of these invoices (invoices, their
+    ids, or a subquery of them) and/or were made with this payment method; each attempt once, oldest first.
+
+    Nothing may charge these invoices (or remove this card) while one exists. The money paths call it in
+    their own transaction under `account_lock`, so it sees what the lock protects; add `select_for_update()`
+    to the result where the caller needs the attempt rows themselves locked.
+    """
+    attempts = PaymentAttempt.objects.filter(account_id=account_id, status__in=PaymentAttempt.IN_FLIGHT)
+    if invoices is not None:
+        attempts = attempts.filter(allocations__invoice__in=invoices).distinct()
+    if method_id is not None:
+        attempts = attempts.filter(payment_method_id=method_id)
+    return attempts.order_by("pk")
+
+
 def attempts_in_flight_on_methods(*, account: BillingAccount, method_ids: list[int]) -> list[PaymentAttempt]:
     """Payments still under way for any past-due invoice of subscriptions on these cards (what Settle
     balance would collect), found by a subquery instead of a list of every invoice id."""
@@ -171,26 +270,14 @@ def attempts_in_flight_on_methods(*, account: BillingAccount, method_ids: list[i
         amount_due_minor__gt=0,
         subscription__payment_method_id__in=method_ids,
     ).values("pk")
-    return list(
-        PaymentAttempt.objects.filter(
-            account=account, status__in=PaymentAttempt.IN_FLIGHT, allocations__invoice_id__in=past_due
-        )
-        .distinct()
-        .order_by("pk")
-    )
+    return list(payments_in_flight(account_id=account.pk, invoices=past_due))
 
 
 def attempts_in_flight(*, account: BillingAccount, invoice_ids: list[int]) -> list[PaymentAttempt]:
     """Payments still under way for these invoices (pending, waiting for 3-D Secure, or being checked)."""
     if not invoice_ids:
         return []
-    return list(
-        PaymentAttempt.objects.filter(
-            account=account, status__in=PaymentAttempt.IN_FLIGHT, allocations__invoice_id__in=invoice_ids
-        )
-        .distinct()
-        .order_by("pk")
-    )
+    return list(payments_in_flight(account_id=account.pk, invoices=invoice_ids))
 
 
 def payment_methods_usable(*, account: BillingAccount) -> QuerySet[PaymentMethod]:

@@ -44,6 +44,7 @@ from .gateways.base import (
 )
 from .ledger import payment_apply
 from .models import GatewayCustomer, PaymentAllocation, PaymentAttempt, PaymentMethod
+from .selectors import payments_in_flight
 
 logger = logging.getLogger(__name__)
 
@@ -253,13 +254,7 @@ def _phase1_create(
         )
         if not invoices:
             raise NothingToPay(_("There is nothing left to pay: this balance has already been paid."))
-        in_flight = list(
-            PaymentAttempt.objects.filter(
-                account_id=account_id, status__in=PaymentAttempt.IN_FLIGHT, allocations__invoice__in=invoices
-            )
-            .distinct()
-            .order_by("pk")
-        )
+        in_flight = list(payments_in_flight(account_id=account_id, invoices=invoices))
         if in_flight:
             stale = [a.pk for a in in_flight if a.status == Status.REQUIRES_ACTION]
             # Only a customer, present now, may replace a customer's waiting challenge; a job never does.
@@ -1268,7 +1263,7 @@ def payment_method_remove(
             raise PaymentError(_("Choose a payment method.")) from None
         if method.status == PaymentMethod.Status.DETACHED:
             return method
-        if PaymentAttempt.objects.filter(payment_method=method, status__in=PaymentAttempt.IN_FLIGHT).exists():
+        if payments_in_flight(account_id=account.pk, method_id=method.pk).exists():
             raise PaymentInProgress(
                 _(
                     "A payment with this card is still being processed. Delete it once that payment is finished."

@@ -34,7 +34,6 @@ from accounts.decorators import account_member_required, is_htmx
 from accounts.models import Membership
 from billing_portal.ids import parse_id
 from subscriptions.models import Invoice, Subscription
-from subscriptions.selectors import past_due_summary
 
 from . import services, webhooks
 from .forms import ExpiryForm, PayForm, PaymentMethodEditForm, new_form_key
@@ -51,6 +50,7 @@ from .models import PaymentAttempt, PaymentMethod
 from .selectors import (
     attempts_in_flight,
     attempts_in_flight_on_methods,
+    past_due_summary,
     payment_method_preselect,
     payment_method_subscription_count,
     payment_methods_for_account,

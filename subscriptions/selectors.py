@@ -3,143 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
 
-from django.db.models import Case, Count, IntegerField, Q, QuerySet, Sum, Value, When
+from django.db.models import Case, IntegerField, QuerySet, Value, When
 from django.shortcuts import get_object_or_404
 
 from accounts.models import BillingAccount
-from billing_portal.money import Money
-from payments.models import PaymentMethod
 
-from .models import UNPAID_STATUSES, Invoice, Subscription
-
-_UNPAID_METHOD_STATUSES = (PaymentMethod.Status.DECLINED, PaymentMethod.Status.EXPIRED)
-
-
-@dataclass(frozen=True)
-class MethodBalance:
-    """What is past due on the subscriptions that one payment method pays (None: no method, e.g. bank transfer).
-
-    This is the amount Settle balance collects for that method: every past-due invoice of every
-    subscription on it, at once (PRODUCT.md flow 3).
-    """
-
-    method: PaymentMethod | None
-    amount: Money
-    subscription_count: int
-    invoice_count: int
-
-    @property
-    def method_declined(self) -> bool:
-        return self.method is not None and self.method.status in _UNPAID_METHOD_STATUSES
-
-
-@dataclass(frozen=True)
-class PastDueSummary:
-    total: Money
-    by_method: list[MethodBalance] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return self.total.amount_minor > 0
-
-    @property
-    def declined(self) -> list[MethodBalance]:
-        return [b for b in self.by_method if b.method_declined]
-
-    @property
-    def subscription_count(self) -> int:
-        return sum(b.subscription_count for b in self.by_method)
-
-    def for_method(self, method_id: int) -> MethodBalance | None:
-        for balance in self.by_method:
-            if balance.method is not None and balance.method.pk == method_id:
-                return balance
-        return None
-
-
-def past_due_summary(*, account: BillingAccount) -> PastDueSummary:
-    """Everything past due on the account, in total and per payment method. Two queries."""
-    rows = list(
-        Invoice.objects.filter(account=account, status=Invoice.Status.PAST_DUE, amount_due_minor__gt=0)
-        .values("subscription__payment_method", "currency")
-        .annotate(
-            amount=Sum("amount_due_minor"),
-            invoices=Count("pk"),
-            subscriptions=Count("subscription", distinct=True),
-        )
-        .order_by("-amount", "subscription__payment_method")
-    )
-    method_ids = [r["subscription__payment_method"] for r in rows if r["subscription__payment_method"]]
-    methods = PaymentMethod.objects.select_related("owner").in_bulk(method_ids) if method_ids else {}
-    total = Money.zero(account.currency)
-    balances = []
-    for row in rows:
-        amount = Money(int(row["amount"]), row["currency"])
-        total = total + amount  # raises CurrencyMismatch rather than adding euros to dollars
-        balances.append(
-            MethodBalance(
-                method=methods.get(row["subscription__payment_method"]),
-                amount=amount,
-                subscription_count=row["subscriptions"],
-                invoice_count=row["invoices"],
-            )
-        )
-    return PastDueSummary(total=total, by_method=balances)
-
-
-@dataclass(frozen=True)
-class AccountOverview:
-    active_count: int
-    unpaid_count: int
-    total_count: int
-    next_invoice: Invoice | None
-    default_method: PaymentMethod | None
-    # In the Warned stage (a few days before disabling): the first few, for the Home banner.
-    warned: list[Subscription] = field(default_factory=list)
-    warned_count: int = 0
-
-
-WARNED_SHOWN = 5
-
-
-def account_overview(*, account: BillingAccount) -> AccountOverview:
-    """The summary cards of Home. Three queries, four when a subscription is in the Warned stage."""
-    counts = Subscription.objects.filter(account=account).aggregate(
-        active=Count("pk", filter=Q(status=Subscription.Status.ACTIVE)),
-        unpaid=Count("pk", filter=Q(status__in=UNPAID_STATUSES)),
-        total=Count("pk", filter=~Q(status=Subscription.Status.DELETED)),
-        warned=Count("pk", filter=Q(status=Subscription.Status.WARNED)),
-    )
-    warned = (
-        list(
-            Subscription.objects.filter(account=account, status=Subscription.Status.WARNED)
-            .select_related("product")
-            .order_by("grace_ends_at", "pk")[:WARNED_SHOWN]
-        )
-        if counts["warned"]
-        else []
-    )
-    next_invoice = (
-        # Past-due invoices are due too (and first): "Nothing due" beside a past-due balance was wrong.
-        Invoice.objects.filter(account=account, status__in=Invoice.PAYABLE_STATUSES, amount_due_minor__gt=0)
-        .order_by("due_on", "pk")
-        .first()
-    )
-    default_method = (
-        PaymentMethod.objects.filter(account=account, is_default=True)
-        .exclude(status=PaymentMethod.Status.DETACHED)
-        .first()
-    )
-    return AccountOverview(
-        active_count=counts["active"],
-        unpaid_count=counts["unpaid"],
-        total_count=counts["total"],
-        next_invoice=next_invoice,
-        default_method=default_method,
-        warned=warned,
-        warned_count=counts["warned"],
-    )
+from .models import Invoice, Subscription
 
 
 def subscriptions_for_account(*, account: BillingAccount) -> QuerySet[Subscription]:
@@ -204,24 +74,6 @@ def invoice_frequencies(*, account: BillingAccount) -> list[str]:
     return [str(label) for value, label in Product.Period.choices if value in periods]
 
 
-SUBSCRIPTION_INVOICES_SHOWN = 12
-
-
-@dataclass(frozen=True)
-class SubscriptionDetails:
-    """The "Subscription and payment settings" page of one subscription: three queries, five when past due."""
-
-    subscription: Subscription
-    invoices: list[Invoice]
-    invoice_count: int
-    amount_due: Money
-    balance: MethodBalance | None
-
-    @property
-    def more_invoices(self) -> bool:
-        return self.invoice_count > len(self.invoices)
-
-
 def subscription_for_account(*, account: BillingAccount, subscription_id: int) -> Subscription:
     """One subscription of this account; 404 for any other account's id and for deleted ones."""
     return get_object_or_404(
@@ -230,27 +82,4 @@ def subscription_for_account(*, account: BillingAccount, subscription_id: int) -
         ),
         account=account,
         pk=subscription_id,
-    )
-
-
-def subscription_details(*, account: BillingAccount, subscription_id: int) -> SubscriptionDetails:
-    sub = subscription_for_account(account=account, subscription_id=subscription_id)
-    invoices = list(
-        Invoice.objects.filter(subscription=sub).order_by("-issued_on", "-pk")[:SUBSCRIPTION_INVOICES_SHOWN]
-    )
-    totals = Invoice.objects.filter(subscription=sub).aggregate(
-        count=Count("pk"),
-        due=Sum("amount_due_minor", filter=Q(status__in=Invoice.PAYABLE_STATUSES)),
-        past_due=Sum("amount_due_minor", filter=Q(status=Invoice.Status.PAST_DUE)),
-    )
-    balance = None
-    if sub.payment_method is not None and totals["past_due"]:
-        # What Settle balance collects for this subscription's card (all its past-due subscriptions).
-        balance = past_due_summary(account=account).for_method(sub.payment_method.pk)
-    return SubscriptionDetails(
-        subscription=sub,
-        invoices=invoices,
-        invoice_count=totals["count"],
-        amount_due=Money(int(totals["due"] or 0), sub.currency),
-        balance=balance,
     )

@@ -297,22 +297,18 @@ def subscription_cancel(*, subscription_id: int, at: dt.datetime) -> Subscriptio
     return sub
 
 
-@transaction.atomic
-def subscription_delete_data(
-    *, subscription_id: int, at: dt.datetime
-) -> tuple[Subscription, list[tuple[str, str]]]:
-    """cancelled → deleted, the retention period after cancellation (PRODUCT.md flow 7).
+@transaction.atomic(savepoint=False)
+def subscription_delete(*, subscription_id: int, at: dt.datetime) -> tuple[Subscription, int | None, bool]:
+    """cancelled → deleted, the retention period after cancellation (PRODUCT.md flow 7). Invoices are kept
+    (they are the account's books). Call it through `payments.retention.subscription_delete_data`, which
+    also forgets the card only this subscription still used and audits both in the same transaction.
 
-    Invoices are kept (they are the account's books). The payment methods that only this subscription
-    still used are detached: marked removed and their gateway token forgotten here. Returns the
-    subscription and the (gateway, token) pairs the caller should detach at the gateway after commit.
-    Idempotent for a subscription that is already deleted.
+    Returns the subscription, the id of the payment method it no longer refers to, and whether it was
+    deleted now (False: it already was; idempotent).
     """
-    from payments.models import PaymentMethod  # payments depends on subscriptions, not the other way
-
     sub = _locked_subscription(subscription_id)
     if sub.status == Subscription.Status.DELETED:
-        return sub, []
+        return sub, None, False
     if sub.status != Subscription.Status.CANCELLED:
         raise InvalidTransition(f"subscription {sub.pk} is {sub.status}, not cancelled")
     if sub.cancelled_at and sub.cancelled_at + settings.BILLING_DATA_RETENTION_AFTER_CANCEL > at:
@@ -323,27 +319,13 @@ def subscription_delete_data(
     sub.next_lifecycle_at = None
     sub.payment_method = None
     sub.save(update_fields=["status", "data_deleted_at", "next_lifecycle_at", "payment_method"])
-    detached: list[tuple[str, str]] = []
-    if method_id is not None:
-        still_used = (
-            Subscription.objects.filter(payment_method_id=method_id)
-            .exclude(status__in=[Subscription.Status.CANCELLED, Subscription.Status.DELETED])
-            .exists()
-        )
-        method = PaymentMethod.objects.select_for_update().get(pk=method_id)
-        if not still_used and method.status != PaymentMethod.Status.DETACHED:
-            detached.append((method.gateway, method.gateway_token))
-            method.status = PaymentMethod.Status.DETACHED
-            method.is_default = False
-            # Forget the token; the unique (gateway, token) pair stays unique per row.
-            method.gateway_token = f"detached:{method.pk}"
-            method.save(update_fields=["status", "is_default", "gateway_token"])
-    audit_record(
-        account=sub.account,
-        actor_label="billing",
-        action="subscription.data_deleted",
-        message=f"{sub.product.name}: data deleted {settings.BILLING_DATA_RETENTION_AFTER_CANCEL.days} days "
-        f"after cancellation; {len(detached)} payment method(s) removed, invoices kept",
-        target=sub,
+    return sub, method_id, True
+
+
+def subscription_method_in_use(*, method_id: int) -> bool:
+    """Whether a subscription that is neither cancelled nor deleted is still paid with this payment method."""
+    return (
+        Subscription.objects.filter(payment_method_id=method_id)
+        .exclude(status__in=[Subscription.Status.CANCELLED, Subscription.Status.DELETED])
+        .exists()
     )
-    return sub, detached

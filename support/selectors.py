@@ -38,6 +38,7 @@ from billing_portal.dates import format_date
 from notifications.models import Notice
 from payments.gateways.base import decline_message
 from payments.models import CreditNote, Dispute, PaymentAllocation, PaymentAttempt, PaymentMethod, Refund
+from payments.selectors import payments_in_flight
 from subscriptions.models import Invoice, Subscription
 
 from .models import SupportNote
@@ -833,9 +834,11 @@ def support_payable_invoices(*, account_id: int) -> QuerySet[Invoice]:
     ).order_by("due_on", "issued_on", "pk")
 
 
-def in_flight_invoice_ids(*, invoice_ids: list[int]) -> set[int]:
+def in_flight_invoice_ids(*, account_id: int, invoice_ids: list[int]) -> set[int]:
+    """Which of these invoices a payment still under way pays (payments.selectors.payments_in_flight)."""
+    attempts = payments_in_flight(account_id=account_id, invoices=invoice_ids)
     return set(
-        PaymentAllocation.objects.filter(
-            invoice_id__in=invoice_ids, attempt__status__in=PaymentAttempt.IN_FLIGHT
-        ).values_list("invoice_id", flat=True)
+        PaymentAllocation.objects.filter(invoice_id__in=invoice_ids, attempt__in=attempts).values_list(
+            "invoice_id", flat=True
+        )
     )

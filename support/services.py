@@ -344,7 +344,7 @@ def _bank_transfer_record(
     plan = bank_transfer_preview(
         account=account, amount=amount, currency=currency, received_on=received_on, reference=reference
     )
-    busy = in_flight_invoice_ids(invoice_ids=[a.invoice.pk for a in plan.allocations])
+    busy = in_flight_invoice_ids(account_id=account.pk, invoice_ids=[a.invoice.pk for a in plan.allocations])
     if busy:
         numbers = ", ".join(a.invoice.number for a in plan.allocations if a.invoice.pk in busy)
         raise SupportActionError(

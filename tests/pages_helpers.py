@@ -32,7 +32,7 @@ def seed_demo() -> None:
         import gateway_sim.services  # noqa: F401
     except ImportError:
         with mock.patch(
-            "accounts.management.commands.seed_demo.register_demo_card",
+            "demo.management.commands.seed_demo.register_demo_card",
             side_effect=lambda **kw: f"sim_tok_test_{next(_tokens)}",
         ):
             call_command("seed_demo", verbosity=0)

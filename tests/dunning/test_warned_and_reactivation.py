@@ -12,10 +12,11 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import Membership
+from billing.selectors import account_overview
 from payments.models import PaymentAttempt
+from payments.selectors import past_due_summary
 from payments.services import balance_settle, invoice_pay
 from subscriptions.models import Invoice, Product, Subscription
-from subscriptions.selectors import account_overview, past_due_summary
 from subscriptions.services import NothingToReactivate, subscription_request_reactivation
 from tests.payments.scenario import card
 

@@ -15,8 +15,8 @@ from django.utils import timezone
 from pypdf import PdfReader
 
 from accounts.models import BillingAccount, Membership, Role
+from billing import documents
 from payments.models import PaymentAllocation, PaymentAttempt
-from subscriptions import documents
 from subscriptions.models import Invoice, InvoiceLine
 from tests.factories import (
     BillingAccountFactory,

@@ -9,8 +9,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import User
+from payments.selectors import past_due_summary
 from subscriptions.models import Invoice
-from subscriptions.selectors import past_due_summary
 from tests.factories import InvoiceFactory, SubscriptionFactory
 from tests.pages_helpers import account_with_subscriptions, demo_account, seed_demo
 

@@ -1,7 +1,10 @@
+"""Your products, subscription details and the Invoices pages, under /a/<id>/ (billing_portal/urls.py)."""
+
 from django.urls import path
 
 from . import views
 
+# The pages kept the names they had in the subscriptions app, so links, templates and tests are unchanged.
 app_name = "subscriptions"
 
 urlpatterns = [

@@ -1,3 +1,7 @@
+"""The customer's billing pages: Home, the Billing profile tab, Your products, a subscription's details
+and reactivation, Invoices, an invoice, its PDF and the CSV export. They read subscriptions, invoices and
+payments together, so they live above both apps (docs/ARCHITECTURE.md, Layers)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -16,23 +20,60 @@ from django_htmx.http import trigger_client_event
 
 from accounts.decorators import account_member_required, is_htmx, member_may
 from accounts.models import Membership
+from billing_portal.countries import country_name
 from billing_portal.ids import parse_page
+from payments.selectors import past_due_summary
+from subscriptions.forms import InvoiceFilterForm
+from subscriptions.models import Product, Subscription
+from subscriptions.selectors import (
+    invoice_for_account,
+    invoice_frequencies,
+    invoices_for_account,
+    subscriptions_for_account,
+)
+from subscriptions.services import NothingToReactivate, subscription_request_reactivation
 
 from .documents import invoice_document_context, invoice_pdf_filename, invoices_csv
 from .documents import invoice_pdf as invoice_pdf_bytes
-from .forms import InvoiceFilterForm
-from .models import Product, Subscription
-from .selectors import (
-    invoice_for_account,
-    invoices_for_account,
-    past_due_summary,
-    subscription_details,
-    subscriptions_for_account,
-)
-from .services import NothingToReactivate, subscription_request_reactivation
+from .selectors import account_overview, subscription_details
 
 PRODUCTS_PER_PAGE = 50
 INVOICES_PER_PAGE = 25
+
+
+@account_member_required
+def home(request: HttpRequest, membership: Membership) -> HttpResponse:
+    """Home; for htmx (after a `balanceChanged` event) just its banner and summary cards."""
+    account = membership.account
+    template = "accounts/home.html#home-body" if is_htmx(request) else "accounts/home.html"
+    return render(
+        request,
+        template,
+        {
+            "membership": membership,
+            "account": account,
+            "past_due": past_due_summary(account=account),
+            "overview": account_overview(account=account),
+        },
+    )
+
+
+@account_member_required
+def billing_profile(request: HttpRequest, membership: Membership) -> HttpResponse:
+    """Bills & payments → Billing profile: currency, invoice frequency, bill-to address, PO number and
+    invoice attachments. Everyone in the account reads it; owners and admins edit it in a pane."""
+    account = membership.account
+    return render(
+        request,
+        "accounts/billing_profile.html#profile-card" if is_htmx(request) else "accounts/billing_profile.html",
+        {
+            "membership": membership,
+            "account": account,
+            "country": country_name(account.country),
+            "frequencies": invoice_frequencies(account=account),
+            "nav_current": "bills",
+        },
+    )
 
 
 @member_may("can_view_subscriptions")

@@ -1,5 +1,9 @@
 """Invoice documents: the PDF (WeasyPrint) and the CSV export of the Invoices tab.
 
+The invoice as a document prints its payments, credit notes and refunds, so it lives with the billing pages,
+above payments (it moved here from subscriptions/). Mail gets its PDFs through `notice_invoice_pdfs`, which
+BillingConfig.ready() registers with notifications.
+
 One template for the invoice: `subscriptions/includes/invoice_document.html` is the body of the invoice page
 and of the PDF (`subscriptions/invoice_pdf.html` wraps it in a print page), so both show the same document.
 
@@ -35,8 +39,8 @@ from django.utils.translation import gettext as _
 from accounts.models import BillingAccount
 from billing_portal.money import Money, babel_locale
 from payments.models import CreditNote, DisputeReversal, PaymentAllocation
-
-from .models import Invoice, InvoiceLine
+from payments.selectors import invoice_money_history
+from subscriptions.models import Invoice, InvoiceLine
 
 # Bump when the invoice template or its stylesheet changes what a PDF looks like: old files go stale.
 TEMPLATE_REVISION = "3"
@@ -82,8 +86,6 @@ class InvoicePayment:
 def invoice_payments(*, invoice: Invoice) -> list[InvoicePayment]:
     """Payments, credit notes, refunds and lost chargebacks of the invoice, oldest first (payments'
     invoice_money_history: three queries)."""
-    from payments.selectors import invoice_money_history
-
     kinds = {
         "payment": _("Payment"),
         "credit_note": _("Credit note"),
@@ -328,3 +330,12 @@ def invoices_csv(*, invoices: QuerySet[Invoice], language: str) -> Iterator[str]
 def _csv_safe(value: str) -> str:
     """Keep a spreadsheet from reading a cell as a formula (CSV injection)."""
     return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+def notice_invoice_pdfs(*, account_id: int, numbers: list[str]) -> list[tuple[str, bytes]]:
+    """The PDFs a mail attaches (notifications.services.notice_invoice_attachments), as (filename, data):
+    the account's invoices with these numbers, in number order. Another account's number is ignored."""
+    invoices = Invoice.objects.filter(account_id=account_id, number__in=numbers).select_related("account")
+    return [
+        (invoice_pdf_filename(i), invoice_pdf(invoice=i)) for i in sorted(invoices, key=lambda i: i.number)
+    ]
