@@ -139,7 +139,12 @@ def period_end_after(start: dt.date, period: str) -> dt.date:
 
 @transaction.atomic(savepoint=False)
 def subscription_restore(
-    *, subscription_id: int, at: dt.datetime, actor: Any = None, actor_label: str = ""
+    *,
+    subscription_id: int,
+    at: dt.datetime,
+    actor: Any = None,
+    actor_label: str = "",
+    past_due_checked: bool = False,
 ) -> Subscription:
     """past_due/warned/disabled → active once nothing on it is unpaid.
 
@@ -151,7 +156,8 @@ def subscription_restore(
     its renewal date moves to the next period and never stays in the past.
 
     No savepoint (an error is the caller's transaction's error), and the account comes with the row
-    for the audit event.
+    for the audit event. `past_due_checked`: the caller (payments.ledger.payment_apply) has just seen,
+    under the account lock, that none of the subscription's invoices is past due; it is not asked again.
     """
     sub = (
         Subscription.objects.select_for_update(of=("self",))
@@ -169,7 +175,10 @@ def subscription_restore(
         return sub  # asked for too late: the window closed before the payment came; it stays cancelled
     if sub.status not in UNPAID_STATUSES and not reactivating:
         raise InvalidTransition(f"subscription {sub.pk} is {sub.status} and cannot be reactivated")
-    if sub.invoices.filter(status=Invoice.Status.PAST_DUE, amount_due_minor__gt=0).exists():
+    if (
+        not past_due_checked
+        and sub.invoices.filter(status=Invoice.Status.PAST_DUE, amount_due_minor__gt=0).exists()
+    ):
         return sub
     previous = sub.status
     sub.status = Subscription.Status.ACTIVE
