@@ -7,10 +7,12 @@ Due work lives in the database, on the rows it is about:
 - Subscription.next_lifecycle_at: final warning, disable, cancel, delete data.
 
 The beat sweep (dunning_sweep) only finds accounts with due work and hands each to a worker once per
-lease; the worker (account_dunning_run) re-checks everything under the account lock. Every charge goes
-through payments.services.invoices_charge with the key f"dunning:{invoice}:{n}", where n is the
-invoice's next attempt number: a task that runs twice, or a worker that died and is replaced, asks with
-the same key and gets the first attempt back instead of a second charge.
+lease; the worker (account_dunning_run) re-checks everything under the account lock. All invoices due
+now on one card are charged as ONE attempt (account_charge_due), opened in one phase-1 transaction with
+the payments engine's attempt_open and sent with attempt_send. Its key (dunning_key) names each invoice
+and its attempt number, which moves on in phase 1: a task that runs twice finds the payment in flight,
+and a worker that died between phase 1 and 3 is replaced by reconciliation asking the gateway with the
+same key, never by a second charge.
 """
 
 from __future__ import annotations

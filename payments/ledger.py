@@ -35,7 +35,7 @@ from billing_portal.dates import format_date
 from billing_portal.money import format_money
 from notifications.services import notice_send
 from subscriptions.models import UNPAID_STATUSES, Invoice, Subscription
-from subscriptions.services import invoice_amount_due_set, subscription_restore
+from subscriptions.services import invoice_amount_due_set, invoices_mark_paid, subscription_restore
 
 from .models import CreditNote, DisputeReversal, PaymentAllocation, PaymentAttempt
 
@@ -210,7 +210,8 @@ def payment_apply(
     # What each invoice owes now, by the sums read with it plus what this payment applied (the ledger's
     # formula, without reading the invoices again). An invoice is paid when the money arrived (a
     # transfer's value date), not when we recorded it.
-    invoices = []
+    at = paid_at or now
+    paid, invoices = [], []
     for allocation in applied:
         invoice = allocation.invoice
         due = _derived(
@@ -219,11 +220,13 @@ def payment_apply(
             credited=allocation.credited_sum,
             reversed_=allocation.reversed_sum,
         )
-        invoices.append(
-            invoice_amount_due_set(
-                invoice_id=invoice.pk, amount_due_minor=due, at=paid_at or now, locked=invoice
+        if due == 0:
+            paid.append(invoice)  # the usual case: all of them paid in one UPDATE
+        else:
+            invoices.append(
+                invoice_amount_due_set(invoice_id=invoice.pk, amount_due_minor=due, at=at, locked=invoice)
             )
-        )
+    invoices += invoices_mark_paid(invoices=paid, at=at)
     for sub in _cleared_subscriptions(allocations):
         subscription_restore(
             subscription_id=sub.pk,

@@ -105,6 +105,27 @@ def invoice_amount_due_set(
     return invoice
 
 
+def invoices_mark_paid(*, invoices: list[Invoice], at: dt.datetime) -> list[Invoice]:
+    """Nothing is due any more on these invoices (the ledger derived 0 for each): open/past due → paid, in ONE
+    UPDATE whatever their number. The caller read them with select_for_update in its transaction, under the
+    account lock, and passes those rows; an invoice that is not open or past due is refused."""
+    for invoice in invoices:
+        if invoice.status not in Invoice.PAYABLE_STATUSES:
+            raise InvalidTransition(f"invoice {invoice.number} is {invoice.status}, nothing to pay")
+    if invoices:
+        Invoice.objects.filter(pk__in=[i.pk for i in invoices]).update(
+            status=Invoice.Status.PAID, amount_due_minor=0, paid_at=at, next_attempt_at=None
+        )
+    for invoice in invoices:
+        invoice.status, invoice.amount_due_minor, invoice.paid_at, invoice.next_attempt_at = (
+            Invoice.Status.PAID,
+            0,
+            at,
+            None,
+        )
+    return invoices
+
+
 @transaction.atomic
 def subscription_mark_past_due(*, subscription_id: int, at: dt.datetime) -> Subscription:
     """active → past_due after a failed charge. The grace period runs from the first failure."""

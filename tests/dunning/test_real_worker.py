@@ -69,10 +69,18 @@ def paid_count(ids: list[int]) -> int:
 
 def assert_each_invoice_charged_exactly_once(ids: list[int]) -> None:
     assert paid_count(ids) == len(ids)
-    # At the simulated bank: one succeeded charge per invoice, for exactly what was owed.
+    # At the simulated bank: one succeeded charge per account (its invoices due on one card are one
+    # attempt), for exactly what was owed, and each charge is the one of a succeeded attempt.
     charges = SimCharge.objects.filter(idempotency_key__startswith="dunning:")
-    assert charges.filter(status=SimCharge.Status.SUCCEEDED).count() == len(ids)
+    accounts = Invoice.objects.filter(pk__in=ids).values("account_id").distinct().count()
+    assert charges.filter(status=SimCharge.Status.SUCCEEDED).count() == accounts
     assert charges.exclude(status=SimCharge.Status.SUCCEEDED).count() == 0
+    succeeded = PaymentAttempt.objects.filter(
+        status=PaymentAttempt.Status.SUCCEEDED, idempotency_key__startswith="dunning:"
+    )
+    assert set(succeeded.values_list("idempotency_key", flat=True)) == set(
+        charges.values_list("idempotency_key", flat=True)
+    )
     total = Invoice.objects.filter(pk__in=ids).aggregate(t=Sum("total_minor"))["t"]
     assert charges.aggregate(t=Sum("amount_minor"))["t"] == total
     # In our ledger: each invoice paid by one succeeded attempt, nothing overpaid.
