@@ -125,13 +125,28 @@ def _derived(*, total: int, applied: int, credited: int, reversed_: int) -> int:
 # Money received
 
 
-def attempt_allocations_locked(*, attempt: PaymentAttempt) -> list[PaymentAllocation]:
+@dataclass
+class LockedAllocation:
+    """One allocation of a payment with its invoice (locked), that invoice's money sums as
+    invoice_ledger_sync reads them, and whether another invoice of its subscription, outside this payment,
+    is past due."""
+
+    allocation: PaymentAllocation
+    applied_sum: int
+    credited_sum: int
+    reversed_sum: int
+    other_past_due: bool
+
+    @property
+    def invoice(self) -> Invoice:
+        return self.allocation.invoice
+
+
+def attempt_allocations_locked(*, attempt: PaymentAttempt) -> list[LockedAllocation]:
     """An attempt's allocations with their invoices, locked, in ONE round trip (caller holds the account).
 
-    Each allocation comes with its invoice's money sums (applied_sum, credited_sum, reversed_sum, as
-    invoice_ledger_sync reads them) and the invoice's subscription (unlocked) with `other_past_due`: whether an invoice of that
-    subscription outside this payment is past due. So applying the payment reads nothing else, and only a
-    payment that clears a subscription's last past-due invoice asks to restore it.
+    With the money sums and `other_past_due` (LockedAllocation), applying the payment reads nothing else,
+    and only a payment that clears a subscription's last past-due invoice asks to restore it.
     """
     others = (
         Invoice.objects.filter(
@@ -158,10 +173,19 @@ def attempt_allocations_locked(*, attempt: PaymentAttempt) -> list[PaymentAlloca
         )
         .order_by("invoice_id")
     )
-    allocations = list(rows)
-    for allocation in allocations:
-        allocation.attempt = attempt
-    return allocations
+    locked = []
+    for row in rows:
+        row.attempt = attempt
+        locked.append(
+            LockedAllocation(
+                allocation=row,
+                applied_sum=row.applied_sum,
+                credited_sum=row.credited_sum,
+                reversed_sum=row.reversed_sum,
+                other_past_due=row.other_past_due,
+            )
+        )
+    return locked
 
 
 @dataclass(frozen=True)
@@ -179,7 +203,7 @@ def payment_apply(
     method_text: str,
     paid_on: dt.date,
     paid_at: dt.datetime | None = None,
-    allocations: list[PaymentAllocation] | None = None,
+    allocations: list[LockedAllocation] | None = None,
 ) -> Applied:
     """Apply a payment that has just succeeded to the invoices it was for, restore their subscriptions
     and mail the receipt. Called once per payment, under the account lock, by whatever learnt of the
@@ -191,9 +215,10 @@ def payment_apply(
     """
     if allocations is None:
         allocations = attempt_allocations_locked(attempt=attempt)
-    applied: list[PaymentAllocation] = []
+    applied: list[LockedAllocation] = []
     unapplied = 0
-    for allocation in allocations:
+    for row in allocations:
+        allocation = row.allocation
         if allocation.applied_minor:
             continue  # applied before: this is the same money told twice
         # Read under the account lock with the allocations: nothing changed the invoice since.
@@ -202,9 +227,9 @@ def payment_apply(
             unapplied += allocation.amount_minor
             continue
         allocation.applied_minor = allocation.amount_minor
-        applied.append(allocation)
+        applied.append(row)
     if applied:
-        PaymentAllocation.objects.filter(pk__in=[a.pk for a in applied]).update(
+        PaymentAllocation.objects.filter(pk__in=[r.allocation.pk for r in applied]).update(
             applied_minor=F("amount_minor")
         )
     # What each invoice owes now, by the sums read with it plus what this payment applied (the ledger's
@@ -212,13 +237,13 @@ def payment_apply(
     # transfer's value date), not when we recorded it.
     at = paid_at or now
     paid, invoices = [], []
-    for allocation in applied:
-        invoice = allocation.invoice
+    for row in applied:
+        invoice = row.invoice
         due = _derived(
             total=invoice.total_minor,
-            applied=allocation.applied_sum + allocation.applied_minor,
-            credited=allocation.credited_sum,
-            reversed_=allocation.reversed_sum,
+            applied=row.applied_sum + row.allocation.applied_minor,
+            credited=row.credited_sum,
+            reversed_=row.reversed_sum,
         )
         if due == 0:
             paid.append(invoice)  # the usual case: all of them paid in one UPDATE
@@ -263,20 +288,17 @@ def payment_apply(
     return Applied(invoices=invoices, unapplied_minor=unapplied)
 
 
-def _cleared_subscriptions(allocations: list[PaymentAllocation]) -> list[Subscription]:
+def _cleared_subscriptions(allocations: list[LockedAllocation]) -> list[Subscription]:
     """The subscriptions this payment may bring back: restorable ones (restorable_q) none of whose invoices
     is past due any more, neither among this payment's (as applied now) nor outside it (other_past_due)."""
     subs: dict[int, Subscription] = {}
     blocked: set[int] = set()
-    for allocation in allocations:
-        invoice = allocation.invoice
+    for row in allocations:
+        invoice = row.invoice
         sub = invoice.subscription
         if sub is None:
             continue
-        # other_past_due: annotated by attempt_allocations_locked; absent means "not known", so keep it.
-        if getattr(allocation, "other_past_due", True) or (
-            invoice.status == Invoice.Status.PAST_DUE and invoice.amount_due_minor > 0
-        ):
+        if row.other_past_due or (invoice.status == Invoice.Status.PAST_DUE and invoice.amount_due_minor > 0):
             blocked.add(sub.pk)
         restorable = sub.status in UNPAID_STATUSES or (
             sub.status == Subscription.Status.CANCELLED and sub.reactivation_requested_at is not None

@@ -46,7 +46,7 @@ def test_the_key_names_each_invoice_and_its_attempt_number():
     assert attempt_numbers("dunning:7:3,9:1") == {7: 3, 9: 1}
     many = {pk: 4 for pk in range(1_000_000, 1_000_030)}
     key = dunning_key(many)
-    assert len(key) <= PaymentAttempt._meta.get_field("idempotency_key").max_length
+    assert len(key) <= (PaymentAttempt._meta.get_field("idempotency_key").max_length or 0)
     assert key.startswith("dunning:30invoices:")
     assert key == dunning_key(dict(many))  # the same set and numbers, the same key
     assert key != dunning_key({**many, 1_000_000: 5})  # another number, another key
@@ -191,7 +191,9 @@ def test_a_key_an_older_run_left_behind_answers_instead_of_a_second_charge():
         assert SimCharge.objects.count() == 1
         assert PaymentAttempt.objects.count() == 1
         assert set(Invoice.objects.filter(pk__in=ids).values_list("attempt_count", flat=True)) == {2}
-        assert all(i.next_attempt_at > START for i in Invoice.objects.filter(pk__in=ids))
+        for invoice in Invoice.objects.filter(pk__in=ids):
+            assert invoice.next_attempt_at is not None
+            assert invoice.next_attempt_at > START
 
 
 def test_the_retry_budget_decides_for_the_group_on_its_total():
