@@ -7,16 +7,19 @@ Due work lives in the database, on the rows it is about:
 - Subscription.next_lifecycle_at: final warning, disable, cancel, delete data.
 
 The beat sweep (dunning_sweep) only finds accounts with due work and hands each to a worker once per
-lease; the worker (account_dunning_run) re-checks everything under the account lock. Every charge goes
-through payments.services.invoices_charge with the key f"dunning:{invoice}:{n}", where n is the
-invoice's next attempt number: a task that runs twice, or a worker that died and is replaced, asks with
-the same key and gets the first attempt back instead of a second charge.
+lease; the worker (account_dunning_run) re-checks everything under the account lock. All invoices due
+now on one card are charged as ONE attempt (account_charge_due), opened in one phase-1 transaction with
+the payments engine's attempt_open and sent with attempt_send. Its key (dunning_key) names each invoice
+and its attempt number, which moves on in phase 1: a task that runs twice finds the payment in flight,
+and a worker that died between phase 1 and 3 is replaced by reconciliation asking the gateway with the
+same key, never by a second charge.
 """
 
 from __future__ import annotations
 
 import calendar
 import datetime as dt
+import hashlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -25,7 +28,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import F, OuterRef, Q, Subquery
 from django.urls import reverse
 from django.utils import timezone, translation
 
@@ -35,17 +38,14 @@ from billing_portal.dates import format_date
 from billing_portal.money import format_money
 from notifications.services import notice_send, notices_batched, notices_requeue_stale
 from payments.gateways.base import DeclineCategory, classify_decline, decline_message, get_gateway
-from payments.models import PaymentAttempt, PaymentMethod
+from payments.models import PaymentAllocation, PaymentAttempt, PaymentMethod
 from payments.retention import subscription_delete_data
-from payments.selectors import payments_in_flight
 from payments.services import (
     PENDING_STALE_AFTER,
-    NothingToPay,
-    PaymentError,
-    PaymentInProgress,
     account_lock,
+    attempt_open,
     attempt_reconcile,
-    invoices_charge,
+    attempt_send,
 )
 from subscriptions.models import Invoice, InvoiceLine, Product, Subscription
 from subscriptions.services import (
@@ -67,6 +67,7 @@ logger = logging.getLogger(__name__)
 
 JOB_LABEL = "job: dunning"
 KEY_PREFIX = "dunning:"
+KEY_MAX_LENGTH = PaymentAttempt._meta.get_field("idempotency_key").max_length or 80
 # A charge that never reached the bank (reconciled as canceled) is tried again after these waits,
 # so a gateway that is down is not hammered every minute.
 NEVER_ARRIVED_BACKOFF = (
@@ -131,16 +132,6 @@ def next_retry_at(
         if at > now:
             return at
     return None
-
-
-def attempt_number(key: str) -> int | None:
-    """n of a dunning idempotency key f"dunning:{invoice}:{n}"."""
-    if not key.startswith(KEY_PREFIX):
-        return None
-    try:
-        return int(key.rsplit(":", 1)[1])
-    except (IndexError, ValueError):
-        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -608,30 +599,10 @@ def _account_dunning_run(*, account_id: int, now: dt.datetime) -> RunReport:
     _reconcile_due(account_id=account_id, now=now, report=report)
     report.renewed = [i.pk for i in renewals_invoice_due(now=now, account_id=account_id)]
     _mark_overdue(account_id=account_id, now=now, report=report)
-    due_invoices = (
-        Invoice.objects.filter(
-            account_id=account_id,
-            next_attempt_at__lte=now,
-            status__in=Invoice.PAYABLE_STATUSES,
-            amount_due_minor__gt=0,
-        )
-        .order_by("pk")
-        .values_list("pk", flat=True)
-    )
     policies = retry_policies()
-    due_ids = list(due_invoices)
-    # One read of the account's card history for the whole run; each charge updates it in memory.
-    history = card_history_load(account_id=account_id, now=now) if due_ids else None
     failures: list[Failure] = []
-    for invoice_id in due_ids:
-        report.charged[invoice_id] = invoice_charge_due(
-            invoice_id=invoice_id,
-            now=now,
-            policies=policies,
-            history=history,
-            failures=failures,
-            account_id=account_id,
-        )
+    # All due invoices of each card in one attempt; the card history is read once, kept current in memory.
+    report.charged = account_charge_due(account_id=account_id, now=now, policies=policies, failures=failures)
     # One mail per card and event, listing every subscription it failed for (not one per invoice).
     failures_notify(account_id=account_id, failures=failures, now=now)
     subs = Subscription.objects.filter(lifecycle_due_q(now), account_id=account_id).order_by("pk")
@@ -651,12 +622,17 @@ def _reconcile_due(*, account_id: int, now: dt.datetime, report: RunReport) -> N
     for attempt_id in list(attempts.values_list("pk", flat=True)):
         attempt = attempt_reconcile(attempt_id=attempt_id)
         report.reconciled.append(attempt_id)
-        if attempt.status in PaymentAttempt.IN_FLIGHT or attempt_number(attempt.idempotency_key) is None:
+        if attempt.status in PaymentAttempt.IN_FLIGHT or not attempt.idempotency_key.startswith(KEY_PREFIX):
             continue
-        # A dunning charge got its real outcome: schedule its invoice as if the answer came at once.
+        # A dunning charge got its real outcome: schedule its invoices as if the answer came at once.
         policies = policies or retry_policies()
-        for invoice_id in attempt.allocations.values_list("invoice_id", flat=True):
-            invoice_after_attempt(invoice_id=invoice_id, attempt_id=attempt.pk, now=now, policies=policies)
+        invoices_after_attempt(
+            invoice_ids=attempt.allocations.values_list("invoice_id", flat=True),
+            attempt_id=attempt.pk,
+            now=now,
+            policies=policies,
+            account_id=account_id,
+        )
 
 
 def _mark_overdue(*, account_id: int, now: dt.datetime, report: RunReport) -> None:
@@ -725,6 +701,351 @@ def _schedule_final_warning(*, sub: Subscription, now: dt.datetime) -> None:
         sub.next_lifecycle_at = wake
 
 
+def dunning_key(numbers: dict[int, int]) -> str:
+    """The idempotency key of a dunning attempt: the invoices it pays, each with its own attempt number.
+
+    One invoice: f"dunning:{invoice}:{n}", as always. Several (all due now on one card, charged together):
+    f"dunning:{invoice}:{n},{invoice}:{n},…" in invoice order; when that is longer than the column (80
+    characters) it is named by its digest, f"dunning:{k}invoices:{sha256 of that text}". Each invoice's
+    number goes up by one with every attempt that includes it (counted in phase 1), so a pair (invoice, n)
+    belongs to one attempt only: the same attempt always has the same key, and no other attempt has it.
+    """
+    text = ",".join(f"{pk}:{n}" for pk, n in sorted(numbers.items()))
+    key = f"{KEY_PREFIX}{text}"
+    if len(key) <= KEY_MAX_LENGTH:
+        return key
+    digest = hashlib.sha256(text.encode()).hexdigest()[:48]
+    return f"{KEY_PREFIX}{len(numbers)}invoices:{digest}"
+
+
+def attempt_numbers(key: str) -> dict[int, int]:
+    """{invoice: n} of a readable dunning key; {} for a digest key or another kind of key."""
+    if not key.startswith(KEY_PREFIX):
+        return {}
+    numbers: dict[int, int] = {}
+    for part in key[len(KEY_PREFIX) :].split(","):
+        invoice, _sep, n = part.partition(":")
+        if not (invoice.isdigit() and n.isdigit()):
+            return {}
+        numbers[int(invoice)] = int(n)
+    return numbers
+
+
+@dataclass
+class _Opened:
+    """A grouped attempt that phase 1 committed, waiting for phases 2 and 3."""
+
+    attempt: PaymentAttempt
+    method: PaymentMethod
+    invoice_ids: list[int]
+    description: str
+
+
+def account_charge_due(
+    *,
+    account_id: int,
+    now: dt.datetime,
+    policies: dict[str, RetryPolicy] | None = None,
+    history: CardHistory | None = None,
+    failures: list[Failure] | None = None,
+    invoice_ids: Iterable[int] | None = None,
+) -> dict[int, str]:
+    """Charge everything of one account that is due now, off-session: all invoices due on one card in ONE
+    attempt (as Settle balance does), if the retry budget allows it. Returns what happened to each invoice,
+    in a word, for reports. `invoice_ids` limits it to those invoices (invoice_charge_due).
+
+    Only invoices due now are grouped: an invoice whose next retry is later on the same card waits for its
+    own schedule (and then joins whatever else is due on the card at that moment). After the attempt, each
+    invoice is scheduled on its own (invoice_after_attempt's rules: its first failure, its decline, its
+    policy); a success pays them all, and each subscription comes back once.
+
+    Phase 1 is one transaction for the whole account: under the account lock, read the due invoices
+    (locked, with their card, their dunning row and whether a payment for them is in flight), decide, and
+    open one attempt per card (payments.services.attempt_open) with the key dunning_key() gives. Each
+    invoice's attempt number moves on in that same transaction, with a lease on next_attempt_at. Phases 2
+    and 3 go through payments.services.attempt_send; a decline is scheduled in phase 3's transaction.
+    """
+    policies = policies or retry_policies()
+    ids = None if invoice_ids is None else sorted(set(invoice_ids))
+    try:
+        outcomes, opened, history = _charges_open(
+            account_id=account_id,
+            now=now,
+            policies=policies,
+            history=history,
+            failures=failures,
+            invoice_ids=ids,
+            keys_checked=False,
+        )
+    except IntegrityError:
+        # A key that exists already: a run from before attempt numbers were counted in phase 1 died after
+        # its charge. Look the keys up this time; the first attempt is the answer, not a second charge.
+        outcomes, opened, history = _charges_open(
+            account_id=account_id,
+            now=now,
+            policies=policies,
+            history=history,
+            failures=failures,
+            invoice_ids=ids,
+            keys_checked=True,
+        )
+    for charge in opened:
+        attempt = attempt_send(
+            attempt=charge.attempt,
+            method=charge.method,
+            account_id=account_id,
+            description=charge.description,
+            then=partial(
+                _after_charge,
+                invoice_ids=charge.invoice_ids,
+                brand=charge.method.brand,
+                now=now,
+                policies=policies,
+                history=history,
+                failures=failures,
+            ),
+        )
+        for invoice_id in charge.invoice_ids:
+            outcomes[invoice_id] = str(attempt.status)
+    return outcomes
+
+
+def _charges_open(
+    *,
+    account_id: int,
+    now: dt.datetime,
+    policies: dict[str, RetryPolicy],
+    history: CardHistory | None,
+    failures: list[Failure] | None,
+    invoice_ids: list[int] | None,
+    keys_checked: bool,
+) -> tuple[dict[int, str], list[_Opened], CardHistory | None]:
+    """Phase 1 of account_charge_due, in one transaction."""
+    outcomes: dict[int, str] = {}
+    opened: list[_Opened] = []
+    with transaction.atomic():
+        account = account_lock(account_id=account_id)
+        in_flight = PaymentAttempt.objects.filter(
+            status__in=PaymentAttempt.IN_FLIGHT, allocations__invoice=OuterRef("pk")
+        ).order_by("-pk")
+        due = (
+            Invoice.objects.select_for_update(of=("self",))
+            .select_related("subscription__payment_method", "dunning")
+            .filter(
+                account_id=account_id,
+                next_attempt_at__lte=now,
+                status__in=Invoice.PAYABLE_STATUSES,
+                amount_due_minor__gt=0,
+            )
+            .annotate(in_flight_id=Subquery(in_flight.values("pk")[:1]))
+            .order_by("pk")
+        )
+        if invoice_ids is not None:
+            due = due.filter(pk__in=invoice_ids)
+        stop: list[Invoice] = []
+        waiting: dict[int, list[Invoice]] = {}
+        groups: dict[int, list[Invoice]] = {}
+        methods: dict[int, PaymentMethod] = {}
+        for invoice in due:
+            sub = invoice.subscription
+            if sub is not None and sub.status in (Subscription.Status.CANCELLED, Subscription.Status.DELETED):
+                stop.append(invoice)
+                outcomes[invoice.pk] = "subscription_ended"
+                continue
+            method = _chargeable_method(sub, account) if sub is not None else None
+            if method is None:
+                stop.append(invoice)
+                outcomes[invoice.pk] = "no_method"
+                audit_record(
+                    account=account,
+                    actor_label=JOB_LABEL,
+                    action="dunning.stopped",
+                    message=f"Automatic retries of {invoice.number} stopped: no usable payment method to charge",
+                    target=invoice,
+                )
+                continue
+            if invoice.currency != account.currency:
+                # Not a decline: the charge cannot even start, and would fail the same way every time.
+                stop.append(invoice)
+                outcomes[invoice.pk] = "error"
+                audit_record(
+                    account=account,
+                    actor_label=JOB_LABEL,
+                    action="dunning.stopped",
+                    message=f"Automatic retries of {invoice.number} stopped: its currency is not the account's",
+                    target=invoice,
+                )
+                continue
+            if invoice.in_flight_id is not None:
+                waiting.setdefault(invoice.in_flight_id, []).append(invoice)
+                outcomes[invoice.pk] = "in_flight"
+                continue
+            groups.setdefault(method.pk, []).append(invoice)
+            methods[method.pk] = method
+        if stop:
+            Invoice.objects.filter(pk__in=[i.pk for i in stop]).update(next_attempt_at=None)
+        if waiting:
+            _wait_for_in_flight(waiting=waiting, now=now)
+        if groups and history is None:
+            history = card_history_load(account_id=account.pk, now=now)
+        for method_id, invoices in groups.items():
+            assert history is not None
+            charge = _group_open(
+                account=account,
+                method=methods[method_id],
+                invoices=invoices,
+                now=now,
+                history=history,
+                policies=policies,
+                failures=failures,
+                outcomes=outcomes,
+                keys_checked=keys_checked,
+            )
+            if charge is not None:
+                opened.append(charge)
+    return outcomes, opened, history
+
+
+def _wait_for_in_flight(*, waiting: dict[int, list[Invoice]], now: dt.datetime) -> None:
+    """Never charge while another charge's outcome is open: look again once reconciliation may know it."""
+    for attempt in PaymentAttempt.objects.filter(pk__in=list(waiting)).only(
+        "pk", "status", "reconcile_after", "created_at"
+    ):
+        if attempt.status == PaymentAttempt.Status.PENDING:
+            at = max(attempt.created_at + PENDING_STALE_AFTER, now)
+        else:
+            at = max(attempt.reconcile_after or now, now)
+        Invoice.objects.filter(pk__in=[i.pk for i in waiting[attempt.pk]]).update(
+            next_attempt_at=at + dt.timedelta(seconds=1)
+        )
+
+
+def _group_open(
+    *,
+    account: BillingAccount,
+    method: PaymentMethod,
+    invoices: list[Invoice],
+    now: dt.datetime,
+    history: CardHistory,
+    policies: dict[str, RetryPolicy],
+    failures: list[Failure] | None,
+    outcomes: dict[int, str],
+    keys_checked: bool,
+) -> _Opened | None:
+    """One card's due invoices: refused by the retry budget, answered by an attempt that already has the
+    key, or opened as one new attempt (its writes: the attempt, its allocations, one UPDATE of the invoices)."""
+    renewal = all(
+        i.first_failed_at is None and i.transaction_type == Invoice.TransactionType.RENEW for i in invoices
+    )
+    source = PaymentAttempt.Source.RENEWAL if renewal else PaymentAttempt.Source.RETRY
+    amount = sum(i.amount_due_minor for i in invoices)
+    decision = retry_budget_check(
+        account_id=account.pk,
+        method_id=method.pk,
+        amount_minor=amount,
+        source=source,
+        at=now,
+        history=history,
+    )
+    if not decision.allowed:
+        # The network rules say not now (or never): wait until they allow it, and say why.
+        for invoice in invoices:
+            retry_refusal_record(
+                account=account, decision=decision, source=source, invoice=invoice, method_id=method.pk
+            )
+            invoice.next_attempt_at = (
+                decision.not_before
+                if decision.not_before is not None
+                and decision.not_before <= (invoice.first_failed_at or now) + BUDGET_HORIZON
+                else None
+            )
+            invoice.save(update_fields=["next_attempt_at"])
+            _dunning_note(
+                invoice=invoice,
+                plan=RetryPlan(invoice.next_attempt_at, active_policy(), f"budget_{decision.reason}"),
+            )
+            outcomes[invoice.pk] = "refused"
+        return None
+    key = dunning_key({i.pk: i.attempt_count + 1 for i in invoices})
+    if keys_checked:
+        existing = (
+            PaymentAttempt.objects.filter(idempotency_key=key, account_id=account.pk)
+            .select_related("payment_method")
+            .first()
+        )
+        if existing is not None:
+            existing.account = account
+            _schedule_after(
+                attempt=existing,
+                invoices=invoices,
+                now=now,
+                policies=policies,
+                history=history,
+                failures=failures,
+                newest=False,
+            )
+            for invoice in invoices:
+                outcomes[invoice.pk] = str(existing.status)
+            return None
+    policy = ""
+    if source == PaymentAttempt.Source.RETRY:
+        rows = [getattr(i, "dunning", None) for i in invoices]
+        policy = next((row.policy for row in rows if row is not None and row.policy), "")
+    attempt = attempt_open(
+        account=account,
+        invoices=invoices,
+        method=method,
+        source=source,
+        off_session=True,
+        idempotency_key=key,
+        actor_label=JOB_LABEL,
+        retry_policy=policy,
+    )
+    # The attempt numbers move on with the attempt, and the lease: while this charge runs nobody else
+    # takes these invoices; if this process dies, the payment in flight is reconciled by its key.
+    Invoice.objects.filter(pk__in=[i.pk for i in invoices]).update(
+        attempt_count=F("attempt_count") + 1, next_attempt_at=now + settings.DUNNING_ENQUEUE_LEASE
+    )
+    numbers = [i.number for i in invoices]
+    description = (
+        f"Invoice {numbers[0]}"
+        if len(numbers) == 1
+        else f"Invoices {', '.join(numbers[:3])}"
+        + (f" and {len(numbers) - 3} more" if len(numbers) > 3 else "")
+    )
+    return _Opened(
+        attempt=attempt, method=method, invoice_ids=[i.pk for i in invoices], description=description
+    )
+
+
+def _after_charge(
+    attempt: PaymentAttempt,
+    *,
+    invoice_ids: list[int],
+    brand: str,
+    now: dt.datetime,
+    policies: dict[str, RetryPolicy],
+    history: CardHistory | None,
+    failures: list[Failure] | None,
+) -> None:
+    """In phase 3's transaction (account locked): remember the attempt for the budget, and schedule each
+    invoice unless it was paid (the ledger cleared next_attempt_at; the numbers were counted in phase 1)."""
+    if history is not None:
+        history.add(attempt, brand=brand)
+    if attempt.status == PaymentAttempt.Status.SUCCEEDED:
+        return
+    invoices = list(Invoice.objects.select_for_update(of=("self",)).filter(pk__in=invoice_ids).order_by("pk"))
+    _schedule_after(
+        attempt=attempt,
+        invoices=invoices,
+        now=now,
+        policies=policies,
+        history=history,
+        failures=failures,
+        newest=True,
+    )
+
+
 def invoice_charge_due(
     *,
     invoice_id: int,
@@ -734,137 +1055,18 @@ def invoice_charge_due(
     failures: list[Failure] | None = None,
     account_id: int | None = None,
 ) -> str:
-    """Charge one due invoice off-session, once, if the retry budget allows it. Returns what happened,
-    in a word, for reports. The account run passes the `account_id` it already knows."""
+    """Charge one due invoice off-session (account_charge_due limited to it). Returns what happened."""
     if account_id is None:
         account_id = Invoice.objects.values_list("account_id", flat=True).get(pk=invoice_id)
-    with transaction.atomic():
-        account = account_lock(account_id=account_id)
-        invoice = (
-            Invoice.objects.select_for_update(of=("self",))
-            .select_related("subscription__payment_method", "subscription__product", "dunning")
-            .get(pk=invoice_id, account_id=account_id)
-        )
-        # Re-check under the lock: a customer, support or another worker may have been first.
-        if not invoice.is_payable or invoice.next_attempt_at is None or invoice.next_attempt_at > now:
-            return "not_due"
-        sub = invoice.subscription
-        if sub is not None and sub.status in (Subscription.Status.CANCELLED, Subscription.Status.DELETED):
-            invoice.next_attempt_at = None
-            invoice.save(update_fields=["next_attempt_at"])
-            return "subscription_ended"
-        method = _chargeable_method(sub, account) if sub is not None else None
-        if method is None:
-            invoice.next_attempt_at = None
-            invoice.save(update_fields=["next_attempt_at"])
-            audit_record(
-                account=account,
-                actor_label=JOB_LABEL,
-                action="dunning.stopped",
-                message=f"Automatic retries of {invoice.number} stopped: no usable payment method to charge",
-                target=invoice,
-            )
-            return "no_method"
-        in_flight = payments_in_flight(account_id=account.pk, invoices=[invoice]).last()  # the newest
-        number = invoice.attempt_count + 1
-        key = f"{KEY_PREFIX}{invoice.pk}:{number}"
-        if in_flight is not None and in_flight.idempotency_key != key:
-            # Never charge while another charge's outcome is open: look again after its reconciliation.
-            invoice.next_attempt_at = max(in_flight.reconcile_after or now, now) + dt.timedelta(seconds=1)
-            invoice.save(update_fields=["next_attempt_at"])
-            return "in_flight"
-        source = (
-            PaymentAttempt.Source.RENEWAL
-            if invoice.first_failed_at is None and invoice.transaction_type == Invoice.TransactionType.RENEW
-            else PaymentAttempt.Source.RETRY
-        )
-        if in_flight is None:
-            if history is None:
-                history = card_history_load(account_id=account.pk, now=now)
-            decision = retry_budget_check(
-                account_id=account.pk,
-                method_id=method.pk,
-                amount_minor=invoice.amount_due_minor,
-                source=source,
-                at=now,
-                history=history,
-            )
-            if not decision.allowed:
-                # The network rules say not now (or never): wait until they allow it, and say why.
-                retry_refusal_record(
-                    account=account, decision=decision, source=source, invoice=invoice, method_id=method.pk
-                )
-                invoice.next_attempt_at = (
-                    decision.not_before
-                    if decision.not_before is not None
-                    and decision.not_before <= (invoice.first_failed_at or now) + BUDGET_HORIZON
-                    else None
-                )
-                invoice.save(update_fields=["next_attempt_at"])
-                _dunning_note(
-                    invoice=invoice,
-                    plan=RetryPlan(invoice.next_attempt_at, active_policy(), f"budget_{decision.reason}"),
-                )
-                return "refused"
-        dunning_row = getattr(invoice, "dunning", None)
-        retry_policy = (
-            dunning_row.policy if dunning_row is not None and source == PaymentAttempt.Source.RETRY else ""
-        )
-        # The lease: while this charge runs nobody else takes the invoice; if this process dies, the
-        # invoice is due again when the lease ends and asks with the same key.
-        invoice.next_attempt_at = now + settings.DUNNING_ENQUEUE_LEASE
-        invoice.save(update_fields=["next_attempt_at"])
-        method_id = method.pk
-    try:
-        attempt = invoices_charge(
-            account_id=account.pk,
-            invoice_ids=[invoice.pk],
-            payment_method_id=method_id,
-            source=source,
-            off_session=True,
-            idempotency_key=key,
-            actor_label=JOB_LABEL,
-            description=f"Invoice {invoice.number}",
-            retry_policy=retry_policy,
-        )
-    except NothingToPay:
-        Invoice.objects.filter(pk=invoice.pk).exclude(status__in=Invoice.PAYABLE_STATUSES).update(
-            next_attempt_at=None
-        )
-        return "nothing_to_pay"
-    except PaymentInProgress:
-        return "in_flight"
-    except PaymentError as exc:
-        # Not a decline: the charge could not even start (e.g. the card was removed). Retrying would
-        # fail the same way, so automatic retries stop, and the audit trail tells support why.
-        logger.exception("dunning: invoice %s could not be charged", invoice.number)
-        with transaction.atomic():
-            account_lock(account_id=account.pk)
-            Invoice.objects.filter(pk=invoice.pk).update(next_attempt_at=None)
-            audit_record(
-                account=account,
-                actor_label=JOB_LABEL,
-                action="dunning.stopped",
-                message=f"Automatic retries of {invoice.number} stopped: {exc.message or exc}",
-                target=invoice,
-            )
-        return "error"
-    if history is not None and method.brand:
-        history.add(attempt, brand=method.brand)
-    if attempt.status == PaymentAttempt.Status.SUCCEEDED:
-        # Paid: the engine cleared next_attempt_at; only the attempt number is left to record.
-        Invoice.objects.filter(pk=invoice.pk, attempt_count__lt=number).update(attempt_count=number)
-    else:
-        invoice_after_attempt(
-            invoice_id=invoice.pk,
-            attempt_id=attempt.pk,
-            now=now,
-            policies=policies,
-            history=history,
-            failures=failures,
-            account_id=account.pk,
-        )
-    return str(attempt.status)
+    outcomes = account_charge_due(
+        account_id=account_id,
+        now=now,
+        policies=policies,
+        history=history,
+        failures=failures,
+        invoice_ids=[invoice_id],
+    )
+    return outcomes.get(invoice_id, "not_due")
 
 
 def invoice_after_attempt(
@@ -877,25 +1079,92 @@ def invoice_after_attempt(
     failures: list[Failure] | None = None,
     account_id: int | None = None,
 ) -> Invoice:
-    """Schedule what comes after an off-session attempt on an invoice, by its outcome and decline category.
+    """Schedule what comes after an off-session attempt on one invoice (invoices_after_attempt)."""
+    (invoice,) = invoices_after_attempt(
+        invoice_ids=[invoice_id],
+        attempt_id=attempt_id,
+        now=now,
+        policies=policies,
+        history=history,
+        failures=failures,
+        account_id=account_id,
+    )
+    return invoice
 
-    Idempotent: the attempt number only moves forward, and each notice has its attempt in its dedupe key.
+
+def invoices_after_attempt(
+    *,
+    invoice_ids: Iterable[int],
+    attempt_id: int,
+    now: dt.datetime,
+    policies: dict[str, RetryPolicy] | None = None,
+    history: CardHistory | None = None,
+    failures: list[Failure] | None = None,
+    account_id: int | None = None,
+) -> list[Invoice]:
+    """Schedule what comes after an off-session attempt on its invoices, by its outcome and decline category,
+    in one transaction under the account lock (reconciliation; a charge schedules in its own phase 3).
+
+    Idempotent: the attempt numbers only move forward, and each notice has its attempt in its dedupe key.
     With `failures`, a decline is added to that list for one grouped mail (failures_notify) instead of
     being mailed on its own.
     """
-    policies = policies or retry_policies()
+    ids = sorted(set(invoice_ids))
     if account_id is None:
-        account_id = Invoice.objects.values_list("account_id", flat=True).get(pk=invoice_id)
+        account_id = Invoice.objects.values_list("account_id", flat=True).get(pk=ids[0])
     with transaction.atomic():
         account = account_lock(account_id=account_id)
-        invoice = Invoice.objects.select_for_update().get(pk=invoice_id, account_id=account_id)
+        invoices = list(
+            Invoice.objects.select_for_update().filter(pk__in=ids, account_id=account_id).order_by("pk")
+        )
         attempt = PaymentAttempt.objects.select_related("payment_method").get(pk=attempt_id)
-        number = attempt_number(attempt.idempotency_key) or 0
+        attempt.account = account
+        _schedule_after(
+            attempt=attempt,
+            invoices=invoices,
+            now=now,
+            policies=policies or retry_policies(),
+            history=history,
+            failures=failures,
+            newest=False,
+        )
+    return invoices
+
+
+def _schedule_after(
+    *,
+    attempt: PaymentAttempt,
+    invoices: list[Invoice],
+    now: dt.datetime,
+    policies: dict[str, RetryPolicy],
+    history: CardHistory | None,
+    failures: list[Failure] | None,
+    newest: bool,
+) -> None:
+    """invoices_after_attempt's rules, for invoices the caller read locked under the account lock.
+
+    `newest`: the caller knows no later attempt exists for them (it just made this one); otherwise one
+    query tells which invoices already have a later dunning attempt, whose answer schedules them instead.
+    """
+    account = attempt.account
+    numbers = attempt_numbers(attempt.idempotency_key)
+    later: set[int] = set()
+    if not newest:
+        later = set(
+            PaymentAllocation.objects.filter(
+                invoice_id__in=[i.pk for i in invoices],
+                attempt_id__gt=attempt.pk,
+                attempt__idempotency_key__startswith=KEY_PREFIX,
+            ).values_list("invoice_id", flat=True)
+        )
+    for invoice in invoices:
         fields = set()
+        number = numbers.get(invoice.pk, 0)
         if number > invoice.attempt_count:
+            # Counted after the charge by an older run that died before it could: catch up.
             invoice.attempt_count = number
             fields.add("attempt_count")
-        if number and number < invoice.attempt_count:
+        if invoice.pk in later:
             pass  # an old attempt's late answer: scheduling belongs to the newer one
         elif not invoice.is_payable:
             invoice.next_attempt_at = None
@@ -909,50 +1178,72 @@ def invoice_after_attempt(
             never_arrived = PaymentAttempt.objects.filter(
                 allocations__invoice=invoice,
                 status=PaymentAttempt.Status.CANCELED,
-                idempotency_key__startswith=f"{KEY_PREFIX}{invoice.pk}:",
+                idempotency_key__startswith=KEY_PREFIX,
             ).count()
             wait = NEVER_ARRIVED_BACKOFF[min(max(never_arrived - 1, 0), len(NEVER_ARRIVED_BACKOFF) - 1)]
             invoice.next_attempt_at = now + wait
             fields.add("next_attempt_at")
         elif attempt.status in (PaymentAttempt.Status.FAILED, PaymentAttempt.Status.REQUIRES_ACTION):
-            code = attempt.decline_code or (
-                "authentication_required" if attempt.status == PaymentAttempt.Status.REQUIRES_ACTION else ""
-            )
-            category = decline_category(code)
-            failed_at = attempt.completed_at or now
-            if invoice.first_failed_at is None:
-                invoice.first_failed_at = failed_at
-                fields.add("first_failed_at")
-            if history is None:
-                history = card_history_load(account_id=account.pk, now=now)
-            plan = retry_plan(
+            _schedule_decline(
                 account=account,
                 invoice=invoice,
                 attempt=attempt,
-                code=code,
+                fields=fields,
                 now=now,
                 policies=policies,
                 history=history,
+                failures=failures,
             )
-            invoice.next_attempt_at = plan.at
-            fields.add("next_attempt_at")
-            _dunning_note(invoice=invoice, plan=plan, code=code)
-            invoice.save(update_fields=sorted(fields))
             fields.clear()
-            if invoice.status == Invoice.Status.OPEN:
-                invoice = invoice_mark_past_due(invoice_id=invoice.pk, at=failed_at)
-            sub = None
-            if invoice.subscription_id:
-                sub = _mark_subscription_past_due(subscription_id=invoice.subscription_id, now=failed_at)
-                if sub is not None:
-                    _schedule_final_warning(sub=sub, now=now)
-            if failures is None:
-                _notify_failure(account=account, invoice=invoice, attempt=attempt, category=category, sub=sub)
-            else:
-                failures.append(Failure(invoice_id=invoice.pk, attempt_id=attempt.pk, category=category))
         if fields:
             invoice.save(update_fields=sorted(fields))
-    return invoice
+
+
+def _schedule_decline(
+    *,
+    account: BillingAccount,
+    invoice: Invoice,
+    attempt: PaymentAttempt,
+    fields: set[str],
+    now: dt.datetime,
+    policies: dict[str, RetryPolicy],
+    history: CardHistory | None,
+    failures: list[Failure] | None,
+) -> None:
+    code = attempt.decline_code or (
+        "authentication_required" if attempt.status == PaymentAttempt.Status.REQUIRES_ACTION else ""
+    )
+    category = decline_category(code)
+    failed_at = attempt.completed_at or now
+    if invoice.first_failed_at is None:
+        invoice.first_failed_at = failed_at
+        fields.add("first_failed_at")
+    if history is None:
+        history = card_history_load(account_id=account.pk, now=now)
+    plan = retry_plan(
+        account=account,
+        invoice=invoice,
+        attempt=attempt,
+        code=code,
+        now=now,
+        policies=policies,
+        history=history,
+    )
+    invoice.next_attempt_at = plan.at
+    fields.add("next_attempt_at")
+    _dunning_note(invoice=invoice, plan=plan, code=code)
+    invoice.save(update_fields=sorted(fields))
+    if invoice.status == Invoice.Status.OPEN:
+        invoice = invoice_mark_past_due(invoice_id=invoice.pk, at=failed_at)
+    sub = None
+    if invoice.subscription_id:
+        sub = _mark_subscription_past_due(subscription_id=invoice.subscription_id, now=failed_at)
+        if sub is not None:
+            _schedule_final_warning(sub=sub, now=now)
+    if failures is None:
+        _notify_failure(account=account, invoice=invoice, attempt=attempt, category=category, sub=sub)
+    else:
+        failures.append(Failure(invoice_id=invoice.pk, attempt_id=attempt.pk, category=category))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ def notice_send(
     dedupe_key: str,
     context: dict[str, Any],
     recipient: str | None = None,
+    new_event: bool = False,
 ) -> Notice | None:
     """Queue one mail, at most once per dedupe_key, written in the account's language. Billing mail goes to
     the account's notification address and its additional recipients ("Edit recipients"); a mail for one
@@ -38,24 +39,33 @@ def notice_send(
 
     Returns the new Notice, or None when this event was already notified. The mail itself goes
     out from a task enqueued on commit, so a rolled-back payment never mails a receipt.
+
+    `new_event`: the caller knows no notice has this dedupe key yet (a receipt keyed by the attempt that
+    succeeded in this very transaction, under the account lock). Then the row is inserted without the
+    savepoint that catches a duplicate: a duplicate would be a bug, and is the caller's transaction's error.
     """
     context = {**context, "account": account, "site_url": settings.SITE_URL}
     with translation.override(account.language):
         subject = render_to_string(f"notifications/email/{kind}_subject.txt", context).strip()
-    try:
-        with transaction.atomic():
-            notice = Notice.objects.create(
-                account=account,
-                kind=kind,
-                recipient=recipient or account.notification_email,
-                additional_recipients=[] if recipient else account.billing_mail_recipients[1:],
-                subject=subject[:300],
-                language=account.language,
-                dedupe_key=dedupe_key,
-                context=_serialisable(context),
-            )
-    except IntegrityError:
-        return None
+    row = Notice(
+        account=account,
+        kind=kind,
+        recipient=recipient or account.notification_email,
+        additional_recipients=[] if recipient else account.billing_mail_recipients[1:],
+        subject=subject[:300],
+        language=account.language,
+        dedupe_key=dedupe_key,
+        context=_serialisable(context),
+    )
+    if new_event:
+        row.save(force_insert=True)
+    else:
+        try:
+            with transaction.atomic():
+                row.save(force_insert=True)
+        except IntegrityError:
+            return None
+    notice = row
     transaction.on_commit(lambda: _notice_committed(notice_id=notice.pk))
     return notice
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
-from django.db.models import OuterRef, Subquery, Sum
+from django.db.models import Exists, F, OuterRef, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
@@ -34,8 +34,8 @@ from audit.services import audit_record
 from billing_portal.dates import format_date
 from billing_portal.money import format_money
 from notifications.services import notice_send
-from subscriptions.models import Invoice, Subscription, restorable_q
-from subscriptions.services import invoice_amount_due_set, subscription_restore
+from subscriptions.models import UNPAID_STATUSES, Invoice, Subscription
+from subscriptions.services import invoice_amount_due_set, invoices_mark_paid, subscription_restore
 
 from .models import CreditNote, DisputeReversal, PaymentAllocation, PaymentAttempt
 
@@ -104,9 +104,9 @@ def invoice_ledger_sync(*, invoice_ids: Iterable[int], at: dt.datetime) -> list[
     return invoices
 
 
-def _sum_of(qs: Any, value: str) -> Coalesce:
+def _sum_of(qs: Any, value: str, *, invoice: str = "pk") -> Coalesce:
     total = (
-        qs.filter(invoice_id=OuterRef("pk"))
+        qs.filter(invoice_id=OuterRef(invoice))
         .order_by()
         .values("invoice_id")
         .annotate(s=Sum(value))
@@ -125,6 +125,69 @@ def _derived(*, total: int, applied: int, credited: int, reversed_: int) -> int:
 # Money received
 
 
+@dataclass
+class LockedAllocation:
+    """One allocation of a payment with its invoice (locked), that invoice's money sums as
+    invoice_ledger_sync reads them, and whether another invoice of its subscription, outside this payment,
+    is past due."""
+
+    allocation: PaymentAllocation
+    applied_sum: int
+    credited_sum: int
+    reversed_sum: int
+    other_past_due: bool
+
+    @property
+    def invoice(self) -> Invoice:
+        return self.allocation.invoice
+
+
+def attempt_allocations_locked(*, attempt: PaymentAttempt) -> list[LockedAllocation]:
+    """An attempt's allocations with their invoices, locked, in ONE round trip (caller holds the account).
+
+    With the money sums and `other_past_due` (LockedAllocation), applying the payment reads nothing else,
+    and only a payment that clears a subscription's last past-due invoice asks to restore it.
+    """
+    others = (
+        Invoice.objects.filter(
+            subscription_id=OuterRef("invoice__subscription_id"),
+            status=Invoice.Status.PAST_DUE,
+            amount_due_minor__gt=0,
+        )
+        .exclude(pk__in=PaymentAllocation.objects.filter(attempt_id=attempt.pk).values("invoice_id"))
+        .values("pk")
+    )
+    rows = (
+        PaymentAllocation.objects.filter(attempt_id=attempt.pk)
+        .select_related("invoice__subscription")
+        .select_for_update(of=("invoice",))
+        .annotate(
+            applied_sum=_sum_of(
+                PaymentAllocation.objects.filter(attempt__status=PaymentAttempt.Status.SUCCEEDED),
+                "applied_minor",
+                invoice="invoice_id",
+            ),
+            credited_sum=_sum_of(CreditNote.objects.all(), "amount_minor", invoice="invoice_id"),
+            reversed_sum=_sum_of(DisputeReversal.objects.all(), "amount_minor", invoice="invoice_id"),
+            other_past_due=Exists(others),
+        )
+        .order_by("invoice_id")
+    )
+    locked = []
+    for row in rows:
+        row.attempt = attempt
+        locked.append(
+            LockedAllocation(
+                allocation=row,
+                applied_sum=row.applied_sum,
+                credited_sum=row.credited_sum,
+                reversed_sum=row.reversed_sum,
+                other_past_due=row.other_past_due,
+            )
+        )
+    return locked
+
+
 @dataclass(frozen=True)
 class Applied:
     invoices: list[Invoice]
@@ -140,7 +203,7 @@ def payment_apply(
     method_text: str,
     paid_on: dt.date,
     paid_at: dt.datetime | None = None,
-    allocations: list[PaymentAllocation] | None = None,
+    allocations: list[LockedAllocation] | None = None,
 ) -> Applied:
     """Apply a payment that has just succeeded to the invoices it was for, restore their subscriptions
     and mail the receipt. Called once per payment, under the account lock, by whatever learnt of the
@@ -151,10 +214,11 @@ def payment_apply(
     offered in the support console (payments.refunds.overpaid_minor).
     """
     if allocations is None:
-        allocations = list(attempt.allocations.select_related("invoice").order_by("invoice_id"))
-    applied: list[PaymentAllocation] = []
+        allocations = attempt_allocations_locked(attempt=attempt)
+    applied: list[LockedAllocation] = []
     unapplied = 0
-    for allocation in allocations:
+    for row in allocations:
+        allocation = row.allocation
         if allocation.applied_minor:
             continue  # applied before: this is the same money told twice
         # Read under the account lock with the allocations: nothing changed the invoice since.
@@ -163,22 +227,38 @@ def payment_apply(
             unapplied += allocation.amount_minor
             continue
         allocation.applied_minor = allocation.amount_minor
-        allocation.save(update_fields=["applied_minor"])
-        applied.append(allocation)
-    # An invoice is paid when the money arrived (a transfer's value date), not when we recorded it.
-    invoices = invoice_ledger_sync(invoice_ids=[a.invoice_id for a in applied], at=paid_at or now)
-    subscription_ids = {i.subscription_id for i in invoices if i.subscription_id}
-    for sub_id in (
-        # Past due, warned, disabled, and cancelled ones whose reactivation was asked for (restorable_q).
-        Subscription.objects.filter(restorable_q(), pk__in=subscription_ids)
-        .order_by("pk")
-        .values_list("pk", flat=True)
-    ):
+        applied.append(row)
+    if applied:
+        PaymentAllocation.objects.filter(pk__in=[r.allocation.pk for r in applied]).update(
+            applied_minor=F("amount_minor")
+        )
+    # What each invoice owes now, by the sums read with it plus what this payment applied (the ledger's
+    # formula, without reading the invoices again). An invoice is paid when the money arrived (a
+    # transfer's value date), not when we recorded it.
+    at = paid_at or now
+    paid, invoices = [], []
+    for row in applied:
+        invoice = row.invoice
+        due = _derived(
+            total=invoice.total_minor,
+            applied=row.applied_sum + row.allocation.applied_minor,
+            credited=row.credited_sum,
+            reversed_=row.reversed_sum,
+        )
+        if due == 0:
+            paid.append(invoice)  # the usual case: all of them paid in one UPDATE
+        else:
+            invoices.append(
+                invoice_amount_due_set(invoice_id=invoice.pk, amount_due_minor=due, at=at, locked=invoice)
+            )
+    invoices += invoices_mark_paid(invoices=paid, at=at)
+    for sub in _cleared_subscriptions(allocations):
         subscription_restore(
-            subscription_id=sub_id,
+            subscription_id=sub.pk,
             at=now,
             actor=actor or attempt.initiated_by,
             actor_label=attempt.initiated_by_label,
+            past_due_checked=True,
         )
     if unapplied:
         audit_record(
@@ -192,6 +272,8 @@ def payment_apply(
         )
     notice_send(
         account=account,
+        # New: the attempt succeeded in this very transaction, so its receipt cannot exist yet.
+        new_event=True,
         kind="payment_received",
         dedupe_key=f"payment_received:{attempt.pk}",
         context={
@@ -204,6 +286,26 @@ def payment_apply(
         },
     )
     return Applied(invoices=invoices, unapplied_minor=unapplied)
+
+
+def _cleared_subscriptions(allocations: list[LockedAllocation]) -> list[Subscription]:
+    """The subscriptions this payment may bring back: restorable ones (restorable_q) none of whose invoices
+    is past due any more, neither among this payment's (as applied now) nor outside it (other_past_due)."""
+    subs: dict[int, Subscription] = {}
+    blocked: set[int] = set()
+    for row in allocations:
+        invoice = row.invoice
+        sub = invoice.subscription
+        if sub is None:
+            continue
+        if row.other_past_due or (invoice.status == Invoice.Status.PAST_DUE and invoice.amount_due_minor > 0):
+            blocked.add(sub.pk)
+        restorable = sub.status in UNPAID_STATUSES or (
+            sub.status == Subscription.Status.CANCELLED and sub.reactivation_requested_at is not None
+        )
+        if restorable:
+            subs[sub.pk] = sub
+    return [sub for pk, sub in sorted(subs.items()) if pk not in blocked]
 
 
 def bank_transfer_receive(

@@ -17,7 +17,7 @@ import datetime as dt
 import logging
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -42,7 +42,7 @@ from .gateways.base import (
     get_gateway,
     luhn_valid,
 )
-from .ledger import payment_apply
+from .ledger import attempt_allocations_locked, payment_apply
 from .models import GatewayCustomer, PaymentAllocation, PaymentAttempt, PaymentMethod
 from .selectors import payments_in_flight
 
@@ -204,9 +204,74 @@ def invoices_charge(
 
     method = attempt.payment_method
     assert method is not None
-    return_url = return_url.replace("{attempt}", str(attempt.pk))
+    return attempt_send(
+        attempt=attempt,
+        method=method,
+        account_id=account_id,
+        return_url=return_url.replace("{attempt}", str(attempt.pk)),
+        description=description,
+    )
+
+
+def attempt_open(
+    *,
+    account: BillingAccount,
+    invoices: list[Invoice],
+    method: PaymentMethod,
+    source: str,
+    off_session: bool,
+    idempotency_key: str,
+    actor: Any = None,
+    actor_label: str = "",
+    replaces_method_id: int | None = None,
+    retry_policy: str = "",
+) -> PaymentAttempt:
+    """Phase 1's writes: a `pending` attempt for what `invoices` still owe, with its allocations.
+
+    The caller holds the account lock in its own transaction and has just read `invoices` locked and
+    checked them (payable, nothing in flight for them, the account's currency): _phase1_create does, and
+    so does the dunning run, which charges all invoices due on one card in one attempt. Two statements,
+    whatever the number of invoices.
+    """
+    attempt = PaymentAttempt.objects.create(
+        account=account,
+        payment_method=method,
+        amount_minor=sum(i.amount_due_minor for i in invoices),
+        currency=account.currency,
+        source=source,
+        off_session=off_session,
+        idempotency_key=idempotency_key,
+        gateway=method.gateway,
+        replaces_method_id=replaces_method_id,
+        initiated_by=actor if getattr(actor, "is_authenticated", False) else None,
+        initiated_by_label=actor_label or getattr(actor, "email", "") or source,
+        retry_policy=retry_policy,
+    )
+    PaymentAllocation.objects.bulk_create(
+        [PaymentAllocation(attempt=attempt, invoice=i, amount_minor=i.amount_due_minor) for i in invoices]
+    )
+    return attempt
+
+
+def attempt_send(
+    *,
+    attempt: PaymentAttempt,
+    method: PaymentMethod,
+    account_id: int,
+    return_url: str = "",
+    description: str = "",
+    then: Callable[[PaymentAttempt], None] | None = None,
+) -> PaymentAttempt:
+    """Phases 2 and 3 of an attempt that phase 1 committed: ask the gateway (outside any transaction),
+    then apply its answer under the account lock. `then(attempt)` runs in phase 3's transaction after the
+    answer is applied, whoever applied it first (a webhook may have), so what the caller books on the
+    outcome (dunning's schedule) commits with it or not at all."""
     result = _gateway_charge(attempt=attempt, method=method, return_url=return_url, description=description)
-    return attempt_apply_result(attempt_id=attempt.pk, result=result, account_id=account_id)
+    with transaction.atomic():
+        attempt = attempt_apply_result(attempt_id=attempt.pk, result=result, account_id=account_id)
+        if then is not None:
+            then(attempt)
+    return attempt
 
 
 def _phase1_create(
@@ -268,22 +333,17 @@ def _phase1_create(
             raise BalanceChanged(
                 _("The balance changed while you were paying. Check the new total and try again.")
             )
-        attempt = PaymentAttempt.objects.create(
+        attempt = attempt_open(
             account=account,
-            payment_method=method,
-            amount_minor=amount_minor,
-            currency=account.currency,
+            invoices=invoices,
+            method=method,
             source=source,
             off_session=off_session,
             idempotency_key=idempotency_key,
-            gateway=method.gateway,
+            actor=actor,
+            actor_label=actor_label,
             replaces_method_id=replaces_method_id,
-            initiated_by=actor if getattr(actor, "is_authenticated", False) else None,
-            initiated_by_label=actor_label or getattr(actor, "email", "") or source,
             retry_policy=retry_policy,
-        )
-        PaymentAllocation.objects.bulk_create(
-            [PaymentAllocation(attempt=attempt, invoice=i, amount_minor=i.amount_due_minor) for i in invoices]
         )
     return attempt, True
 
@@ -318,7 +378,8 @@ def attempt_apply_result(
     `account_id`, when the caller knows it (the charge it just made), saves looking it up.
     """
     now = timezone.now()
-    with transaction.atomic():
+    # No savepoint: inside a caller's transaction (attempt_send) an error here is that transaction's error.
+    with transaction.atomic(savepoint=False):
         if account_id is None:
             account_id = PaymentAttempt.objects.values_list("account_id", flat=True).get(pk=attempt_id)
         account = account_lock(account_id=account_id)
@@ -327,6 +388,7 @@ def attempt_apply_result(
             .select_related("payment_method")
             .get(pk=attempt_id, account_id=account_id)
         )
+        attempt.account = account  # the locked row, for whoever books on the outcome in this transaction
         if attempt.status == Status.SUCCEEDED:
             return attempt
         if result.reference and not attempt.gateway_reference:
@@ -409,7 +471,8 @@ def _apply_success(*, account: BillingAccount, attempt: PaymentAttempt, now: dt.
         moved = Subscription.objects.filter(
             account=account, payment_method_id=attempt.replaces_method_id
         ).update(payment_method=method)
-    allocations = list(attempt.allocations.select_related("invoice").order_by("invoice_id"))
+    # The invoices, locked, with what the ledger needs: one read for the audit line and payment_apply.
+    allocations = attempt_allocations_locked(attempt=attempt)
     invoices_text = ", ".join(a.invoice.number for a in allocations)
     audit_record(
         account=account,

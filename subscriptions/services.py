@@ -105,6 +105,27 @@ def invoice_amount_due_set(
     return invoice
 
 
+def invoices_mark_paid(*, invoices: list[Invoice], at: dt.datetime) -> list[Invoice]:
+    """Nothing is due any more on these invoices (the ledger derived 0 for each): open/past due → paid, in ONE
+    UPDATE whatever their number. The caller read them with select_for_update in its transaction, under the
+    account lock, and passes those rows; an invoice that is not open or past due is refused."""
+    for invoice in invoices:
+        if invoice.status not in Invoice.PAYABLE_STATUSES:
+            raise InvalidTransition(f"invoice {invoice.number} is {invoice.status}, nothing to pay")
+    if invoices:
+        Invoice.objects.filter(pk__in=[i.pk for i in invoices]).update(
+            status=Invoice.Status.PAID, amount_due_minor=0, paid_at=at, next_attempt_at=None
+        )
+    for invoice in invoices:
+        invoice.status, invoice.amount_due_minor, invoice.paid_at, invoice.next_attempt_at = (
+            Invoice.Status.PAID,
+            0,
+            at,
+            None,
+        )
+    return invoices
+
+
 @transaction.atomic
 def subscription_mark_past_due(*, subscription_id: int, at: dt.datetime) -> Subscription:
     """active → past_due after a failed charge. The grace period runs from the first failure."""
@@ -139,7 +160,12 @@ def period_end_after(start: dt.date, period: str) -> dt.date:
 
 @transaction.atomic(savepoint=False)
 def subscription_restore(
-    *, subscription_id: int, at: dt.datetime, actor: Any = None, actor_label: str = ""
+    *,
+    subscription_id: int,
+    at: dt.datetime,
+    actor: Any = None,
+    actor_label: str = "",
+    past_due_checked: bool = False,
 ) -> Subscription:
     """past_due/warned/disabled → active once nothing on it is unpaid.
 
@@ -151,7 +177,8 @@ def subscription_restore(
     its renewal date moves to the next period and never stays in the past.
 
     No savepoint (an error is the caller's transaction's error), and the account comes with the row
-    for the audit event.
+    for the audit event. `past_due_checked`: the caller (payments.ledger.payment_apply) has just seen,
+    under the account lock, that none of the subscription's invoices is past due; it is not asked again.
     """
     sub = (
         Subscription.objects.select_for_update(of=("self",))
@@ -169,7 +196,10 @@ def subscription_restore(
         return sub  # asked for too late: the window closed before the payment came; it stays cancelled
     if sub.status not in UNPAID_STATUSES and not reactivating:
         raise InvalidTransition(f"subscription {sub.pk} is {sub.status} and cannot be reactivated")
-    if sub.invoices.filter(status=Invoice.Status.PAST_DUE, amount_due_minor__gt=0).exists():
+    if (
+        not past_due_checked
+        and sub.invoices.filter(status=Invoice.Status.PAST_DUE, amount_due_minor__gt=0).exists()
+    ):
         return sub
     previous = sub.status
     sub.status = Subscription.Status.ACTIVE

@@ -20,7 +20,7 @@ from payments.models import PaymentAttempt
 from subscriptions.models import Invoice
 from tests.payments.scenario import card
 
-from .helpers import SUCCEEDS, bank_charges, renewal_invoice, renewing_subscription
+from .helpers import SUCCEEDS, bank_charges, renewal_invoice, renewing_subscription, seed_past_due
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -62,6 +62,20 @@ def test_eight_workers_on_the_same_account_charge_each_invoice_once():
     assert len(bank_charges(r.method)) == 1
     assert PaymentAttempt.objects.filter(allocations__invoice=invoice).count() == 1
     assert Notice.objects.filter(kind="payment_received").count() == 1
+
+
+def test_eight_workers_on_an_account_with_three_due_invoices_make_one_grouped_charge():
+    ids = seed_past_due(accounts=1, invoices_per_account=3)
+    account_id = Invoice.objects.get(pk=ids[0]).account_id
+    now = timezone.now()
+    results = race(*[lambda: account_dunning_run(account_id=account_id, now=now)] * 8)
+    assert not [x for x in results if isinstance(x, Exception)]
+    assert Invoice.objects.filter(pk__in=ids, status=Invoice.Status.PAID).count() == 3
+    (attempt,) = PaymentAttempt.objects.filter(account_id=account_id)
+    assert attempt.allocations.count() == 3
+    assert SimCharge.objects.filter(idempotency_key=attempt.idempotency_key).count() == 1
+    assert SimCharge.objects.count() == 1
+    assert Notice.objects.filter(account_id=account_id, kind="payment_received").count() == 1
 
 
 @pytest.mark.parametrize("rounds", [5])

@@ -69,10 +69,18 @@ def paid_count(ids: list[int]) -> int:
 
 def assert_each_invoice_charged_exactly_once(ids: list[int]) -> None:
     assert paid_count(ids) == len(ids)
-    # At the simulated bank: one succeeded charge per invoice, for exactly what was owed.
+    # At the simulated bank: one succeeded charge per account (its invoices due on one card are one
+    # attempt), for exactly what was owed, and each charge is the one of a succeeded attempt.
     charges = SimCharge.objects.filter(idempotency_key__startswith="dunning:")
-    assert charges.filter(status=SimCharge.Status.SUCCEEDED).count() == len(ids)
+    accounts = Invoice.objects.filter(pk__in=ids).values("account_id").distinct().count()
+    assert charges.filter(status=SimCharge.Status.SUCCEEDED).count() == accounts
     assert charges.exclude(status=SimCharge.Status.SUCCEEDED).count() == 0
+    succeeded = PaymentAttempt.objects.filter(
+        status=PaymentAttempt.Status.SUCCEEDED, idempotency_key__startswith="dunning:"
+    )
+    assert set(succeeded.values_list("idempotency_key", flat=True)) == set(
+        charges.values_list("idempotency_key", flat=True)
+    )
     total = Invoice.objects.filter(pk__in=ids).aggregate(t=Sum("total_minor"))["t"]
     assert charges.aggregate(t=Sum("amount_minor"))["t"] == total
     # In our ledger: each invoice paid by one succeeded attempt, nothing overpaid.
@@ -94,7 +102,9 @@ def test_worker_killed_mid_sweep_and_restarted_charges_every_invoice_exactly_onc
     try:
         result = dunning.dunning_sweep(now=timezone.now(), batch_size=40)
         assert (result.enqueued, result.batches) == (100, 3)
-        assert wait_for(lambda: paid_count(ids) >= len(ids) // 4, timeout=30), (
+        # Kill once a quarter is paid. The wait only bounds a worker that never starts: on a loaded
+        # 2-core machine (load 12) a cold worker needed 40 s to get there.
+        assert wait_for(lambda: paid_count(ids) >= len(ids) // 4, timeout=90), (
             tmp_path / "worker1.log"
         ).read_text()[-3000:]
         kill_worker(worker)  # SIGKILL to the whole process group, mid-way
