@@ -25,7 +25,7 @@ from payments.gateways.base import INVALID_REQUEST_CODE, decline_message
 from payments.models import Dispute, PaymentAllocation, PaymentAttempt, Refund
 from subscriptions.models import Invoice
 
-from .charts import Bar, Series, bar_chart, line_chart
+from .charts import CHART_WIDTH, Bar, Series, bar_chart, line_chart
 
 WINDOW_DAYS = 30
 
@@ -413,7 +413,7 @@ def recovery_analytics(figures: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-WIDE = 960  # the new charts' drawing width; every chart scales to the page width
+WIDE = CHART_WIDTH  # every chart is drawn this wide and scales to the page width (support/charts.py)
 
 
 def dashboard_snapshot_read() -> tuple[dict[str, Any], dt.datetime]:
