@@ -92,9 +92,7 @@ def _customer_stops(account: BillingAccount) -> list[Stop]:
     card = methods.exclude(status="declined").first() or methods.first()
     assert card is not None
     attempt = PaymentAttempt.objects.filter(account=account).order_by("-pk").first()
-    other_member = (
-        Membership.objects.filter(account=account).exclude(role=Role.OWNER).order_by("pk").first()
-    )
+    other_member = Membership.objects.filter(account=account).exclude(role=Role.OWNER).order_by("pk").first()
     stops = [
         Stop("home", f"{a}/"),
         Stop("products", f"{a}/products/"),
@@ -110,7 +108,10 @@ def _customer_stops(account: BillingAccount) -> list[Stop]:
         Stop("invoice", f"{a}/billing/invoices/{first_invoice.number}/"),
         Stop("payment-methods", f"{a}/billing/payment-methods/"),
         Stop(
-            "pane-card-add", f"{a}/billing/payment-methods/add/", pane=True, over=f"{a}/billing/payment-methods/"
+            "pane-card-add",
+            f"{a}/billing/payment-methods/add/",
+            pane=True,
+            over=f"{a}/billing/payment-methods/",
         ),
         Stop(
             "pane-card-edit",
@@ -128,7 +129,12 @@ def _customer_stops(account: BillingAccount) -> list[Stop]:
         Stop("pane-profile-edit", f"{a}/billing/profile/edit/", pane=True, over=f"{a}/billing/profile/"),
         Stop("billing-accounts", f"{a}/billing/accounts/"),
         Stop("roles", f"{a}/billing/accounts/roles/"),
-        Stop("pane-invite", f"{a}/billing/accounts/roles/invite/", pane=True, over=f"{a}/billing/accounts/roles/"),
+        Stop(
+            "pane-invite",
+            f"{a}/billing/accounts/roles/invite/",
+            pane=True,
+            over=f"{a}/billing/accounts/roles/",
+        ),
         Stop("notifications", f"{a}/billing/notifications/"),
         Stop(
             "pane-notifications-edit",
@@ -197,7 +203,8 @@ def _customer_stops(account: BillingAccount) -> list[Stop]:
 
 def _visit(page: Page, base: str, stop: Stop, name: str) -> list[str]:
     response = page.goto(base + stop.path)
-    assert response is not None and response.status == 200, f"{name}: {response and response.status}"
+    assert response is not None
+    assert response.status == 200, f"{name}: {response.status}"
     expect(page.get_by_role("heading", level=1).first).to_be_visible()
     _shot(page, name)
     return _rule_breaks(page, name, "#main", exactly=1 if stop.pane else stop.primaries)
@@ -220,7 +227,10 @@ def test_every_customer_page_and_pane(live_server, demo_page: Page, email, accou
         body="A question about the account.",
         form_key=f"tour-{lang}",
     )
-    stops = [*_customer_stops(account), Stop("support-request", f"/a/{account.pk}/support/requests/{opened.pk}/")]
+    stops = [
+        *_customer_stops(account),
+        Stop("support-request", f"/a/{account.pk}/support/requests/{opened.pk}/"),
+    ]
     _sign_in(page, base, email)
     expect(page.locator("html")).to_have_attribute("lang", lang)
     breaks: list[str] = []
@@ -266,8 +276,13 @@ def test_every_support_console_page(live_server, demo_page: Page, lang):
         stops.append(Stop("grace", f"{s}/subscriptions/{sub.pk}/grace/", primaries=1))
     if attempt is not None:
         stops += [
-            Stop("refund", f"/support/accounts/{attempt.account_id}/payments/{attempt.pk}/refund/", primaries=1),
-            Stop("simulated-bank", f"/support/accounts/{attempt.account_id}/payments/{attempt.pk}/simulated-bank/"),
+            Stop(
+                "refund", f"/support/accounts/{attempt.account_id}/payments/{attempt.pk}/refund/", primaries=1
+            ),
+            Stop(
+                "simulated-bank",
+                f"/support/accounts/{attempt.account_id}/payments/{attempt.pk}/simulated-bank/",
+            ),
         ]
     page.set_extra_http_headers({"Accept-Language": lang})
     page.goto(f"{base}/sign-in/?next=/support/")
