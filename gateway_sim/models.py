@@ -53,6 +53,8 @@ class SimCharge(models.Model):
     description = models.CharField(max_length=300, blank=True)
     # Where the 3-D Secure page sends the customer afterwards (a path on our own site).
     return_url = models.CharField(max_length=1000, blank=True)
+    # The language the merchant asked the bank's 3-D Secure page to speak ("" = the browser's).
+    language = models.CharField(max_length=8, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

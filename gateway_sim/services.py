@@ -102,8 +102,12 @@ def sim_charge_create(
     off_session: bool,
     return_url: str = "",
     description: str = "",
+    language: str = "",
 ) -> SimCharge:
-    """Charge a card once per idempotency key; a repeated key returns the first charge untouched."""
+    """Charge a card once per idempotency key; a repeated key returns the first charge untouched.
+
+    `language` is the cardholder's language as the merchant sent it (3-D Secure 2 carries one in the
+    authentication request); the bank's challenge page speaks it."""
     existing = SimCharge.objects.filter(idempotency_key=idempotency_key).first()
     if existing is not None:
         return existing
@@ -137,6 +141,7 @@ def sim_charge_create(
                 off_session=off_session,
                 return_url=return_url,
                 description=description[:300],
+                language=language[:8],
             )
     except IntegrityError:
         # A concurrent request with the same key won the race: answer with its charge.

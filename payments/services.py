@@ -362,6 +362,7 @@ def _gateway_charge(
             off_session=attempt.off_session,
             return_url=return_url,
             description=description or f"{attempt.account.name} {attempt.reference}",
+            language=attempt.account.language,
         )
     except Exception as exc:  # whatever broke, money may have moved: reconcile, never re-charge
         logger.exception("gateway charge for attempt %s raised", attempt.pk)

@@ -18,22 +18,22 @@ from django.db.models import Case, CharField, Count, F, Q, Sum, Value, When, Win
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy as _lazy
+from django.utils.translation import gettext_lazy
 
 from billing_portal.money import format_money
 from payments.gateways.base import INVALID_REQUEST_CODE, decline_message
 from payments.models import Dispute, PaymentAllocation, PaymentAttempt, Refund
 from subscriptions.models import Invoice
 
-from .charts import Bar, Series, bar_chart, line_chart
+from .charts import CHART_WIDTH, Bar, Series, bar_chart, line_chart
 
 WINDOW_DAYS = 30
 
 S = PaymentAttempt.Source
 CHANNELS = {
-    "automatic": (_lazy("Automatic retries and renewals"), (S.RENEWAL, S.RETRY)),
-    "customer": (_lazy("Customers settling or paying"), (S.SETTLE, S.PAY_NOW)),
-    "support": (_lazy("Support (retry now, bank transfers)"), (S.SUPPORT_RETRY, S.BANK_TRANSFER)),
+    "automatic": (gettext_lazy("Automatic retries and renewals"), (S.RENEWAL, S.RETRY)),
+    "customer": (gettext_lazy("Customers settling or paying"), (S.SETTLE, S.PAY_NOW)),
+    "support": (gettext_lazy("Support (retry now, bank transfers)"), (S.SUPPORT_RETRY, S.BANK_TRANSFER)),
 }
 
 
@@ -125,11 +125,11 @@ def invalid_requests(*, since: dt.datetime) -> tuple[list[PaymentAttempt], int]:
 
 COHORT_DAYS = 90  # recovery figures cover invoices whose first charge failed in the last 90 days
 STAGES = {
-    "retrying": _lazy("Retrying automatically"),
-    "waiting": _lazy("Waiting for the customer"),
-    "disabled": _lazy("Subscription disabled"),
-    "cancelled": _lazy("Subscription cancelled"),
-    "other": _lazy("Other unpaid invoices"),
+    "retrying": gettext_lazy("Retrying automatically"),
+    "waiting": gettext_lazy("Waiting for the customer"),
+    "disabled": gettext_lazy("Subscription disabled"),
+    "cancelled": gettext_lazy("Subscription cancelled"),
+    "other": gettext_lazy("Other unpaid invoices"),
 }
 
 
@@ -413,7 +413,7 @@ def recovery_analytics(figures: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-WIDE = 960  # the new charts' drawing width; every chart scales to the page width
+WIDE = CHART_WIDTH  # every chart is drawn this wide and scales to the page width (support/charts.py)
 
 
 def dashboard_snapshot_read() -> tuple[dict[str, Any], dt.datetime]:

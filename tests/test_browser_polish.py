@@ -107,9 +107,11 @@ def test_the_simulated_banks_3ds_page_is_clearly_the_banks(live_server, demo_pag
         amount_minor=37650,
         currency="EUR",
         status=SimCharge.Status.REQUIRES_ACTION,
+        language=lang,  # the charged account's language, sent with the charge
     )
     page = demo_page
-    page.set_extra_http_headers({"Accept-Language": lang})
+    # The browser asks for the other language: the bank's page follows the account, not the browser.
+    page.set_extra_http_headers({"Accept-Language": "nl" if lang == "en" else "en"})
     page.goto(f"{live_server.url}/gateway/simulated/3ds/{charge.reference}/")
     expect(page.locator(".bank-bar")).to_contain_text("Northbridge Bank")
     expect(page.locator("#shell")).to_have_count(0)  # not the portal's shell

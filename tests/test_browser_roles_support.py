@@ -98,6 +98,7 @@ def test_owner_invites_assigns_and_hands_over_then_support_answers(live_server, 
     # The owner makes Nina a billing reader.
     owner.reload()
     nina_row = owner.locator("tr", has_text="nina@contoso.example")
+    nina_row.locator(".row-menu > summary").click()  # the row's "…" menu
     nina_row.get_by_role("link", name="Assign role").click()
     pane = owner.get_by_role("dialog", name="Assign role")
     expect(pane).to_be_visible()
@@ -111,7 +112,9 @@ def test_owner_invites_assigns_and_hands_over_then_support_answers(live_server, 
     )
 
     # Ownership goes to finance@contoso.example; the former owner becomes a billing admin.
-    owner.locator("tr", has_text="finance@contoso.example").get_by_role("link", name="Assign role").click()
+    finance_row = owner.locator("tr", has_text="finance@contoso.example")
+    finance_row.locator(".row-menu > summary").click()
+    finance_row.get_by_role("link", name="Assign role").click()
     pane = owner.get_by_role("dialog", name="Assign role")
     pane.get_by_text("Billing account owner", exact=True).click()
     owner.get_by_role("button", name="Save").click()

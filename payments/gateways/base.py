@@ -421,8 +421,10 @@ class Gateway(Protocol):
         off_session: bool,
         return_url: str = "",
         description: str = "",
+        language: str = "",
     ) -> ChargeResult:
-        """Charge a stored card. The same idempotency key never charges twice."""
+        """Charge a stored card. The same idempotency key never charges twice. `language`: the billing
+        account's language, for a page the cardholder may see at the bank (3-D Secure)."""
         ...
 
     def confirm(self, *, reference: str) -> ChargeResult:

@@ -98,6 +98,7 @@ class SimulatedGateway:
         off_session: bool,
         return_url: str = "",
         description: str = "",
+        language: str = "",
     ) -> ChargeResult:
         if _faulty("SIMULATED_GATEWAY_UNREACHABLE_CARDS", token):
             return ChargeResult.unknown("simulated: connection failed before the request reached the bank")
@@ -110,6 +111,7 @@ class SimulatedGateway:
                 off_session=off_session,
                 return_url=return_url,
                 description=description,
+                language=language,
             )
         except SimCard.DoesNotExist:
             return ChargeResult.declined("invalid_account", message="simulated: unknown card token")

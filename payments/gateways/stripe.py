@@ -203,7 +203,11 @@ class StripeGateway:
         off_session: bool,
         return_url: str = "",
         description: str = "",
+        language: str = "",
     ) -> ChargeResult:
+        # `language` is not sent: a PaymentIntent has no language parameter; Stripe and the issuer choose
+        # the 3-D Secure page's language themselves.
+        del language
         customer, method = _split_token(token)
         params: PaymentIntentCreateParams = {
             "amount": amount_minor,

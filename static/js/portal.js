@@ -44,7 +44,49 @@
     });
   }
 
+  // A table row's "…" menu opens under its button, over the table: placed with position: fixed (CSSOM, which
+  // the CSP allows), so a table can scroll sideways without clipping its menus. It closes when the page
+  // scrolls or resizes, as the admin center's row menus do; it opens upwards when there is no room below.
+  function placeRowMenu(menu) {
+    var list = menu.querySelector(".menu__list");
+    var summary = menu.querySelector("summary");
+    if (!list || !summary) return;
+    var box = summary.getBoundingClientRect();
+    list.classList.add("is-placed");
+    list.style.left = "auto";
+    list.style.right = Math.max(8, document.documentElement.clientWidth - box.right) + "px";
+    var below = window.innerHeight - box.bottom;
+    if (below < list.offsetHeight + 12 && box.top > list.offsetHeight + 12) {
+      list.style.top = Math.round(box.top - list.offsetHeight - 4) + "px";
+    } else {
+      list.style.top = Math.round(box.bottom + 4) + "px";
+    }
+  }
+
   function initMenus() {
+    document.addEventListener(
+      "toggle",
+      function (event) {
+        var menu = event.target;
+        if (menu.matches && menu.matches("details.row-menu") && menu.open) placeRowMenu(menu);
+      },
+      true
+    );
+    var closeRowMenus = function () {
+      document.querySelectorAll("details.row-menu[open]").forEach(function (menu) {
+        menu.removeAttribute("open");
+      });
+    };
+    window.addEventListener("resize", closeRowMenus);
+    document.addEventListener(
+      "scroll",
+      function (event) {
+        // Scrolling inside the open menu itself is not leaving it.
+        if (event.target.closest && event.target.closest(".row-menu")) return;
+        closeRowMenus();
+      },
+      true
+    );
     document.addEventListener("click", function (event) {
       var inside = event.target.closest && event.target.closest("details.menu");
       closeMenus(inside);

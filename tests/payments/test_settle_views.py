@@ -255,6 +255,31 @@ def test_3ds_redirects_to_the_challenge_and_back(client, contoso):
     assert Invoice.objects.filter(status=Invoice.Status.PAID).count() == 3
 
 
+def test_the_banks_3ds_page_speaks_the_accounts_language_not_the_browsers(client, contoso):
+    """A Dutch account paying from an English browser gets the bank's page in Dutch: the language travels
+    with the charge (as a 3-D Secure request carries the cardholder's), not with Accept-Language."""
+    from tests.payments.scenario import card
+
+    contoso.account.language = "nl"
+    contoso.account.save(update_fields=["language"])
+    sca = card(account=contoso.account, number="4000002500003155", owner=contoso.admin)
+    client.force_login(contoso.admin)
+    response = client.post(
+        settle_url(contoso),
+        {"form_key": str(uuid.uuid4()), "method": str(sca.pk), "shown_total_minor": "37650"},
+        headers={"HX-Request": "true"},
+    )
+    challenge = response["HX-Redirect"]
+    assert SimCharge.objects.get(reference=challenge.rstrip("/").rsplit("/", 1)[1]).language == "nl"
+    page = client.get(challenge, headers={"Accept-Language": "en"}).content.decode()
+    assert '<html lang="nl">' in page
+    assert "Bevestig uw betaling" in page
+    assert "Confirm your payment" not in page
+    assert "€\u00a0376,50" in page or "€ 376,50" in page
+    failed = client.post(challenge, {"decision": "fail"}, headers={"Accept-Language": "en"})
+    assert failed.status_code == 302  # back to the portal, which speaks the account's language too
+
+
 @pytest.mark.parametrize("extra_subscriptions", [0, 199])
 def test_pane_query_count_is_flat(client, contoso, django_assert_num_queries, extra_subscriptions):
     for i in range(extra_subscriptions):
