@@ -28,12 +28,14 @@ class AccountOverview:
 
 
 WARNED_SHOWN = 5
+IN_SERVICE_STATUSES = (Subscription.Status.ACTIVE, Subscription.Status.PAST_DUE, Subscription.Status.WARNED)
 
 
 def account_overview(*, account: BillingAccount) -> AccountOverview:
     """The summary cards of Home. Three queries, four when a subscription is in the Warned stage."""
     counts = Subscription.objects.filter(account=account).aggregate(
-        active=Count("pk", filter=Q(status=Subscription.Status.ACTIVE)),
+        # "Active" as the admin center counts it: the service works, whether or not a payment is late.
+        active=Count("pk", filter=Q(status__in=IN_SERVICE_STATUSES)),
         unpaid=Count("pk", filter=Q(status__in=UNPAID_STATUSES)),
         total=Count("pk", filter=~Q(status=Subscription.Status.DELETED)),
         warned=Count("pk", filter=Q(status=Subscription.Status.WARNED)),

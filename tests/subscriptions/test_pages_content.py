@@ -46,6 +46,13 @@ def test_home_banner_names_the_declined_card_and_where_to_act(client, demo):
     assert 'hx-trigger="balanceChanged from:body"' in body
 
 
+def test_home_counts_a_past_due_subscription_as_active_with_its_warning(client, demo):
+    # Fabrikam's one subscription is past due but still in service: "0 actief" beside it was wrong.
+    body = _get(client, "admin@fabrikam.example", "accounts:home", "Fabrikam BV")
+    assert "1 actief" in body
+    assert "0 actief" not in body
+
+
 def test_home_has_no_banner_in_good_standing(client):
     account, users = account_with_subscriptions(2, past_due=0)
     client.force_login(users["owner"])
