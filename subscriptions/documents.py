@@ -39,7 +39,7 @@ from payments.models import CreditNote, DisputeReversal, PaymentAllocation
 from .models import Invoice, InvoiceLine
 
 # Bump when the invoice template or its stylesheet changes what a PDF looks like: old files go stale.
-TEMPLATE_REVISION = "3"
+TEMPLATE_REVISION = "4"
 # Rows fetched per round trip; the export holds at most one chunk, whatever the number of invoices.
 CSV_CHUNK_SIZE = 500
 
