@@ -17,7 +17,6 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import trigger_client_event
 
-from billing_portal.countries import country_name
 from subscriptions.selectors import account_overview, invoice_frequencies, past_due_summary
 
 from .decorators import account_member_required, is_htmx, member_may
@@ -286,7 +285,6 @@ def billing_profile(request: HttpRequest, membership: Membership) -> HttpRespons
         {
             "membership": membership,
             "account": account,
-            "country": country_name(account.country),
             "frequencies": invoice_frequencies(account=account),
             "nav_current": "bills",
         },
@@ -396,6 +394,7 @@ def billing_profile_edit(request: HttpRequest, membership: Membership) -> HttpRe
                     "address_line2",
                     "postal_code",
                     "city",
+                    "region",
                     "country",
                     "po_number",
                     "invoice_email_attachments",

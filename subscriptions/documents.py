@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from babel import Locale
 from django.conf import settings
 from django.contrib.staticfiles import finders
 from django.db.models import QuerySet
@@ -33,7 +32,8 @@ from django.utils import translation
 from django.utils.translation import gettext as _
 
 from accounts.models import BillingAccount
-from billing_portal.money import Money, babel_locale
+from billing_portal.addresses import PostalAddress, format_address
+from billing_portal.money import Money
 from payments.models import CreditNote, DisputeReversal, PaymentAllocation
 
 from .models import Invoice, InvoiceLine
@@ -44,18 +44,22 @@ TEMPLATE_REVISION = "4"
 CSV_CHUNK_SIZE = 500
 
 
-def country_name(code: str, language: str) -> str:
-    """'NL' → 'Netherlands' / 'Nederland' (CLDR through Babel); an unknown code is shown as it is."""
-    if not code:
-        return ""
-    territories = Locale.parse(babel_locale(language)).territories
-    return str(territories.get(code.upper(), code))
-
-
 def bill_to_lines(account: BillingAccount, language: str) -> list[str]:
-    city = " ".join(p for p in (account.postal_code, account.city) if p)
-    lines = [account.address_line1, account.address_line2, city, country_name(account.country, language)]
-    return [line for line in lines if line]
+    return format_address(PostalAddress.of(account), language)
+
+
+def seller_lines(language: str) -> list[str]:
+    seller = settings.BILLING_SELLER
+    return format_address(
+        PostalAddress(
+            line1=seller.get("address_line1", ""),
+            postal_code=seller.get("postal_code", ""),
+            city=seller.get("city", ""),
+            region=seller.get("region", ""),
+            country=seller.get("country", ""),
+        ),
+        language,
+    )
 
 
 def payment_terms(invoice: Invoice) -> str:
@@ -120,6 +124,7 @@ def invoice_document_context(*, invoice: Invoice, lines: Iterable[InvoiceLine]) 
         ),
         "seller": settings.BILLING_SELLER,
         "bill_to_lines": bill_to_lines(account, language),
+        "seller_lines": seller_lines(language),
         "subtotal_minor": subtotal,
         # The stored total is what is owed; anything on top of the lines is the tax charged on them.
         "tax_minor": invoice.total_minor - subtotal,
@@ -180,6 +185,7 @@ def invoice_pdf_version(*, invoice: Invoice) -> str:
             account.address_line2,
             account.postal_code,
             account.city,
+            account.region,
             account.country,
             account.tax_id,
             account.po_number,
