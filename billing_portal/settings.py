@@ -315,6 +315,12 @@ CELERY_BEAT_SCHEDULE["payments-refunds-reconcile-due"] = {
     "task": "payments.tasks.refunds_reconcile_due",
     "schedule": 60.0,
 }
+# Deleted cards whose detach at the gateway failed are tried again with back-off (payments/detach.py).
+CELERY_BEAT_SCHEDULE["payments-methods-detach-due"] = {
+    "task": "payments.tasks.methods_detach_due",
+    "schedule": 300.0,
+    "options": {"expires": 290},
+}
 
 # Lifecycle of an unpaid subscription (PRODUCT.md flow 7).
 BILLING_GRACE_PERIOD = timedelta(days=int(os.environ.get("BILLING_GRACE_DAYS", "30")))
