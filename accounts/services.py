@@ -488,7 +488,14 @@ def billing_account_update_profile(
         "invoice_email_attachments": bool(invoice_email_attachments),
     }
     errors: dict[str, str] = {}
-    limits = {"address_line1": 200, "address_line2": 200, "postal_code": 20, "city": 100, "region": 100, "po_number": 40}
+    limits = {
+        "address_line1": 200,
+        "address_line2": 200,
+        "postal_code": 20,
+        "city": 100,
+        "region": 100,
+        "po_number": 40,
+    }
     for name, limit in limits.items():
         if len(str(values[name])) > limit:
             errors[name] = _("Use at most %(n)d characters.") % {"n": limit}

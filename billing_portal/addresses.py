@@ -69,13 +69,18 @@ def _locality_lines(address: PostalAddress, pattern: str) -> list[str]:
         present = [(values[key], separator) for key, separator in fields if values[key]]
         # Empty fields leave no stray separators: a present field is followed by its own separator only when
         # another present field comes after it.
-        line = "".join(value + (separator if i < len(present) - 1 else "") for i, (value, separator) in enumerate(present))
+        line = "".join(
+            value + (separator if i < len(present) - 1 else "")
+            for i, (value, separator) in enumerate(present)
+        )
         if line:
             lines.append(line)
     return lines
 
 
-def format_address(address: PostalAddress, language: str | None = None, *, with_country: bool = True) -> list[str]:
+def format_address(
+    address: PostalAddress, language: str | None = None, *, with_country: bool = True
+) -> list[str]:
     """The address as lines in the country's order, the country's name last in `language` (default: the
     active language). Empty fields leave no empty lines or stray commas."""
     country = address.country.strip().upper()

@@ -71,9 +71,7 @@ def detach_due(*, now: dt.datetime) -> QuerySet[PaymentMethod]:
 def _claim(*, method_id: int, now: dt.datetime) -> PaymentMethod | None:
     """Lock the card and take the lease for one try; None when it is done, not due, or held by another run."""
     with transaction.atomic():
-        method = (
-            detach_due(now=now).select_for_update(skip_locked=True).filter(pk=method_id).first()
-        )
+        method = detach_due(now=now).select_for_update(skip_locked=True).filter(pk=method_id).first()
         if method is None:
             return None
         method.gateway_detach_next_at = now + DETACH_LEASE
@@ -145,7 +143,9 @@ def detach_retry(*, method_id: int, now: dt.datetime | None = None) -> bool | No
             data={
                 "attempts": attempts,
                 "error": error[:500],
-                "next_at": locked.gateway_detach_next_at.isoformat() if locked.gateway_detach_next_at else None,
+                "next_at": locked.gateway_detach_next_at.isoformat()
+                if locked.gateway_detach_next_at
+                else None,
             },
         )
     return succeeded

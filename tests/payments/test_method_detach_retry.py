@@ -45,7 +45,8 @@ def _deleted_while_gateway_down(contoso, monkeypatch, error: Exception | None = 
     flaky = FlakyDetach(monkeypatch, error or GatewayError("simulated: bank unreachable", permanent=False))
     services.payment_method_remove(account_id=contoso.account.pk, method_id=spare.pk, actor=contoso.admin)
     spare.refresh_from_db()
-    assert spare.is_removed and spare.gateway_detached_at is None  # removed for us, still at the gateway
+    assert spare.is_removed
+    assert spare.gateway_detached_at is None
     assert flaky.calls == 1
     return spare, flaky
 
@@ -68,7 +69,8 @@ def test_a_failed_detach_is_retried_with_backoff_until_the_gateway_confirms(cont
     assert spare.gateway_detach_next_at == first + DETACH_RETRY_BACKOFF[0]
     assert "bank unreachable" in spare.gateway_detach_last_error
     failed = AuditEvent.objects.get(action="payment_method.gateway_detach_failed")
-    assert failed.account_id == contoso.account.pk and failed.data["attempts"] == 1
+    assert failed.account_id == contoso.account.pk
+    assert failed.data["attempts"] == 1
     assert "next try" in failed.message
 
     # A second sweep at the same moment (or a redelivered task) does not call the gateway again.
@@ -83,7 +85,8 @@ def test_a_failed_detach_is_retried_with_backoff_until_the_gateway_confirms(cont
     flaky.failing = False  # the gateway is back
     assert detach_retry(method_id=spare.pk, now=spare.gateway_detach_next_at) is True
     spare.refresh_from_db()
-    assert spare.gateway_detached_at is not None and spare.gateway_detach_next_at is None
+    assert spare.gateway_detached_at is not None
+    assert spare.gateway_detach_next_at is None
     assert spare.gateway_detach_attempts == 3
     assert _sim_forgotten(spare)
     assert AuditEvent.objects.filter(action="payment_method.gateway_detached").count() == 1
@@ -155,5 +158,7 @@ def test_the_sweep_task_hands_out_due_cards_and_a_second_sweep_does_nothing(cont
 
 
 def test_support_reads_each_try_in_words():
-    assert audit_action_label("payment_method.gateway_detach_failed") != "Payment method gateway detach failed"
+    assert (
+        audit_action_label("payment_method.gateway_detach_failed") != "Payment method gateway detach failed"
+    )
     assert "detached" in audit_action_label("payment_method.gateway_detached")
