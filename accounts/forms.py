@@ -139,6 +139,12 @@ class BillingProfileForm(forms.Form):
     address_line2 = forms.CharField(label=_("Address line 2"), max_length=200, required=False)
     postal_code = forms.CharField(label=_("Postal code"), max_length=20, required=False)
     city = forms.CharField(label=_("City"), max_length=100, error_messages={"required": _("Enter the city.")})
+    region = forms.CharField(
+        label=_("State, province or county"),
+        max_length=100,
+        required=False,
+        help_text=_("Where your country writes one in addresses, such as OR in Eugene, OR 97403."),
+    )
     po_number = forms.CharField(
         label=_("PO number"),
         max_length=40,
@@ -164,13 +170,14 @@ class BillingProfileForm(forms.Form):
             },
         )
         # The order people read an address in; country after city.
-        order = ["address_line1", "address_line2", "postal_code", "city", "country", "po_number"]
+        order = ["address_line1", "address_line2", "postal_code", "city", "region", "country", "po_number"]
         self.order_fields([*order, "invoice_email_attachments"])
         for name, auto in (
             ("address_line1", "address-line1"),
             ("address_line2", "address-line2"),
             ("postal_code", "postal-code"),
             ("city", "address-level2"),
+            ("region", "address-level1"),
             ("country", "country"),
         ):
             self.fields[name].widget.attrs["autocomplete"] = auto

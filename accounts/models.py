@@ -75,6 +75,8 @@ class BillingAccount(models.Model):
     address_line2 = models.CharField(_("address line 2"), max_length=200, blank=True)
     postal_code = models.CharField(_("postal code"), max_length=20, blank=True)
     city = models.CharField(_("city"), max_length=100, blank=True)
+    # State, province or county, where the country writes one in its addresses ("Eugene, OR 97403").
+    region = models.CharField(_("state, province or county"), max_length=100, blank=True, default="")
     country = models.CharField(_("country"), max_length=2, blank=True, help_text="ISO 3166-1 alpha-2")
     tax_id = models.CharField(_("tax ID"), max_length=40, blank=True)
     notification_email = models.EmailField(_("billing notification address"))
@@ -127,11 +129,11 @@ class BillingAccount(models.Model):
 
     @property
     def address_lines(self) -> list[str]:
-        from billing_portal.countries import country_name  # names in the reader's language, never "NL"
+        """The sold-to / bill-to address as the country writes it, the country's name in the active language
+        (billing_portal.addresses: the one address formatter)."""
+        from billing_portal.addresses import PostalAddress, format_address
 
-        city = " ".join(p for p in (self.postal_code, self.city) if p)
-        country = country_name(self.country)
-        return [line for line in (self.address_line1, self.address_line2, city, country) if line]
+        return format_address(PostalAddress.of(self))
 
     @property
     def country_name(self) -> str:
@@ -140,9 +142,8 @@ class BillingAccount(models.Model):
 
     @property
     def sold_to_lines(self) -> list[str]:
-        """The sold-to address as people read it: street, postal code and city, country name."""
-        city = " ".join(p for p in (self.postal_code, self.city) if p)
-        return [line for line in (self.address_line1, self.address_line2, city, self.country_name) if line]
+        """The sold-to address as people read it (the same lines as the bill-to address)."""
+        return self.address_lines
 
 
 class Role(models.TextChoices):

@@ -493,6 +493,7 @@ def billing_account_update_profile(
     country: str,
     po_number: str,
     invoice_email_attachments: bool,
+    region: str = "",
 ) -> BillingAccount:
     """Billing profile: the bill-to address, the PO number printed on invoices and whether invoice mails
     carry the PDF. Currency is not editable (it is the currency of every invoice of the account)."""
@@ -506,12 +507,20 @@ def billing_account_update_profile(
         "address_line2": address_line2.strip(),
         "postal_code": postal_code.strip(),
         "city": city.strip(),
+        "region": region.strip(),
         "country": country.strip().upper(),
         "po_number": po_number.strip(),
         "invoice_email_attachments": bool(invoice_email_attachments),
     }
     errors: dict[str, str] = {}
-    limits = {"address_line1": 200, "address_line2": 200, "postal_code": 20, "city": 100, "po_number": 40}
+    limits = {
+        "address_line1": 200,
+        "address_line2": 200,
+        "postal_code": 20,
+        "city": 100,
+        "region": 100,
+        "po_number": 40,
+    }
     for name, limit in limits.items():
         if len(str(values[name])) > limit:
             errors[name] = _("Use at most %(n)d characters.") % {"n": limit}
@@ -524,6 +533,9 @@ def billing_account_update_profile(
             errors.setdefault(name, message)
     if values["country"] and not is_country_code(str(values["country"])):
         errors["country"] = _("Choose a country from the list.")
+    for name in ("address_line1", "address_line2", "postal_code", "city", "region"):
+        if any(ord(c) < 32 for c in str(values[name])):
+            errors.setdefault(name, _("Use letters, digits and punctuation only."))
     if any(ord(c) < 32 for c in str(values["po_number"])):
         errors["po_number"] = _("Use letters, digits and punctuation only.")
     if errors:

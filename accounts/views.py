@@ -358,6 +358,7 @@ def billing_profile_edit(request: HttpRequest, membership: Membership) -> HttpRe
                     "address_line2",
                     "postal_code",
                     "city",
+                    "region",
                     "country",
                     "po_number",
                     "invoice_email_attachments",

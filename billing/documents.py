@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from babel import Locale
 from django.conf import settings
 from django.contrib.staticfiles import finders
 from django.db.models import QuerySet
@@ -37,29 +36,34 @@ from django.utils import translation
 from django.utils.translation import gettext as _
 
 from accounts.models import BillingAccount
-from billing_portal.money import Money, babel_locale
+from billing_portal.addresses import PostalAddress, format_address
+from billing_portal.money import Money
 from payments.models import CreditNote, DisputeReversal, PaymentAllocation
 from payments.selectors import invoice_money_history
 from subscriptions.models import Invoice, InvoiceLine
 
 # Bump when the invoice template or its stylesheet changes what a PDF looks like: old files go stale.
-TEMPLATE_REVISION = "3"
+TEMPLATE_REVISION = "4"
 # Rows fetched per round trip; the export holds at most one chunk, whatever the number of invoices.
 CSV_CHUNK_SIZE = 500
 
 
-def country_name(code: str, language: str) -> str:
-    """'NL' → 'Netherlands' / 'Nederland' (CLDR through Babel); an unknown code is shown as it is."""
-    if not code:
-        return ""
-    territories = Locale.parse(babel_locale(language)).territories
-    return str(territories.get(code.upper(), code))
-
-
 def bill_to_lines(account: BillingAccount, language: str) -> list[str]:
-    city = " ".join(p for p in (account.postal_code, account.city) if p)
-    lines = [account.address_line1, account.address_line2, city, country_name(account.country, language)]
-    return [line for line in lines if line]
+    return format_address(PostalAddress.of(account), language)
+
+
+def seller_lines(language: str) -> list[str]:
+    seller = settings.BILLING_SELLER
+    return format_address(
+        PostalAddress(
+            line1=seller.get("address_line1", ""),
+            postal_code=seller.get("postal_code", ""),
+            city=seller.get("city", ""),
+            region=seller.get("region", ""),
+            country=seller.get("country", ""),
+        ),
+        language,
+    )
 
 
 def payment_terms(invoice: Invoice) -> str:
@@ -122,6 +126,7 @@ def invoice_document_context(*, invoice: Invoice, lines: Iterable[InvoiceLine]) 
         ),
         "seller": settings.BILLING_SELLER,
         "bill_to_lines": bill_to_lines(account, language),
+        "seller_lines": seller_lines(language),
         "subtotal_minor": subtotal,
         # The stored total is what is owed; anything on top of the lines is the tax charged on them.
         "tax_minor": invoice.total_minor - subtotal,
@@ -182,6 +187,7 @@ def invoice_pdf_version(*, invoice: Invoice) -> str:
             account.address_line2,
             account.postal_code,
             account.city,
+            account.region,
             account.country,
             account.tax_id,
             account.po_number,

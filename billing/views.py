@@ -20,7 +20,6 @@ from django_htmx.http import trigger_client_event
 
 from accounts.decorators import account_member_required, is_htmx, member_may
 from accounts.models import Membership
-from billing_portal.countries import country_name
 from billing_portal.ids import parse_page
 from payments.selectors import past_due_summary
 from subscriptions.forms import InvoiceFilterForm
@@ -69,7 +68,6 @@ def billing_profile(request: HttpRequest, membership: Membership) -> HttpRespons
         {
             "membership": membership,
             "account": account,
-            "country": country_name(account.country),
             "frequencies": invoice_frequencies(account=account),
             "nav_current": "bills",
         },

@@ -317,6 +317,12 @@ CELERY_BEAT_SCHEDULE["payments-refunds-reconcile-due"] = {
     "task": "payments.tasks.refunds_reconcile_due",
     "schedule": 60.0,
 }
+# Deleted cards whose detach at the gateway failed are tried again with back-off (payments/detach.py).
+CELERY_BEAT_SCHEDULE["payments-methods-detach-due"] = {
+    "task": "payments.tasks.methods_detach_due",
+    "schedule": 300.0,
+    "options": {"expires": 290},
+}
 
 # Lifecycle of an unpaid subscription (PRODUCT.md flow 7).
 BILLING_GRACE_PERIOD = timedelta(days=int(os.environ.get("BILLING_GRACE_DAYS", "30")))
@@ -327,13 +333,13 @@ BILLING_PAYMENT_TERMS_DAYS = 30
 # Invoice documents (issue 9). The seller block printed on every invoice; PDFs are cached per invoice version.
 BILLING_SELLER = {
     "name": os.environ.get("BILLING_SELLER_NAME", "Billing Example B.V."),
-    "address": [
-        line
-        for line in os.environ.get(
-            "BILLING_SELLER_ADDRESS", "Herengracht 100|1015 BS Amsterdam|Netherlands"
-        ).split("|")
-        if line
-    ],
+    # The seller's address as fields, printed by billing_portal.addresses in the country's order and the
+    # reader's language ("Netherlands" / "Nederland").
+    "address_line1": os.environ.get("BILLING_SELLER_STREET", "Herengracht 100"),
+    "postal_code": os.environ.get("BILLING_SELLER_POSTAL_CODE", "1015 BS"),
+    "city": os.environ.get("BILLING_SELLER_CITY", "Amsterdam"),
+    "region": os.environ.get("BILLING_SELLER_REGION", ""),
+    "country": os.environ.get("BILLING_SELLER_COUNTRY", "NL"),
     "vat_id": os.environ.get("BILLING_SELLER_VAT_ID", "NL859123456B01"),
     "email": os.environ.get("BILLING_SELLER_EMAIL", "billing@billing.example"),
 }

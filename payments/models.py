@@ -64,6 +64,12 @@ class PaymentMethod(models.Model):
     removed_at = models.DateTimeField(null=True, blank=True)
     # When the gateway confirmed it forgot the card; null while that is still to be done.
     gateway_detached_at = models.DateTimeField(null=True, blank=True)
+    # Retries of a detach the gateway did not confirm (payments.detach): how many were made, when the next
+    # is due (also the lease a running retry holds, so two sweeps never call the gateway for one card at
+    # once) and the gateway's last answer, for support.
+    gateway_detach_attempts = models.PositiveIntegerField(default=0)
+    gateway_detach_next_at = models.DateTimeField(null=True, blank=True)
+    gateway_detach_last_error = models.CharField(max_length=500, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -94,6 +100,14 @@ class PaymentMethod(models.Model):
                 condition=Q(last4__regex=r"^[0-9]{4}$"), name="paymentmethod_last4_digits"
             ),
         ]
+        indexes = [
+            # The detach sweep's query: removed cards the gateway has not confirmed forgetting (a handful).
+            models.Index(
+                fields=["gateway_detach_next_at"],
+                condition=Q(status="detached", gateway_detached_at__isnull=True),
+                name="paymentmethod_detach_pending",
+            ),
+        ]
 
     def __str__(self) -> str:
         # Translated when shown: "Visa ending 0341" / "Visa eindigend op 0341".
@@ -121,14 +135,9 @@ class PaymentMethod(models.Model):
 
     @property
     def address_lines(self) -> list[str]:
-        from billing_portal.countries import country_name
+        from billing_portal.addresses import PostalAddress, format_address
 
-        city = " ".join(p for p in (self.postal_code, self.city) if p)
-        return [
-            line
-            for line in (self.address_line1, self.address_line2, city, country_name(self.country))
-            if line
-        ]
+        return format_address(PostalAddress.of(self))
 
     @property
     def automatic_charges_allowed(self) -> bool:

@@ -52,3 +52,22 @@ def refunds_reconcile_due() -> int:
     for refund_id in ids:
         refund_reconcile_task.delay(refund_id)
     return len(ids)
+
+
+@shared_task(acks_late=True)
+def method_detach_retry_task(method_id: int) -> None:
+    from .detach import detach_retry
+
+    detach_retry(method_id=method_id)
+
+
+@shared_task(acks_late=True)
+def methods_detach_due() -> int:
+    """Removed cards the gateway has not confirmed forgetting, whose next try has come (one task each;
+    each task takes a lease, so a second sweep or a redelivered task does not call the gateway again)."""
+    from .detach import detach_due
+
+    ids = list(detach_due(now=timezone.now()).values_list("pk", flat=True))
+    for method_id in ids:
+        method_detach_retry_task.delay(method_id)
+    return len(ids)

@@ -574,6 +574,10 @@ AUDIT_ACTION_LABELS = {
     "payment_method.added": gettext_lazy("Payment method added"),
     "payment_method.customer_deleted": gettext_lazy("Cards removed: customer deleted at the gateway"),
     "payment_method.edited": gettext_lazy("Payment method edited"),
+    "payment_method.gateway_detach_failed": gettext_lazy(
+        "Deleted card still attached at the gateway; retrying"
+    ),
+    "payment_method.gateway_detached": gettext_lazy("Deleted card detached at the gateway"),
     "payment_method.expiry_changed": gettext_lazy("Card expiry date changed"),
     "payment_method.made_default": gettext_lazy("Active payment method changed"),
     "payment_method.removed": gettext_lazy("Payment method deleted"),

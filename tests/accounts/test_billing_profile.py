@@ -209,3 +209,22 @@ def test_billing_mail_goes_to_the_notification_address_and_the_additional_recipi
 
     notice_deliver(notice_id=notice.pk)
     assert mail.outbox[-1].to == [account.notification_email, "ann@x.example", "bob@x.example"]
+
+
+def test_a_us_address_with_its_state_reads_the_us_way_on_the_profile(client, world):
+    account, users = world
+    client.force_login(users["admin"])
+    us = {**PROFILE, "address_line1": "2732 Baker Blvd.", "postal_code": "97403", "city": "Eugene"}
+    response = client.post(_profile_edit(account), {**us, "region": "OR", "country": "US"}, headers=HX)
+    assert "closePane" in response["HX-Trigger"]
+    account.refresh_from_db()
+    assert account.region == "OR"
+    assert "region" in AuditEvent.objects.get(action="account.billing_profile_changed").data["changed"]
+    page = client.get(_profile(account)).content.decode()
+    assert "Eugene, OR 97403" in page
+    assert "United States" in page
+    # A control character in the state is refused in the pane and changes nothing.
+    bad = client.post(_profile_edit(account), {**us, "region": "O\x01R", "country": "US"}, headers=HX)
+    assert "closePane" not in bad.get("HX-Trigger", "")
+    account.refresh_from_db()
+    assert account.region == "OR"

@@ -41,19 +41,16 @@ def _text(pdf: bytes) -> str:
 
 
 def _account(**kwargs) -> tuple[BillingAccount, Membership]:
-    account = cast(
-        BillingAccount,
-        BillingAccountFactory(
-            name="Contoso Ltd",
-            address_line1="Keizersgracht 1",
-            postal_code="1015 CJ",
-            city="Amsterdam",
-            country="NL",
-            tax_id="NL001234567B01",
-            po_number="PO-4711",
-            **kwargs,
-        ),
-    )
+    fields = {
+        "name": "Contoso Ltd",
+        "address_line1": "Keizersgracht 1",
+        "postal_code": "1015 CJ",
+        "city": "Amsterdam",
+        "country": "NL",
+        "tax_id": "NL001234567B01",
+        "po_number": "PO-4711",
+    }
+    account = cast(BillingAccount, BillingAccountFactory(**{**fields, **kwargs}))
     return account, cast(Membership, MembershipFactory(account=account, role=Role.ADMIN))
 
 
@@ -225,6 +222,31 @@ def test_the_invoice_page_shows_the_same_document_and_links_the_pdf(client):
     assert "Netherlands" in html
     assert "Due on receipt" in html
     assert reverse("subscriptions:invoice_pdf", args=[account.pk, invoice.number]) in html
+    # Nothing of the template's own syntax or comments leaks into the document.
+    document = html[html.index('id="invoice-document"') :]
+    for leaked in ("{#", "#}", "{%", "%}", "{{", "WeasyPrint"):
+        assert leaked not in document, leaked
+
+
+def test_the_pdf_writes_addresses_the_countrys_way_with_names_in_the_accounts_language(client):
+    account, member = _account(
+        language="nl",
+        address_line1="2732 Baker Blvd.",
+        postal_code="97403",
+        city="Eugene",
+        region="OR",
+        country="US",
+    )
+    invoice = _invoice(account)
+    client.force_login(member.user)
+
+    text = _text(client.get(reverse("subscriptions:invoice_pdf", args=[account.pk, invoice.number])).content)
+
+    assert "Eugene, OR 97403" in text  # bill-to, US order
+    assert "Verenigde Staten" in text
+    assert "1015 BS Amsterdam" in text  # the seller, Dutch order
+    assert "Nederland" in text
+    assert "Netherlands" not in text
 
 
 def test_another_accounts_invoice_pdf_is_404(client):
