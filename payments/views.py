@@ -510,6 +510,11 @@ def attempt_detail(request: HtmxHttpRequest, membership: Membership, attempt_id:
             "membership": membership,
             "account": membership.account,
             "attempt": attempt,
+            # Said again from the code in the reader's language: the stored text is in the language of
+            # whoever recorded it (a job records in English), and a seeded or imported decline has none.
+            "decline_text": decline_message(attempt.decline_code)
+            if attempt.decline_code or not attempt.decline_message
+            else attempt.decline_message,
             "retry_url": retry_url,
             "pane_close_url": _close_url(membership, attempt),
         },

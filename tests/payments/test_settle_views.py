@@ -7,6 +7,7 @@ import pytest
 from django.urls import reverse
 
 from gateway_sim.models import SimCharge
+from payments.gateways.base import decline_message
 from payments.models import PaymentAttempt, PaymentMethod
 from subscriptions.models import Invoice, Subscription
 from tests.payments.scenario import build_contoso, subscription
@@ -442,3 +443,23 @@ def test_after_a_new_card_error_the_total_is_the_declined_cards_and_paying_works
     assert re.findall(r'name="method" value="(\w+)" checked', bad) == ["new"]
     assert 'value="12"' in bad  # the typed month is kept
     assert "4242424242424241" not in bad  # the number never is
+
+
+def test_failed_payment_pane_says_why_from_the_code_even_without_a_stored_message(client, contoso):
+    # Seeded and job-recorded declines carry a code; the sentence is said again in the reader's language.
+    attempt = PaymentAttempt.objects.create(
+        account=contoso.account,
+        payment_method=contoso.mastercard,
+        amount_minor=100,
+        currency="EUR",
+        source="retry",
+        status=PaymentAttempt.Status.FAILED,
+        decline_code="insufficient_funds",
+        idempotency_key="seeded-1",
+    )
+    client.force_login(contoso.admin)
+    body = client.get(
+        reverse("payments:attempt_detail", args=[contoso.account.pk, attempt.pk])
+    ).content.decode()
+    assert str(decline_message("insufficient_funds")) in body
+    assert "Nothing was paid." in body
