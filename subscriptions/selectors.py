@@ -294,6 +294,79 @@ def product_rows(*, values: Iterable[dict[str, Any]]) -> list[ProductRow]:
     return rows
 
 
+@dataclass(slots=True)
+class InvoiceRow:
+    """One row of the Invoices tab with its display values worked out (see ProductRow for why)."""
+
+    number: str
+    status: str
+    issued_on: SafeString
+    period: SafeString  # "1 Nov 2026 – 30 Nov 2026", or "" without a service period
+    transaction_type: SafeString
+    total: SafeString
+    amount_due: SafeString
+    due_on: SafeString
+    payable: bool  # open or past due with something still owed
+    # Set by the view: URLs, the status chip (one per status) and the Pay now link's URL ("" when not offered).
+    detail_url: str = ""
+    pdf_url: str = ""
+    pdf_label: str = ""
+    pay_url: str = ""
+    status_cell: str = ""
+
+
+INVOICE_ROW_COLUMNS = (
+    "number",
+    "status",
+    "transaction_type",
+    "currency",
+    "total_minor",
+    "amount_due_minor",
+    "issued_on",
+    "due_on",
+    "period_start",
+    "period_end",
+)
+
+
+def invoice_rows(*, values: Iterable[dict[str, Any]]) -> list[InvoiceRow]:
+    """The display rows of one page of invoices_for_account(...).values(*INVOICE_ROW_COLUMNS), in the
+    active language. No queries."""
+    types = {value: escape(label) for value, label in Invoice.TransactionType.choices}
+    days: dict[dt.date, SafeString] = {}
+    amounts: dict[tuple[int, str], SafeString] = {}
+
+    def day(value: dt.date) -> SafeString:
+        if value not in days:
+            days[value] = escape(format_date(value))
+        return days[value]
+
+    def money(amount_minor: int, currency: str) -> SafeString:
+        if (amount_minor, currency) not in amounts:
+            amounts[(amount_minor, currency)] = escape(format_money(amount_minor, currency))
+        return amounts[(amount_minor, currency)]
+
+    rows = []
+    for v in values:
+        status = v["status"]
+        start, end = v["period_start"], v["period_end"]
+        period = SafeString(f"{day(start)} – {day(end) if end else ''}") if start else SafeString("")
+        rows.append(
+            InvoiceRow(
+                number=v["number"],
+                status=status,
+                issued_on=day(v["issued_on"]),
+                period=period,
+                transaction_type=types.get(v["transaction_type"]) or escape(v["transaction_type"]),
+                total=money(v["total_minor"], v["currency"]),
+                amount_due=money(v["amount_due_minor"], v["currency"]),
+                due_on=day(v["due_on"]),
+                payable=status in Invoice.PAYABLE_STATUSES and v["amount_due_minor"] > 0,
+            )
+        )
+    return rows
+
+
 def invoices_for_account(
     *,
     account: BillingAccount,

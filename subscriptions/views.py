@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from urllib.parse import quote
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
@@ -10,7 +11,9 @@ from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import RFC3986_SUBDELIMS
 from django.utils.safestring import SafeString
+from django.utils.translation import gettext
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 from django_htmx.http import trigger_client_event
@@ -22,11 +25,14 @@ from billing_portal.ids import parse_page
 from .documents import invoice_document_context, invoice_pdf_filename, invoices_csv
 from .documents import invoice_pdf as invoice_pdf_bytes
 from .forms import InvoiceFilterForm
-from .models import Subscription
+from .models import Invoice, Subscription
 from .selectors import (
+    INVOICE_ROW_COLUMNS,
+    InvoiceRow,
     PastDueSummary,
     ProductRow,
     invoice_for_account,
+    invoice_rows,
     invoices_for_account,
     past_due_summary,
     product_rows,
@@ -111,12 +117,43 @@ def _product_row_parts(membership: Membership, rows: list[ProductRow], summary: 
         row.note = note
 
 
-def _url_pattern(name: str, **kwargs: int) -> Callable[[int], str]:
-    """reverse() once for a URL whose last integer argument changes per row (0 in kwargs), and return
-    a function that fills it in: a row then costs a string join instead of a URL resolution."""
+def _invoice_row_parts(membership: Membership, rows: list[InvoiceRow]) -> None:
+    """Give each row of the Invoices tab its URLs, its status chip (rendered once per status) and the
+    URL of its Pay now link when the member may pay it by card here (see _product_row_parts)."""
+    account = membership.account
+    detail_url = _url_pattern("subscriptions:invoice_detail", account_id=account.pk, number="")
+    pdf_url = _url_pattern("subscriptions:invoice_pdf", account_id=account.pk, number="")
+    pay_url = _url_pattern("payments:invoice_pay", account_id=account.pk, number="")
+    pays_here = membership.can_pay and not account.pays_by_bank_transfer
+    pdf_label = gettext("Download PDF of invoice %(number)s")
+    status_cells: dict[str, SafeString] = {}
+    labels = dict(Invoice.Status.choices)
+    for row in rows:
+        if row.status not in status_cells:
+            status_cells[row.status] = render_to_string(
+                "subscriptions/includes/invoice_status.html",
+                {"invoice": {"status": row.status, "get_status_display": labels.get(row.status, row.status)}},
+            )
+        row.status_cell = status_cells[row.status]
+        row.detail_url = detail_url(row.number)
+        row.pdf_url = pdf_url(row.number)
+        row.pdf_label = pdf_label % {"number": row.number}
+        if pays_here and row.payable:
+            row.pay_url = pay_url(row.number)
+
+
+def _url_pattern(name: str, **kwargs: int | str) -> Callable[[int | str], str]:
+    """reverse() once for a URL whose last argument changes per row (0 or "" in kwargs), and return
+    a function that fills it in: a row then costs a string join instead of a URL resolution. A string
+    argument is quoted as reverse() quotes it."""
     last = next(reversed(kwargs))
     marker = 987654321987
-    head, tail = reverse(name, kwargs={**kwargs, last: marker}).rsplit(str(marker), 1)
+    by_string = isinstance(kwargs[last], str)
+    head, tail = reverse(name, kwargs={**kwargs, last: str(marker) if by_string else marker}).rsplit(
+        str(marker), 1
+    )
+    if by_string:
+        return lambda value: f"{head}{quote(str(value), safe=RFC3986_SUBDELIMS + '/~:@')}{tail}"
     return lambda value: f"{head}{int(value)}{tail}"
 
 
@@ -125,9 +162,11 @@ def invoices(request: HttpRequest, membership: Membership) -> HttpResponse:
     account = membership.account
     form = InvoiceFilterForm(request.GET or None)
     filters = form.filters()
-    page = Paginator(invoices_for_account(account=account, **filters), INVOICES_PER_PAGE).get_page(
-        parse_page(request.GET.get("page"))
-    )
+    page = Paginator(
+        invoices_for_account(account=account, **filters).values(*INVOICE_ROW_COLUMNS), INVOICES_PER_PAGE
+    ).get_page(parse_page(request.GET.get("page")))
+    rows = invoice_rows(values=page)
+    _invoice_row_parts(membership, rows)
     query = request.GET.copy()
     query.pop("page", None)
     return render(
@@ -138,6 +177,7 @@ def invoices(request: HttpRequest, membership: Membership) -> HttpResponse:
             "account": account,
             "form": form,
             "page": page,
+            "rows": rows,
             "filtered": any(filters.values()),
             "querystring": query.urlencode(),
         },
