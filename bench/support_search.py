@@ -65,7 +65,8 @@ def _load_sql(n: int) -> list[tuple[str, str]]:
             f"""
             INSERT INTO accounts_billingaccount (id, name, domain, currency, language, address_line1, address_line2,
               postal_code, city, country, tax_id, notification_email, payment_mode, remittance_bank_name,
-              remittance_account_holder, remittance_iban, remittance_bic, created_at)
+              remittance_account_holder, remittance_iban, remittance_bic, created_at, additional_recipients,
+              invoice_email_attachments, po_number)
             SELECT i,
               ({words})[1 + i % {len(FIRST_WORDS)}] || ' ' || initcap(substr(md5(i::text), 1, 7)) || ' '
                 || ({suffixes})[1 + (i / {len(FIRST_WORDS)}) % {len(SUFFIXES)}],
@@ -75,7 +76,7 @@ def _load_sql(n: int) -> list[tuple[str, str]]:
               CASE WHEN i % 10 = 0 THEN 'bank_transfer' ELSE 'card' END,
               CASE WHEN i % 10 = 0 THEN 'Bench Bank' ELSE '' END, '',
               CASE WHEN i % 10 = 0 THEN 'NL91ABNA0417164300' ELSE '' END, '',
-              now() - (i % 1000) * interval '1 day'
+              now() - (i % 1000) * interval '1 day', '[]'::jsonb, false, ''
             FROM generate_series(1, {n}) AS i
             """,
         ),
@@ -104,11 +105,13 @@ def _load_sql(n: int) -> list[tuple[str, str]]:
             "payment methods",
             f"""
             INSERT INTO payments_paymentmethod (id, account_id, brand, last4, exp_month, exp_year, holder_name,
-              owner_id, status, last_decline_code, is_default, gateway, gateway_token, created_at)
+              owner_id, status, last_decline_code, is_default, gateway, gateway_token, created_at, address_line1,
+              address_line2, postal_code, city, country, fingerprint, blocked_reason)
             SELECT i, i, CASE WHEN i % 2 = 0 THEN 'visa' ELSE 'mastercard' END,
               lpad(((i::bigint * 7919) % 10000)::text, 4, '0'), 1 + i % 12, 2027 + i % 5, '', i,
               CASE WHEN i % 17 = 0 THEN 'declined' ELSE 'valid' END,
-              CASE WHEN i % 17 = 0 THEN 'card_declined' ELSE '' END, true, 'simulated', 'bench_tok_' || i, now()
+              CASE WHEN i % 17 = 0 THEN 'card_declined' ELSE '' END, true, 'simulated', 'bench_tok_' || i, now(),
+              '', '', '', '', '', '', ''
             FROM generate_series(1, {n}) AS i WHERE i % 10 <> 0
             """,
         ),
@@ -152,13 +155,15 @@ def _load_sql(n: int) -> list[tuple[str, str]]:
             f"""
             INSERT INTO payments_paymentattempt (id, account_id, payment_method_id, amount_minor, currency, status,
               source, decline_code, decline_message, idempotency_key, gateway, gateway_reference, action_url,
-              initiated_by_label, reference_note, reconcile_count, created_at, completed_at, off_session)
+              initiated_by_label, reference_note, reconcile_count, created_at, completed_at, off_session,
+              operator_error)
             SELECT a, a * 2, CASE WHEN (a * 2) % 10 = 0 THEN NULL ELSE a * 2 END, 1170,
               CASE WHEN (a * 2) % 3 = 0 THEN 'USD' ELSE 'EUR' END,
               CASE WHEN a % 7 = 0 THEN 'failed' ELSE 'succeeded' END,
               CASE WHEN (a * 2) % 10 = 0 THEN 'bank_transfer' ELSE 'renewal' END,
               CASE WHEN a % 7 = 0 THEN 'card_declined' ELSE '' END, '', 'bench-' || a, 'simulated', '', '',
-              'job: renewals', '', 0, now() - (a % 60) * interval '1 day', now() - (a % 60) * interval '1 day', true
+              'job: renewals', '', 0, now() - (a % 60) * interval '1 day', now() - (a % 60) * interval '1 day', true,
+              ''
             FROM generate_series(1, {n} / 2) AS a
             """,
         ),

@@ -1,18 +1,29 @@
-"""Reads for the billing pages that combine subscriptions with payments: Home's summary cards and a
-subscription's "Subscription and payment settings" page. Fixed query counts, however large the account."""
+"""Reads for the billing pages that combine subscriptions with payments: Home's summary cards, a
+subscription's "Subscription and payment settings" page, and the display rows of Your products and Invoices.
+Fixed query counts, however large the account."""
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, Q, QuerySet, Sum
+from django.utils import formats
+from django.utils.html import escape
+from django.utils.safestring import SafeString
+from django.utils.translation import gettext
 
 from accounts.models import BillingAccount
-from billing_portal.money import Money
+from billing_portal.dates import format_date
+from billing_portal.money import Money, format_money
 from payments.models import PaymentMethod
 from payments.selectors import MethodBalance, past_due_summary
-from subscriptions.models import UNPAID_STATUSES, Invoice, Subscription
-from subscriptions.selectors import subscription_for_account
+from subscriptions.models import RENEWING_STATUSES, UNPAID_STATUSES, Invoice, Product, Subscription
+from subscriptions.selectors import subscription_for_account, subscriptions_for_account
+
+_UNPAID_METHOD_STATUSES = (PaymentMethod.Status.DECLINED, PaymentMethod.Status.EXPIRED)
 
 
 @dataclass(frozen=True)
@@ -110,3 +121,207 @@ def subscription_details(*, account: BillingAccount, subscription_id: int) -> Su
         amount_due=Money(int(totals["due"] or 0), sub.currency),
         balance=balance,
     )
+
+
+@dataclass(slots=True)
+class ProductRow:
+    """One row of Your products with every display value worked out, so its template only prints them.
+
+    A page of rows is the one part of the page that grows with the account, and a template pays for
+    each lookup, translation, number formatting and escape once per row. So they are done here, from
+    plain column values (no model instances), once per distinct value where rows repeat (labels,
+    cards, prices, days), and the text is escaped here once (SafeString: the template does not escape
+    it again). The view adds what needs the request: URLs and the Settle balance action.
+    """
+
+    pk: int
+    status: str
+    product_name: SafeString
+    quantity: SafeString  # localized, as {{ number }} prints it
+    price: SafeString  # the period price, formatted for the active language
+    period_label: SafeString
+    status_label: SafeString
+    tone: str  # success | warning | error | neutral: the status chip and the unpaid note
+    tone_icon: str  # the icon beside the status and the note
+    row_class: str  # row--warning / row--error for rows that need attention
+    unpaid: bool
+    payment_method_id: int | None
+    method_label: SafeString  # "" when no card pays it
+    method_failed: bool  # the card was declined or has expired
+    renews_on: SafeString  # formatted; "" when it does not renew
+    data_deleted_on: SafeString  # cancelled for non-payment: formatted day its data is deleted, else ""
+    menu_label: SafeString  # accessible name of the row's "…" menu
+    # Set by the view (billing.views._product_row_parts): URLs and the parts rows share.
+    detail_url: str = ""
+    timeline_url: str = ""
+    replace_url: str = ""
+    status_cell: str = ""
+    method_cell: str = ""
+    note: str = ""  # the unpaid note
+    settle: str = ""  # Settle balance for the row's card, beside the Payment timeline link
+
+
+# status -> (tone, icon, row class); any other status is neutral.
+_ROW_TONES = {
+    Subscription.Status.ACTIVE: ("success", "success", ""),
+    Subscription.Status.PAST_DUE: ("warning", "warning", "row--warning"),
+    Subscription.Status.WARNED: ("warning", "warning", "row--warning"),
+    Subscription.Status.DISABLED: ("error", "blocked", "row--error"),
+}
+_NEUTRAL_TONE = ("neutral", "circle", "")
+_PRODUCT_ROW_COLUMNS = (
+    "pk",
+    "product__name",
+    "product__billing_period",
+    "quantity",
+    "unit_price_minor",
+    "currency",
+    "status",
+    "current_period_end",
+    "next_lifecycle_at",
+    "payment_method_id",
+    "payment_method__brand",
+    "payment_method__last4",
+    "payment_method__status",
+)
+
+
+def products_for_account(*, account: BillingAccount) -> QuerySet[Subscription, dict[str, Any]]:
+    """Your products' rows as column values, in subscriptions_for_account's order: page this, then
+    hand the page to product_rows()."""
+    return subscriptions_for_account(account=account).select_related(None).values(*_PRODUCT_ROW_COLUMNS)
+
+
+def product_rows(*, values: Iterable[dict[str, Any]]) -> list[ProductRow]:
+    """The display rows of one page of products_for_account(), in the active language. No queries."""
+    status_labels = {value: escape(label) for value, label in Subscription.Status.choices}
+    period_labels = {value: escape(label) for value, label in Product.Period.choices}
+    more_actions = gettext("More actions for %(product)s")
+    method_labels: dict[int, SafeString] = {}
+    quantities: dict[int, SafeString] = {}
+    prices: dict[tuple[int, str], SafeString] = {}
+    days: dict[dt.date, SafeString] = {}
+    rows = []
+    for v in values:
+        status = v["status"]
+        method_id = v["payment_method_id"]
+        if method_id is not None and method_id not in method_labels:
+            # The card's own label ("Visa ending 0341").
+            method_labels[method_id] = escape(
+                PaymentMethod(brand=v["payment_method__brand"], last4=v["payment_method__last4"])
+            )
+        quantity = v["quantity"]
+        if quantity not in quantities:
+            quantities[quantity] = escape(formats.localize(quantity))
+        price_key = (v["unit_price_minor"] * quantity, v["currency"])
+        if price_key not in prices:
+            prices[price_key] = escape(format_money(*price_key))
+        renews_on = SafeString("")
+        if status in RENEWING_STATUSES:
+            day = v["current_period_end"] + dt.timedelta(days=1)
+            if day not in days:
+                days[day] = escape(format_date(day))
+            renews_on = days[day]
+        deletes = v["next_lifecycle_at"] if status == Subscription.Status.CANCELLED else None
+        tone, tone_icon, row_class = _ROW_TONES.get(status, _NEUTRAL_TONE)
+        name = v["product__name"]
+        rows.append(
+            ProductRow(
+                pk=v["pk"],
+                status=status,
+                product_name=escape(name),
+                quantity=quantities[quantity],
+                price=prices[price_key],
+                period_label=period_labels.get(v["product__billing_period"])
+                or escape(v["product__billing_period"]),
+                status_label=status_labels.get(status) or escape(status),
+                tone=tone,
+                tone_icon=tone_icon,
+                row_class=row_class,
+                unpaid=status in UNPAID_STATUSES,
+                payment_method_id=method_id,
+                method_label=method_labels[method_id] if method_id is not None else SafeString(""),
+                method_failed=v["payment_method__status"] in _UNPAID_METHOD_STATUSES,
+                renews_on=renews_on,
+                data_deleted_on=escape(format_date(deletes)) if deletes else SafeString(""),
+                menu_label=escape(more_actions % {"product": name}),
+            )
+        )
+    return rows
+
+
+@dataclass(slots=True)
+class InvoiceRow:
+    """One row of the Invoices tab with its display values worked out (see ProductRow for why)."""
+
+    number: str
+    status: str
+    issued_on: SafeString
+    period: SafeString  # "1 Nov 2026 – 30 Nov 2026", or "" without a service period
+    period_start: SafeString  # the period's two ends, formatted, for a cell that may wrap between them
+    period_end: SafeString
+    transaction_type: SafeString
+    total: SafeString
+    amount_due: SafeString
+    due_on: SafeString
+    payable: bool  # open or past due with something still owed
+    # Set by the view: URLs, the status chip (one per status) and the Pay now link's URL ("" when not offered).
+    detail_url: str = ""
+    pdf_url: str = ""
+    pdf_label: str = ""
+    pay_url: str = ""
+    status_cell: str = ""
+
+
+INVOICE_ROW_COLUMNS = (
+    "number",
+    "status",
+    "transaction_type",
+    "currency",
+    "total_minor",
+    "amount_due_minor",
+    "issued_on",
+    "due_on",
+    "period_start",
+    "period_end",
+)
+
+
+def invoice_rows(*, values: Iterable[dict[str, Any]]) -> list[InvoiceRow]:
+    """The display rows of one page of invoices_for_account(...).values(*INVOICE_ROW_COLUMNS), in the
+    active language. No queries."""
+    types = {value: escape(label) for value, label in Invoice.TransactionType.choices}
+    days: dict[dt.date, SafeString] = {}
+    amounts: dict[tuple[int, str], SafeString] = {}
+
+    def day(value: dt.date) -> SafeString:
+        if value not in days:
+            days[value] = escape(format_date(value))
+        return days[value]
+
+    def money(amount_minor: int, currency: str) -> SafeString:
+        if (amount_minor, currency) not in amounts:
+            amounts[(amount_minor, currency)] = escape(format_money(amount_minor, currency))
+        return amounts[(amount_minor, currency)]
+
+    rows = []
+    for v in values:
+        status = v["status"]
+        start, end = v["period_start"], v["period_end"]
+        period = SafeString(f"{day(start)} – {day(end) if end else ''}") if start else SafeString("")
+        rows.append(
+            InvoiceRow(
+                number=v["number"],
+                status=status,
+                issued_on=day(v["issued_on"]),
+                period=period,
+                period_start=day(start) if start else SafeString(""),
+                period_end=day(end) if end else SafeString(""),
+                transaction_type=types.get(v["transaction_type"]) or escape(v["transaction_type"]),
+                total=money(v["total_minor"], v["currency"]),
+                amount_due=money(v["amount_due_minor"], v["currency"]),
+                due_on=day(v["due_on"]),
+                payable=status in Invoice.PAYABLE_STATUSES and v["amount_due_minor"] > 0,
+            )
+        )
+    return rows

@@ -5,6 +5,7 @@ payments together, so they live above both apps (docs/ARCHITECTURE.md, Layers)."
 from __future__ import annotations
 
 from collections.abc import Callable
+from urllib.parse import quote
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
@@ -14,6 +15,9 @@ from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import RFC3986_SUBDELIMS
+from django.utils.safestring import SafeString
+from django.utils.translation import gettext
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 from django_htmx.http import trigger_client_event
@@ -21,22 +25,32 @@ from django_htmx.http import trigger_client_event
 from accounts.decorators import account_member_required, is_htmx, member_may
 from accounts.models import Membership
 from billing_portal.ids import parse_page
-from payments.selectors import past_due_summary
+from payments.selectors import PastDueSummary, past_due_summary
 from subscriptions.forms import InvoiceFilterForm
-from subscriptions.models import Product, Subscription
+from subscriptions.models import Invoice, Subscription
 from subscriptions.selectors import (
     invoice_for_account,
     invoice_frequencies,
     invoices_for_account,
-    subscriptions_for_account,
 )
 from subscriptions.services import NothingToReactivate, subscription_request_reactivation
 
 from .documents import invoice_document_context, invoice_pdf_filename, invoices_csv
 from .documents import invoice_pdf as invoice_pdf_bytes
-from .selectors import account_overview, subscription_details
+from .selectors import (
+    INVOICE_ROW_COLUMNS,
+    InvoiceRow,
+    ProductRow,
+    account_overview,
+    invoice_rows,
+    product_rows,
+    products_for_account,
+    subscription_details,
+)
 
-PRODUCTS_PER_PAGE = 50
+# A page of Your products shows as many rows as a page of invoices: the admin center pages long product
+# lists, and a row is the one cost of the page that grows with the account (bench/pages.py).
+PRODUCTS_PER_PAGE = 25
 INVOICES_PER_PAGE = 25
 
 
@@ -77,36 +91,12 @@ def billing_profile(request: HttpRequest, membership: Membership) -> HttpRespons
 @member_may("can_view_subscriptions")
 def products(request: HttpRequest, membership: Membership) -> HttpResponse:
     account = membership.account
-    page = Paginator(subscriptions_for_account(account=account), PRODUCTS_PER_PAGE).get_page(
+    page = Paginator(products_for_account(account=account), PRODUCTS_PER_PAGE).get_page(
         parse_page(request.GET.get("page"))
     )
     summary = past_due_summary(account=account)
-    # A row costs what its template does, 50 times: what is the same for many rows (labels, the
-    # Settle balance action of a card, the timeline URL) is worked out once here, not per row.
-    status_labels = {value: str(label) for value, label in Subscription.Status.choices}
-    period_labels = {value: str(label) for value, label in Product.Period.choices}
-    timeline_url = _url_pattern("dunning:timeline", account_id=account.pk, subscription_id=0)
-    detail_url = _url_pattern("subscriptions:subscription_detail", account_id=account.pk, subscription_id=0)
-    replace_url = _url_pattern("payments:subscription_replace", account_id=account.pk, subscription_id=0)
-    settle_actions: dict[int, str] = {}
-    for sub in page:
-        balance = summary.for_method(sub.payment_method_id) if sub.payment_method_id else None
-        sub.balance = balance  # type: ignore[attr-defined]  # display value set per row, worked out once per page
-        sub.status_label = status_labels.get(sub.status, sub.status)  # type: ignore[attr-defined]  # display value set per row, worked out once per page
-        sub.period_label = period_labels.get(sub.product.billing_period, sub.product.billing_period)  # type: ignore[attr-defined]  # display value set per row, worked out once per page
-        sub.timeline_url = timeline_url(sub.pk)  # type: ignore[attr-defined]  # display value set per row, worked out once per page
-        sub.detail_url = detail_url(sub.pk)  # type: ignore[attr-defined]  # display value set per row, worked out once per page
-        sub.replace_url = replace_url(sub.pk)  # type: ignore[attr-defined]  # display value set per row, worked out once per page
-        action = ""
-        if balance is not None and sub.payment_method_id is not None:
-            if sub.payment_method_id not in settle_actions:
-                settle_actions[sub.payment_method_id] = render_to_string(
-                    "payments/includes/settle_balance_action.html",
-                    {"balance": balance, "membership": membership, "account": account},
-                    request=request,
-                )
-            action = settle_actions[sub.payment_method_id]
-        sub.settle_action = action  # type: ignore[attr-defined]  # display value set per row, worked out once per page
+    rows = product_rows(values=page)
+    _product_row_parts(membership, rows, summary)
     template = (
         "subscriptions/products.html#product-list" if is_htmx(request) else "subscriptions/products.html"
     )
@@ -117,6 +107,7 @@ def products(request: HttpRequest, membership: Membership) -> HttpResponse:
             "membership": membership,
             "account": account,
             "page": page,
+            "rows": rows,
             "past_due": summary,
             # The "…" menu (Replace payment method): owners and admins of card-paying accounts.
             "row_menus": membership.can_manage_payment_methods and not account.pays_by_bank_transfer,
@@ -124,12 +115,85 @@ def products(request: HttpRequest, membership: Membership) -> HttpResponse:
     )
 
 
-def _url_pattern(name: str, **kwargs: int) -> Callable[[int], str]:
-    """reverse() once for a URL whose last integer argument changes per row (0 in kwargs), and return
-    a function that fills it in: a row then costs a string join instead of a URL resolution."""
+def _product_row_parts(membership: Membership, rows: list[ProductRow], summary: PastDueSummary) -> None:
+    """Give each row of Your products its URLs and the parts it shares with other rows.
+
+    A row's status chip, unpaid note, payment method cell and Settle balance action depend only on its
+    status or its card, so each distinct one is rendered once per page and the rows print it: a
+    template pays for every tag and variable once per row, and most rows of a page repeat a few parts.
+    """
+    account = membership.account
+    timeline_url = _url_pattern("dunning:timeline", account_id=account.pk, subscription_id=0)
+    detail_url = _url_pattern("subscriptions:subscription_detail", account_id=account.pk, subscription_id=0)
+    replace_url = _url_pattern("payments:subscription_replace", account_id=account.pk, subscription_id=0)
+    parts: dict[tuple[str, object], SafeString] = {}
+
+    def part(template: str, key: object, **context: object) -> SafeString:
+        if (template, key) not in parts:
+            parts[(template, key)] = render_to_string(template, {"account": account, **context})
+        return parts[(template, key)]
+
+    status_part = "subscriptions/includes/product_row_parts.html#status"
+    note_part = "subscriptions/includes/product_row_parts.html#note"
+    method_part = "subscriptions/includes/product_row_parts.html#method"
+    settle_part = "payments/includes/settle_balance_action.html"
+
+    for row in rows:
+        row.detail_url = detail_url(row.pk)
+        row.replace_url = replace_url(row.pk)
+        row.status_cell = part(
+            status_part, row.status, tone=row.tone, tone_icon=row.tone_icon, label=row.status_label
+        )
+        row.method_cell = part(
+            method_part, row.payment_method_id, label=row.method_label, failed=row.method_failed
+        )
+        if not row.unpaid:
+            continue
+        row.timeline_url = timeline_url(row.pk)
+        row.note = part(note_part, row.status, status=row.status, tone=row.tone, tone_icon=row.tone_icon)
+        balance = summary.for_method(row.payment_method_id) if row.payment_method_id else None
+        if balance is not None:
+            # Settle balance for everything past due on the row's card (owners and admins only).
+            row.settle = part(settle_part, row.payment_method_id, balance=balance, membership=membership)
+
+
+def _invoice_row_parts(membership: Membership, rows: list[InvoiceRow]) -> None:
+    """Give each row of the Invoices tab its URLs, its status chip (rendered once per status) and the
+    URL of its Pay now link when the member may pay it by card here (see _product_row_parts)."""
+    account = membership.account
+    detail_url = _url_pattern("subscriptions:invoice_detail", account_id=account.pk, number="")
+    pdf_url = _url_pattern("subscriptions:invoice_pdf", account_id=account.pk, number="")
+    pay_url = _url_pattern("payments:invoice_pay", account_id=account.pk, number="")
+    pays_here = membership.can_pay and not account.pays_by_bank_transfer
+    pdf_label = gettext("Download PDF of invoice %(number)s")
+    status_cells: dict[str, SafeString] = {}
+    labels = dict(Invoice.Status.choices)
+    for row in rows:
+        if row.status not in status_cells:
+            status_cells[row.status] = render_to_string(
+                "subscriptions/includes/invoice_status.html",
+                {"invoice": {"status": row.status, "get_status_display": labels.get(row.status, row.status)}},
+            )
+        row.status_cell = status_cells[row.status]
+        row.detail_url = detail_url(row.number)
+        row.pdf_url = pdf_url(row.number)
+        row.pdf_label = pdf_label % {"number": row.number}
+        if pays_here and row.payable:
+            row.pay_url = pay_url(row.number)
+
+
+def _url_pattern(name: str, **kwargs: int | str) -> Callable[[int | str], str]:
+    """reverse() once for a URL whose last argument changes per row (0 or "" in kwargs), and return
+    a function that fills it in: a row then costs a string join instead of a URL resolution. A string
+    argument is quoted as reverse() quotes it."""
     last = next(reversed(kwargs))
     marker = 987654321987
-    head, tail = reverse(name, kwargs={**kwargs, last: marker}).rsplit(str(marker), 1)
+    by_string = isinstance(kwargs[last], str)
+    head, tail = reverse(name, kwargs={**kwargs, last: str(marker) if by_string else marker}).rsplit(
+        str(marker), 1
+    )
+    if by_string:
+        return lambda value: f"{head}{quote(str(value), safe=RFC3986_SUBDELIMS + '/~:@')}{tail}"
     return lambda value: f"{head}{int(value)}{tail}"
 
 
@@ -138,9 +202,11 @@ def invoices(request: HttpRequest, membership: Membership) -> HttpResponse:
     account = membership.account
     form = InvoiceFilterForm(request.GET or None)
     filters = form.filters()
-    page = Paginator(invoices_for_account(account=account, **filters), INVOICES_PER_PAGE).get_page(
-        parse_page(request.GET.get("page"))
-    )
+    page = Paginator(
+        invoices_for_account(account=account, **filters).values(*INVOICE_ROW_COLUMNS), INVOICES_PER_PAGE
+    ).get_page(parse_page(request.GET.get("page")))
+    rows = invoice_rows(values=page)
+    _invoice_row_parts(membership, rows)
     query = request.GET.copy()
     query.pop("page", None)
     return render(
@@ -151,6 +217,7 @@ def invoices(request: HttpRequest, membership: Membership) -> HttpResponse:
             "account": account,
             "form": form,
             "page": page,
+            "rows": rows,
             "filtered": any(filters.values()),
             "querystring": query.urlencode(),
         },

@@ -11,7 +11,7 @@ from django.utils import timezone
 from accounts.models import User
 from payments.selectors import past_due_summary
 from subscriptions.models import Invoice
-from tests.factories import InvoiceFactory, SubscriptionFactory
+from tests.factories import InvoiceFactory, ProductFactory, SubscriptionFactory
 from tests.pages_helpers import account_with_subscriptions, demo_account, seed_demo
 
 pytestmark = pytest.mark.django_db
@@ -195,6 +195,32 @@ def test_invoices_are_paginated_25_per_page(client):
     second = _invoices(client, account, users, "?page=2")
     assert second.count('<th scope="row">') == 5
     assert _invoices(client, account, users, "?page=abc").count('<th scope="row">') == 25
+
+
+def test_products_are_paginated_25_per_page_rows_that_need_attention_first(client):
+    account, users = account_with_subscriptions(30, past_due=2)
+    # A later product name sorts first among the paid-up rows; it must still come after the past-due ones.
+    SubscriptionFactory(account=account, product=ProductFactory(name="AAA <b>Suite</b> & more"))
+    client.force_login(users["admin"])
+    url = reverse("subscriptions:products", kwargs={"account_id": account.pk})
+    first = client.get(url).content.decode()
+    assert first.count('<th scope="row">') == 25
+    assert "Page 1 of 2" in first
+    assert first.count("Subscription has a past due payment") == 2
+    assert (
+        first.count('class="settle-action"') == 2
+    )  # the declined Visa's Settle balance, on each of its rows
+    assert first.index("Subscription has a past due payment") < first.index(
+        "AAA &lt;b&gt;Suite&lt;/b&gt; &amp; more"
+    )
+    assert "<b>Suite</b>" not in first  # names are escaped, in the cell and in the row menu's label
+    assert 'aria-label="More actions for AAA &lt;b&gt;Suite&lt;/b&gt; &amp; more"' in first
+    assert first.count("Visa ending 0341") == 2
+    assert "Mastercard ending 4444" in first
+    assert first.count("More actions for") == 25
+    second = client.get(url + "?page=2").content.decode()
+    assert second.count('<th scope="row">') == 6
+    assert "Subscription has a past due payment" not in second
 
 
 def test_empty_account_shows_what_to_do_next(client):
