@@ -245,7 +245,7 @@ def main() -> int:
                 f"invoices paid by {charges:,} charges",
                 flush=True,
             )
-            stop_worker(worker)
+            stop_worker(worker)  # it finishes the account runs it has begun
             worker = None
             _clean_queue(broker, queue)
         else:
@@ -278,7 +278,7 @@ def main() -> int:
             ).values_list("ok", flat=True)
         )
         result["exactly_once"] = bool(
-            bank.filter(status="succeeded").count() == bank.count() == charges
+            bank.filter(status="succeeded").count() == bank.count() == charges_made()
             and (bank.aggregate(s=Sum("amount_minor"))["s"] or 0)
             == (paid_invoices.aggregate(s=Sum("total_minor"))["s"] or 0)
             and per_invoice <= {1}
