@@ -163,7 +163,8 @@ def main() -> int:
         # The no-op tasks go into the queue before the worker starts: publishing one costs a broker
         # round trip (several ms on a busy machine), so a producer racing the worker would measure
         # itself. Several publisher processes fill it for up to --noop-fill-seconds.
-        n = _prefill(app, noop, args.noop_tasks, publishers=args.publishers, seconds=args.noop_fill_seconds)
+        _prefill(app, noop, args.noop_tasks, publishers=args.publishers, seconds=args.noop_fill_seconds)
+        n = broker.llen(queue)
         connection.close()
         # The worker as production runs it (DEBUG off: no query log kept per query), with the floor task.
         worker = start_worker(
@@ -432,28 +433,48 @@ def _profile_stop(profiler: subprocess.Popen, result: dict[str, object]) -> None
         print(json.dumps(result["profile"], indent=2), flush=True)
 
 
-def _publish(args: tuple[int, float]) -> int:
-    count, deadline = args
-    from billing_portal.celery import app
-    from dunning.tasks import noop
-
-    app._pool = None  # a forked process needs broker connections of its own
-    app.amqp._producer_pool = None
+def _publish(count: int, deadline: float, results) -> None:
+    """A forked publisher: queue `count` no-ops, report how many, and leave at once (os._exit): the
+    exit handlers it inherited (the parent's connections, kombu's pools) once hung a publisher forever."""
     sent = 0
-    with app.producer_or_acquire() as producer:
-        while sent < count and time.monotonic() < deadline:
-            noop.apply_async(producer=producer)
-            sent += 1
-    return sent
+    try:
+        from billing_portal.celery import app
+        from dunning.tasks import noop
+
+        app._pool = None  # a forked process needs broker connections of its own
+        app.amqp._producer_pool = None
+        with app.producer_or_acquire() as producer:
+            while sent < count and time.monotonic() < deadline:
+                noop.apply_async(producer=producer)
+                sent += 1
+    finally:
+        results.put(sent)
+        results.close()
+        results.join_thread()
+        os._exit(0)
 
 
 def _prefill(app, noop, total: int, *, publishers: int, seconds: float) -> int:
     import multiprocessing
 
+    ctx = multiprocessing.get_context("fork")
     deadline = time.monotonic() + seconds
     share = [total // publishers + (i < total % publishers) for i in range(publishers)]
-    with multiprocessing.get_context("fork").Pool(publishers) as pool:
-        sent = sum(pool.map(_publish, [(k, deadline) for k in share]))
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_publish, args=(k, deadline, results)) for k in share]
+    for proc in procs:
+        proc.start()
+    sent = 0
+    for _ in procs:
+        try:
+            sent += results.get(timeout=seconds + 30)
+        except Exception:  # a publisher that died without a word: its tasks are counted by the queue
+            break
+    for proc in procs:
+        proc.join(timeout=10)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(timeout=10)
     print(f"queued {sent:,} no-op tasks", flush=True)
     return sent
 
