@@ -1,34 +1,46 @@
 """Benchmark: the dunning sweep against the simulated gateway with real Celery workers.
 
-Seeds N past-due invoices across M accounts (each account: one subscription on its own simulated-bank
-card, N/M invoices due for a retry now), starts a real worker, and measures in one run, in this order:
+Seeds N past-due invoices across M accounts with COPY (bench/sweep_seed.py: each account has one
+simulated-bank card carrying one to three past-due subscriptions and, on average, N/M invoices due for a
+retry now), starts a real worker, and measures in one run, in this order:
 
-- no-op/s: a no-op Celery task, the queue kept full for at least --noop-seconds (10 s): broker and
-  worker overhead, the ceiling for any task;
+- no-op/s: a no-op Celery task from a queue filled before the worker starts, timed over --noop-seconds
+  (12 s; what is left then is dropped): broker and worker overhead, the ceiling for any task;
 - the sweep: one sweep over every due account until every invoice is paid (invoices paid/s, charges/s:
   succeeded charge attempts), then until every receipt is sent and the queue is empty (end to end);
-- floor/s: the "floor charge" task (bench/sweep_tasks.py), one per account like the sweep's account
-  tasks, doing only the database work a charge cannot avoid: lock the account, insert the attempt,
-  commit; lock the account, record the outcome, mark the invoice paid, write the audit row, commit.
+- floor/s: the "floor charge" task (bench/sweep_tasks.py), one task per account like the sweep's
+  account tasks, one floor charge for each charge the sweep made, for the same invoices (so a sweep that
+  charges an account's invoices together is compared with a floor that does too), doing only the
+  database work a charge cannot avoid: lock the account, insert the attempt, commit; lock the account,
+  record the outcome, mark the invoices paid, write the audit row, commit.
 
 It prints charges/s ÷ floor/s and invoices paid/s ÷ no-op/s, and checks that every invoice was charged
 exactly once. The queue is emptied before and after (no task of this run is left in Redis for the next).
 
 Needs PostgreSQL (DATABASE_URL) and Redis (REDIS_URL; its database is emptied of Celery's queue, so
 give the benchmark a Redis database number of its own). The benchmark works in its own database,
-"<DATABASE_URL's name>_bench", created and dropped here (--keep keeps it).
+"<DATABASE_URL's name>_sweep" (or SWEEP_DATABASE_NAME), created and dropped here (--keep keeps it);
+other benchmarks use other names, so they can run beside it.
+
+--profile records the worker's processes with py-spy (`pip install py-spy`) during the sweep only,
+idle time included (wall time: waiting on PostgreSQL and Redis counts), and prints where it went
+(bench/profile_summary.py).
 
     .venv/bin/python bench/dunning_sweep.py                      # 100,000 invoices / 20,000 accounts
     .venv/bin/python bench/dunning_sweep.py --invoices 10000 --accounts 2000
     .venv/bin/python bench/dunning_sweep.py --quick              # CI smoke
+    .venv/bin/python bench/dunning_sweep.py --invoices 100000 --accounts 20000 --sweep-minutes 5
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shutil
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -54,7 +66,10 @@ def main() -> int:
     # Charges wait on PostgreSQL more than they compute: two worker processes per CPU measured faster.
     parser.add_argument("--concurrency", type=int, default=2 * (os.cpu_count() or 1), help="worker processes")
     parser.add_argument(
-        "--noop-tasks", type=int, default=8000, help="no-op tasks to queue (aim: ≥10 s of work)"
+        "--noop-tasks", type=int, default=16000, help="no-op tasks to queue (aim: ≥10 s of work)"
+    )
+    parser.add_argument(
+        "--noop-seconds", type=float, default=12.0, help="how long the no-op task is timed (at least 10)"
     )
     parser.add_argument(
         "--noop-fill-seconds", type=float, default=90.0, help="stop queueing no-ops after this"
@@ -63,26 +78,33 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="500 invoices / 100 accounts, for a smoke run")
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
     parser.add_argument("--timeout", type=float, default=6 * 3600)
+    parser.add_argument(
+        "--sweep-minutes",
+        type=float,
+        default=0,
+        help="time the sweep for this long only (a partial run at a big size); 0: until all is paid",
+    )
+    parser.add_argument("--profile", action="store_true", help="py-spy the worker during the sweep")
+    parser.add_argument("--py-spy", default=shutil.which("py-spy") or "py-spy", help="py-spy's path")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up below on kill
     if args.quick:
         args.invoices, args.accounts = 500, 100
-    if args.invoices % args.accounts:
-        parser.error("--invoices must be a multiple of --accounts")
+    if args.invoices < args.accounts:
+        parser.error("--invoices must be at least --accounts (each account has one or more)")
     database_url, redis_url = os.environ.get("DATABASE_URL", ""), os.environ.get("REDIS_URL", "")
     if not database_url.startswith("postgres") or not redis_url:
         print("bench/dunning_sweep.py needs DATABASE_URL (PostgreSQL) and REDIS_URL; skipped")
         return 0
 
     base = urlsplit(database_url)
-    bench_db = f"{base.path.lstrip('/')}_bench"
+    bench_db = os.environ.get("SWEEP_DATABASE_NAME") or f"{base.path.lstrip('/')}_sweep"
     bench_url = urlunsplit(base._replace(path=f"/{bench_db}"))
     with _admin_connect(database_url) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{bench_db}" WITH (FORCE)')
         admin.execute(f'CREATE DATABASE "{bench_db}"')
     os.environ["DATABASE_URL"] = bench_url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "billing_portal.settings")
-    os.environ.setdefault("DEBUG", "1")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     os.environ.pop("EMAIL_HOST", None)  # receipts go to the console mailer, whose output is discarded
 
@@ -94,15 +116,15 @@ def main() -> int:
     from django.db.models import Count, Q, Sum
     from django.utils import timezone
 
+    from bench.sweep_seed import seed_sweep
     from bench.sweep_tasks import floor_charge
     from billing_portal.celery import app
     from dunning.services import dunning_sweep
     from dunning.tasks import noop
     from gateway_sim.models import SimCharge
     from notifications.models import Notice
-    from payments.models import PaymentAttempt
+    from payments.models import PaymentAllocation, PaymentAttempt
     from subscriptions.models import Invoice
-    from tests.dunning.helpers import seed_past_due
     from tests.dunning.realworker import start_worker, stop_worker
 
     app.conf.task_always_eager = False
@@ -113,58 +135,83 @@ def main() -> int:
         "cpus": os.cpu_count(),
         "load_average_before": os.getloadavg(),
     }
-    worker = None
+    worker = profiler = None
+    queue = app.conf.task_default_queue or "celery"
     try:
         t = time.perf_counter()
         call_command("migrate", verbosity=0)
+        result["migrate_seconds"] = round(time.perf_counter() - t, 1)
         print(f"seeding {args.invoices:,} past-due invoices across {args.accounts:,} accounts…", flush=True)
-        ids = seed_past_due(
-            accounts=args.accounts,
-            invoices_per_account=args.invoices // args.accounts,
-            prefix="bench",
-            batch=1000,
-        )
+        t = time.perf_counter()
+        seeded = seed_sweep(invoices=args.invoices, accounts=args.accounts)
         result["seed_seconds"] = round(time.perf_counter() - t, 1)
+        result["subscriptions"] = seeded.subscriptions
+        result["max_invoices_per_account"] = seeded.max_invoices_per_account
+        print(
+            f"  {seeded.subscriptions:,} subscriptions, up to {seeded.max_invoices_per_account} invoices an "
+            f"account, in {result['seed_seconds']}s",
+            flush=True,
+        )
+        total = Invoice.objects.count()
         connection.close()
 
         import redis
 
         broker = redis.Redis.from_url(redis_url)
-        queue = app.conf.task_default_queue or "celery"
         _clean_queue(broker, queue)  # what an interrupted earlier run left would be run by this worker
 
         # The no-op tasks go into the queue before the worker starts: publishing one costs a broker
         # round trip (several ms on a busy machine), so a producer racing the worker would measure
         # itself. Several publisher processes fill it for up to --noop-fill-seconds.
-        n = _prefill(app, noop, args.noop_tasks, publishers=args.publishers, seconds=args.noop_fill_seconds)
+        _prefill(app, noop, args.noop_tasks, publishers=args.publishers, seconds=args.noop_fill_seconds)
+        n = broker.llen(queue)
         connection.close()
-        worker = start_worker(concurrency=args.concurrency, extra_args=["--include", "bench.sweep_tasks"])
+        # The worker as production runs it (DEBUG off: no query log kept per query), with the floor task.
+        worker = start_worker(
+            concurrency=args.concurrency,
+            extra_env={"DEBUG": "0"},
+            extra_args=["--include", "bench.sweep_tasks"],
+        )
 
         def drained() -> bool:
             return broker.llen(queue) == 0
 
         # Timed from the first task taken (worker start-up is not measured) until the queue is empty
         # (with prefetch 1, at most `concurrency` tasks are still running then).
+        # The window is --noop-seconds (or until the queue is empty, flagged when that came sooner);
+        # what is left then is dropped.
         _wait(lambda: broker.llen(queue) < n, timeout=300, interval=0.01)
         t = time.perf_counter()
         left = broker.llen(queue)
-        _wait(drained, timeout=args.timeout, interval=0.01)
+        _wait(drained, timeout=args.noop_seconds, interval=0.05)
         noop_seconds = time.perf_counter() - t
-        result["noop_tasks"] = left
+        done = left - broker.llen(queue)
+        _clean_queue(broker, queue)
+        result["noop_tasks"] = done
         result["noop_seconds"] = round(noop_seconds, 1)
-        result["noop_tasks_per_second"] = round(left / noop_seconds, 1)
-        print(f"no-op task: {left:,} in {noop_seconds:.1f}s = {left / noop_seconds:,.0f}/s", flush=True)
+        result["noop_tasks_per_second"] = round(done / noop_seconds, 1)
+        result["load_average_noop"] = os.getloadavg()
+        print(f"no-op task: {done:,} in {noop_seconds:.1f}s = {done / noop_seconds:,.0f}/s", flush=True)
         if noop_seconds < 10:
             print("  (less than 10 s: raise --noop-tasks for a steadier figure)", flush=True)
-        time.sleep(2)
+        time.sleep(3)  # the tasks taken before the queue was dropped finish
+
+        if args.profile:
+            profiler = _profile_start(args.py_spy, worker.pid)
 
         t = time.perf_counter()
         sweep = dunning_sweep(now=timezone.now())
         sweep_seconds = time.perf_counter() - t
-        total = len(ids)
 
         def paid() -> int:
             return Invoice.objects.filter(status=Invoice.Status.PAID).count()
+
+        def charges_made() -> int:
+            return (
+                PaymentAttempt.objects.filter(status=PaymentAttempt.Status.SUCCEEDED)
+                .exclude(idempotency_key__startswith="floor:")
+                .count()
+            )
 
         last = [0.0]
 
@@ -174,20 +221,16 @@ def main() -> int:
                 done = paid()
                 print(f"  {done:,}/{total:,} paid after {time.perf_counter() - t:.0f}s", flush=True)
 
-        ok = _wait(lambda: paid() == total, timeout=args.timeout, interval=0.5, tick=report)
+        window = args.sweep_minutes * 60 if args.sweep_minutes else args.timeout
+        ok = _wait(lambda: paid() == total, timeout=window, interval=0.5, tick=report)
         charge_seconds = time.perf_counter() - t
-        charged = paid()
-        charges = PaymentAttempt.objects.filter(
-            idempotency_key__startswith="dunning:", status=PaymentAttempt.Status.SUCCEEDED
-        ).count()
-
-        # End to end: every receipt sent (no notice left queued) and nothing left in the queue.
-        def receipts_done() -> bool:
-            return drained() and not Notice.objects.filter(status=Notice.Status.QUEUED).exists()
-
-        receipts_ok = _wait(receipts_done, timeout=args.timeout, interval=0.5)
-        end_to_end_seconds = time.perf_counter() - t
+        charged, charges = paid(), charges_made()
+        result["load_average_sweep"] = os.getloadavg()
+        if profiler is not None:
+            _profile_stop(profiler, result)
+            profiler = None
         result.update(
+            sweep_complete=ok,
             sweep_enqueue_seconds=round(sweep_seconds, 2),
             accounts_enqueued=sweep.enqueued,
             batches=sweep.batches,
@@ -196,54 +239,107 @@ def main() -> int:
             invoices_paid_per_second=round(charged / charge_seconds, 1),
             charges=charges,
             charges_per_second=round(charges / charge_seconds, 1),
-            receipts=Notice.objects.filter(kind=Notice.Kind.PAYMENT_RECEIVED).count(),
-            receipts_sent=receipts_ok,
-            end_to_end_seconds=round(end_to_end_seconds, 1),
-            invoices_paid_per_second_end_to_end=round(charged / end_to_end_seconds, 1),
         )
-        # Exactly once: one succeeded bank charge per invoice, for what it owed; one succeeded attempt each.
+        if not ok:
+            # A partial run: stop the worker, then drop what is still queued (the accounts not reached).
+            print(
+                f"sweep: timed for {charge_seconds:.0f}s only (--sweep-minutes); {charged:,} of {total:,} "
+                f"invoices paid by {charges:,} charges",
+                flush=True,
+            )
+            _stop_gracefully(worker)  # it finishes the account runs it has begun
+            worker = None
+            _clean_queue(broker, queue)
+        else:
+            # End to end: every receipt sent (no notice left queued) and nothing left in the queue.
+            def receipts_done() -> bool:
+                return drained() and not Notice.objects.filter(status=Notice.Status.QUEUED).exists()
+
+            receipts_ok = _wait(receipts_done, timeout=args.timeout, interval=0.5)
+            end_to_end_seconds = time.perf_counter() - t
+            result.update(
+                receipts=Notice.objects.filter(kind=Notice.Kind.PAYMENT_RECEIVED).count(),
+                receipts_sent=receipts_ok,
+                end_to_end_seconds=round(end_to_end_seconds, 1),
+                invoices_paid_per_second_end_to_end=round(charged / end_to_end_seconds, 1),
+            )
+            print(
+                f"sweep: {charged:,} invoices paid in {charge_seconds:.1f}s = {charged / charge_seconds:,.1f}/s "
+                f"by {charges:,} charges = {charges / charge_seconds:,.1f} charges/s; receipts sent and queue "
+                f"empty after {end_to_end_seconds:.1f}s (enqueueing {sweep.enqueued:,} accounts took "
+                f"{sweep_seconds:.2f}s)",
+                flush=True,
+            )
+        # Exactly once: one succeeded bank charge per key and per paid invoice, for what the paid
+        # invoices owed; no invoice paid by two attempts.
         bank = SimCharge.objects.filter(idempotency_key__startswith="dunning:")
+        paid_invoices = Invoice.objects.filter(status=Invoice.Status.PAID)
         per_invoice = set(
-            Invoice.objects.annotate(
+            paid_invoices.annotate(
                 ok=Count("allocations", filter=Q(allocations__attempt__status="succeeded"))
             ).values_list("ok", flat=True)
         )
+        result["check"] = {
+            "bank_charges": bank.count(),
+            "bank_succeeded": bank.filter(status="succeeded").count(),
+            "attempts_succeeded": charges_made(),
+            "attempts_in_flight": PaymentAttempt.objects.filter(status__in=PaymentAttempt.IN_FLIGHT).count(),
+            "paid_invoices_by_allocations": sorted(per_invoice),
+        }
         result["exactly_once"] = bool(
-            ok
-            and bank.filter(status="succeeded").count() == bank.count()
-            and bank.aggregate(s=Sum("amount_minor"))["s"]
-            == Invoice.objects.aggregate(s=Sum("total_minor"))["s"]
-            and per_invoice == {1}
+            bank.filter(status="succeeded").count() == bank.count() == charges_made()
+            and (bank.aggregate(s=Sum("amount_minor"))["s"] or 0)
+            == (paid_invoices.aggregate(s=Sum("total_minor"))["s"] or 0)
+            and per_invoice <= {1}
+            and (per_invoice == {1} or not ok)
         )
-        print(
-            f"sweep: {charged:,} invoices paid in {charge_seconds:.1f}s = {charged / charge_seconds:,.1f}/s "
-            f"by {charges:,} charges = {charges / charge_seconds:,.1f} charges/s; receipts sent and queue "
-            f"empty after {end_to_end_seconds:.1f}s (enqueueing {sweep.enqueued:,} accounts took "
-            f"{sweep_seconds:.2f}s)",
-            flush=True,
-        )
+        if not result["exactly_once"]:
+            print(f"exactly once: NOT shown: {result['check']}", flush=True)
         time.sleep(1)
 
-        # The floor: the same invoices, one task per account, only the database work of a charge.
-        per_account: dict[tuple[int, int], list[tuple[int, int]]] = {}
-        for account_id, method_id, pk, amount in Invoice.objects.order_by("pk").values_list(
-            "account_id", "subscription__payment_method_id", "pk", "total_minor"
+        # The floor: one floor charge per charge the sweep made, for the same invoices, one task per
+        # account. (In a partial run: the accounts the sweep finished.)
+        groups: dict[int, dict[int, list[int]]] = {}
+        charge_of: dict[int, tuple[int, int]] = {}
+        for account_id, attempt_id, method_id, amount, invoice_id in (
+            PaymentAllocation.objects.filter(attempt__status=PaymentAttempt.Status.SUCCEEDED)
+            .exclude(attempt__idempotency_key__startswith="floor:")
+            .order_by("attempt_id", "invoice_id")
+            .values_list(
+                "attempt__account_id",
+                "attempt_id",
+                "attempt__payment_method_id",
+                "attempt__amount_minor",
+                "invoice_id",
+            )
         ):
-            per_account.setdefault((account_id, method_id), []).append((pk, amount))
+            groups.setdefault(account_id, {}).setdefault(attempt_id, []).append(invoice_id)
+            charge_of[attempt_id] = (method_id, amount)
+        floor_total = sum(len(g) for g in groups.values())
         floor_attempts = PaymentAttempt.objects.filter(
             idempotency_key__startswith="floor:", status=PaymentAttempt.Status.SUCCEEDED
         )
+        if worker is None:
+            worker = start_worker(
+                concurrency=args.concurrency,
+                extra_env={"DEBUG": "0"},
+                extra_args=["--include", "bench.sweep_tasks"],
+            )
+            time.sleep(5)  # start-up is not measured
         t = time.perf_counter()
         with app.producer_or_acquire() as producer:
-            for (account_id, method_id), invoices in per_account.items():
-                floor_charge.apply_async((account_id, method_id, invoices), producer=producer)
+            for account_id, attempts in groups.items():
+                floor_charge.apply_async(
+                    (account_id, [(*charge_of[a], invoices) for a, invoices in attempts.items()]),
+                    producer=producer,
+                )
         stalled = _Stall(lambda: floor_attempts.count(), seconds=30)
         floor_ok = _wait(
-            lambda: floor_attempts.count() == total or (drained() and stalled()),
+            lambda: floor_attempts.count() == floor_total or (drained() and stalled()),
             timeout=args.timeout,
             interval=0.5,
         )
-        floor_ok = floor_ok and floor_attempts.count() == total
+        floor_ok = floor_ok and floor_attempts.count() == floor_total
         floor_seconds = time.perf_counter() - t
         floor_done = floor_attempts.count()
         result.update(
@@ -251,6 +347,7 @@ def main() -> int:
             floor_complete=floor_ok,
             floor_seconds=round(floor_seconds, 1),
             floor_charges_per_second=round(floor_done / floor_seconds, 1),
+            load_average_floor=os.getloadavg(),
         )
         result["ratio_charges_to_floor"] = round(
             float(result["charges_per_second"]) / float(result["floor_charges_per_second"]), 3
@@ -265,48 +362,121 @@ def main() -> int:
             f"no-op/s {result['noop_tasks_per_second']}, floor/s {result['floor_charges_per_second']}; "
             f"charges/floor {result['ratio_charges_to_floor']} (goal ≥ 0.5), invoices paid/no-op "
             f"{result['ratio_invoices_paid_to_noop']} (goal ≥ 0.25); exactly once: {result['exactly_once']}; "
-            f"load average {result['load_average_before']} → {result['load_average_after']}"
+            f"load average {_load(result['load_average_before'])} before, "
+            f"{_load(result['load_average_noop'])} no-op, {_load(result['load_average_sweep'])} sweep, "
+            f"{_load(result['load_average_floor'])} floor"
         )
     finally:
+        if profiler is not None:
+            _profile_stop(profiler, result)
         if worker is not None:
             stop_worker(worker)
         if redis_url:
             import redis
 
-            _clean_queue(redis.Redis.from_url(redis_url), app.conf.task_default_queue or "celery")
+            _clean_queue(redis.Redis.from_url(redis_url), queue)
         connection.close()
         if not args.keep:
             with _admin_connect(database_url) as admin:
                 admin.execute(f'DROP DATABASE IF EXISTS "{bench_db}" WITH (FORCE)')
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "dunning_sweep.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    print(f"wrote {out / 'dunning_sweep.json'}")
+    name = "dunning_sweep" if args.invoices == 100_000 or args.quick else f"dunning_sweep_{args.invoices}"
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(f"wrote {out / f'{name}.json'}")
     return 0 if result.get("exactly_once") else 1
 
 
-def _publish(args: tuple[int, float]) -> int:
-    count, deadline = args
-    from billing_portal.celery import app
-    from dunning.tasks import noop
+def _stop_gracefully(worker: subprocess.Popen, timeout: float = 300) -> None:
+    """Warm shutdown: the worker finishes the tasks it has begun (an account run on a loaded machine can
+    take longer than the test helper's 10 s before it kills), so the check sees no charge cut short."""
+    from tests.dunning.realworker import kill_worker
 
-    app._pool = None  # a forked process needs broker connections of its own
-    app.amqp._producer_pool = None
+    with contextlib.suppress(ProcessLookupError):
+        # The main process only: a SIGTERM to the whole group also reaches the pool children, which
+        # then die mid-charge (their attempts left pending for reconciliation, as after a crash).
+        os.kill(worker.pid, signal.SIGTERM)
+    try:
+        worker.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_worker(worker)
+
+
+def _load(value: object) -> str:
+    return " ".join(f"{x:.2f}" for x in value) if isinstance(value, (tuple, list)) else str(value)
+
+
+PROFILE = ROOT / "bench" / "results" / "dunning_sweep_profile.txt"
+
+
+def _profile_start(py_spy: str, pid: int) -> subprocess.Popen:
+    """py-spy on the worker and its pool processes, idle (waiting) samples included: wall time."""
+    PROFILE.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [
+            *(py_spy, "record", "--pid", str(pid), "--subprocesses", "--idle", "--nonblocking"),
+            *("--rate", "100", "--format", "raw", "--output", str(PROFILE)),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _profile_stop(profiler: subprocess.Popen, result: dict[str, object]) -> None:
+    from bench.profile_summary import summary
+
+    profiler.send_signal(signal.SIGINT)
+    try:
+        profiler.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        profiler.kill()
+    if PROFILE.exists():
+        result["profile"] = summary(PROFILE.read_text())
+        print(json.dumps(result["profile"], indent=2), flush=True)
+
+
+def _publish(count: int, deadline: float, results) -> None:
+    """A forked publisher: queue `count` no-ops, report how many, and leave at once (os._exit): the
+    exit handlers it inherited (the parent's connections, kombu's pools) once hung a publisher forever."""
     sent = 0
-    with app.producer_or_acquire() as producer:
-        while sent < count and time.monotonic() < deadline:
-            noop.apply_async(producer=producer)
-            sent += 1
-    return sent
+    try:
+        from billing_portal.celery import app
+        from dunning.tasks import noop
+
+        app._pool = None  # a forked process needs broker connections of its own
+        app.amqp._producer_pool = None
+        with app.producer_or_acquire() as producer:
+            while sent < count and time.monotonic() < deadline:
+                noop.apply_async(producer=producer)
+                sent += 1
+    finally:
+        results.put(sent)
+        results.close()
+        results.join_thread()
+        os._exit(0)
 
 
 def _prefill(app, noop, total: int, *, publishers: int, seconds: float) -> int:
     import multiprocessing
 
+    ctx = multiprocessing.get_context("fork")
     deadline = time.monotonic() + seconds
     share = [total // publishers + (i < total % publishers) for i in range(publishers)]
-    with multiprocessing.get_context("fork").Pool(publishers) as pool:
-        sent = sum(pool.map(_publish, [(k, deadline) for k in share]))
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_publish, args=(k, deadline, results)) for k in share]
+    for proc in procs:
+        proc.start()
+    sent = 0
+    for _ in procs:
+        try:
+            sent += results.get(timeout=seconds + 30)
+        except Exception:  # a publisher that died without a word: its tasks are counted by the queue
+            break
+    for proc in procs:
+        proc.join(timeout=10)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(timeout=10)
     print(f"queued {sent:,} no-op tasks", flush=True)
     return sent
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+from contextlib import nullcontext
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
@@ -107,11 +108,18 @@ def sim_charge_create(
     """Charge a card once per idempotency key; a repeated key returns the first charge untouched.
 
     `language` is the cardholder's language as the merchant sent it (3-D Secure 2 carries one in the
-    authentication request); the bank's challenge page speaks it."""
-    existing = SimCharge.objects.filter(idempotency_key=idempotency_key).first()
-    if existing is not None:
-        return existing
-    card = SimCard.objects.get(token=token, forgotten_at__isnull=True)  # a forgotten card is unknown
+    authentication request); the bank's challenge page speaks it.
+
+    Two round trips for a new charge: the card, then the INSERT (a statement of its own, atomic by itself,
+    when no transaction is open). A repeated key is rare (a retried task), so the key's uniqueness answers
+    it: the INSERT fails and the first charge is read, instead of a look-up before every charge.
+    """
+    card = SimCard.objects.filter(token=token, forgotten_at__isnull=True).first()  # forgotten: unknown
+    if card is None:
+        existing = SimCharge.objects.filter(idempotency_key=idempotency_key).first()
+        if existing is not None:  # the card was forgotten after this key's charge: still its answer
+            return existing
+        raise SimCard.DoesNotExist(f"no card {token}")
     status, code, advice, network_code = SimCharge.Status.SUCCEEDED, "", "", ""
     if _expired(card):
         status, code, network_code = SimCharge.Status.DECLINED, "expired_card", "54"
@@ -126,26 +134,31 @@ def sim_charge_create(
             status, code = SimCharge.Status.DECLINED, "authentication_required"
         else:
             status = SimCharge.Status.REQUIRES_ACTION
+    charge = SimCharge(
+        reference=f"sim_ch_{secrets.token_hex(12)}",
+        idempotency_key=idempotency_key,
+        card=card,
+        amount_minor=amount_minor,
+        currency=currency,
+        status=status,
+        decline_code=code,
+        network_advice_code=advice,
+        network_decline_code=network_code,
+        off_session=off_session,
+        return_url=return_url,
+        description=description[:300],
+        language=language[:8],
+    )
     try:
-        with transaction.atomic():
-            return SimCharge.objects.create(
-                reference=f"sim_ch_{secrets.token_hex(12)}",
-                idempotency_key=idempotency_key,
-                card=card,
-                amount_minor=amount_minor,
-                currency=currency,
-                status=status,
-                decline_code=code,
-                network_advice_code=advice,
-                network_decline_code=network_code,
-                off_session=off_session,
-                return_url=return_url,
-                description=description[:300],
-                language=language[:8],
-            )
+        # Inside a caller's transaction a savepoint keeps a duplicate key from breaking it; outside
+        # one, the INSERT commits on its own and a duplicate breaks nothing.
+        with transaction.atomic() if connection.in_atomic_block else nullcontext():
+            charge.save(force_insert=True)
     except IntegrityError:
-        # A concurrent request with the same key won the race: answer with its charge.
+        # The key was used before (a retried request) or by a concurrent one that won the race:
+        # answer with that charge, untouched.
         return SimCharge.objects.get(idempotency_key=idempotency_key)
+    return charge
 
 
 def sim_charge_get(*, reference: str = "", idempotency_key: str = "") -> SimCharge:
