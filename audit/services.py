@@ -5,6 +5,34 @@ from typing import Any
 from .models import AuditEvent
 
 
+def audit_event(
+    *,
+    action: str,
+    message: str,
+    account: Any = None,
+    actor: Any = None,
+    actor_label: str = "",
+    target: Any = None,
+    data: dict[str, Any] | None = None,
+    ip_address: str | None = None,
+) -> AuditEvent:
+    """One entry of the audit trail, not saved yet: audit_record() saves it at once, audits_record() saves
+    several in one INSERT."""
+    if actor is not None and not getattr(actor, "is_authenticated", False):
+        actor = None
+    return AuditEvent(
+        account=account,
+        actor=actor,
+        actor_label=actor_label or (actor.email if actor else ""),
+        action=action,
+        message=message[:500],
+        target_type=type(target).__name__ if target is not None else "",
+        target_id=str(target.pk) if target is not None else "",
+        data=data or {},
+        ip_address=ip_address,
+    )
+
+
 def audit_record(
     *,
     action: str,
@@ -17,16 +45,23 @@ def audit_record(
     ip_address: str | None = None,
 ) -> AuditEvent:
     """Append one entry to the audit trail. Call it inside the transaction that made the change."""
-    if actor is not None and not getattr(actor, "is_authenticated", False):
-        actor = None
-    return AuditEvent.objects.create(
+    event = audit_event(
+        action=action,
+        message=message,
         account=account,
         actor=actor,
-        actor_label=actor_label or (actor.email if actor else ""),
-        action=action,
-        message=message[:500],
-        target_type=type(target).__name__ if target is not None else "",
-        target_id=str(target.pk) if target is not None else "",
-        data=data or {},
+        actor_label=actor_label,
+        target=target,
+        data=data,
         ip_address=ip_address,
     )
+    event.save(force_insert=True)
+    return event
+
+
+def audits_record(events: list[AuditEvent]) -> list[AuditEvent]:
+    """Append several entries (built with audit_event) in ONE statement, in their order. Same rule as
+    audit_record: inside the transaction that made the changes they describe."""
+    if not events:
+        return []
+    return AuditEvent.objects.bulk_create(events)

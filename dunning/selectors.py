@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
 from typing import cast
 
 from django.conf import settings
@@ -22,7 +23,15 @@ from subscriptions.models import Invoice, Subscription
 from .messages import customer_message, plan_reason, refusal_text
 from .models import DeclineCode, InvoiceDunning, RetryPolicy, RetryRefusal
 from .policy import decline_entry
-from .services import KEY_PREFIX, decline_category, due_account_ids, leased_account_ids, lifecycle_due_q
+from .services import (
+    charge_plan,
+    decline_category,
+    due_account_ids,
+    due_invoices,
+    group_key,
+    leased_account_ids,
+    lifecycle_due_q,
+)
 
 UNPAID = (Subscription.Status.PAST_DUE, Subscription.Status.WARNED, Subscription.Status.DISABLED)
 _BEFORE_DISABLE = (Subscription.Status.PAST_DUE, Subscription.Status.WARNED)
@@ -297,22 +306,33 @@ def dunning_plan(
             actions.append(
                 PlannedAction(invoice.account_id, "mark_past_due", invoice.number, f"due {invoice.due_on}")
             )
-        for invoice in Invoice.objects.filter(
-            account_id__in=chunk,
-            next_attempt_at__lte=now,
-            status__in=Invoice.PAYABLE_STATUSES,
-            amount_due_minor__gt=0,
-        ).select_related("subscription__payment_method"):
-            method = invoice.subscription.payment_method if invoice.subscription else None
-            actions.append(
-                PlannedAction(
-                    invoice.account_id,
-                    "charge",
-                    invoice.number,
-                    f"{invoice.amount_due} on {method.label if method else 'no method'}, "
-                    f"key {KEY_PREFIX}{invoice.pk}:{invoice.attempt_count + 1}",
+        # Charges as the run makes them: one attempt per account and card, with the key it will have.
+        due = due_invoices(account_ids=chunk, now=now).select_related("account")
+        for account_id, rows in groupby(due, key=lambda invoice: invoice.account_id):
+            invoices = list(rows)
+            plan = charge_plan(account=invoices[0].account, invoices=invoices)
+            for method_id, group in plan.groups.items():
+                amount = Money(sum(i.amount_due_minor for i in group), group[0].currency)
+                actions.append(
+                    PlannedAction(
+                        account_id,
+                        "charge",
+                        ", ".join(i.number for i in group),
+                        f"{amount} on {plan.methods[method_id].label}, key {group_key(group)}",
+                    )
                 )
-            )
+            for attempt_id, held in plan.waiting.items():
+                actions.append(
+                    PlannedAction(
+                        account_id,
+                        "wait",
+                        ", ".join(i.number for i in held),
+                        f"a payment is in flight on the invoice or its card (attempt {attempt_id}); "
+                        "charged after its reconciliation",
+                    )
+                )
+            for invoice, why in plan.stopped:
+                actions.append(PlannedAction(account_id, "stop", invoice.number, why.replace("_", " ")))
         for sub in Subscription.objects.filter(lifecycle_due_q(now), account_id__in=chunk).select_related(
             "product"
         ):

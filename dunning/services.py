@@ -28,7 +28,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, OuterRef, Q, Subquery
+from django.db.models import F, OuterRef, Q, QuerySet, Subquery
 from django.urls import reverse
 from django.utils import timezone, translation
 
@@ -718,6 +718,12 @@ def dunning_key(numbers: dict[int, int]) -> str:
     return f"{KEY_PREFIX}{len(numbers)}invoices:{digest}"
 
 
+def group_key(invoices: Iterable[Invoice]) -> str:
+    """The key of the next attempt on these invoices (each at its next attempt number): the one phase 1
+    opens (_group_open), and the one the dry-run planner shows."""
+    return dunning_key({i.pk: i.attempt_count + 1 for i in invoices})
+
+
 def attempt_numbers(key: str) -> dict[int, int]:
     """{invoice: n} of a readable dunning key; {} for a digest key or another kind of key."""
     if not key.startswith(KEY_PREFIX):
@@ -825,63 +831,27 @@ def _charges_open(
     opened: list[_Opened] = []
     with transaction.atomic():
         account = account_lock(account_id=account_id)
-        in_flight = PaymentAttempt.objects.filter(
-            status__in=PaymentAttempt.IN_FLIGHT, allocations__invoice=OuterRef("pk")
-        ).order_by("-pk")
-        due = (
-            Invoice.objects.select_for_update(of=("self",))
-            .select_related("subscription__payment_method", "dunning")
-            .filter(
-                account_id=account_id,
-                next_attempt_at__lte=now,
-                status__in=Invoice.PAYABLE_STATUSES,
-                amount_due_minor__gt=0,
-            )
-            .annotate(in_flight_id=Subquery(in_flight.values("pk")[:1]))
-            .order_by("pk")
-        )
+        due = due_invoices(account_ids=[account_id], now=now).select_for_update(of=("self",))
         if invoice_ids is not None:
             due = due.filter(pk__in=invoice_ids)
-        stop: list[Invoice] = []
-        waiting: dict[int, list[Invoice]] = {}
-        groups: dict[int, list[Invoice]] = {}
-        methods: dict[int, PaymentMethod] = {}
-        for invoice in due:
-            sub = invoice.subscription
-            if sub is not None and sub.status in (Subscription.Status.CANCELLED, Subscription.Status.DELETED):
-                stop.append(invoice)
-                outcomes[invoice.pk] = "subscription_ended"
-                continue
-            method = _chargeable_method(sub, account) if sub is not None else None
-            if method is None:
-                stop.append(invoice)
-                outcomes[invoice.pk] = "no_method"
+        plan = charge_plan(account=account, invoices=list(due))
+        stop = [invoice for invoice, _why in plan.stopped]
+        waiting = plan.waiting
+        groups = plan.groups
+        methods = plan.methods
+        for invoice, why in plan.stopped:
+            outcomes[invoice.pk] = why
+            if why in STOP_MESSAGES:
                 audit_record(
                     account=account,
                     actor_label=JOB_LABEL,
                     action="dunning.stopped",
-                    message=f"Automatic retries of {invoice.number} stopped: no usable payment method to charge",
+                    message=f"Automatic retries of {invoice.number} stopped: {STOP_MESSAGES[why]}",
                     target=invoice,
                 )
-                continue
-            if invoice.currency != account.currency:
-                # Not a decline: the charge cannot even start, and would fail the same way every time.
-                stop.append(invoice)
-                outcomes[invoice.pk] = "error"
-                audit_record(
-                    account=account,
-                    actor_label=JOB_LABEL,
-                    action="dunning.stopped",
-                    message=f"Automatic retries of {invoice.number} stopped: its currency is not the account's",
-                    target=invoice,
-                )
-                continue
-            if invoice.in_flight_id is not None:
-                waiting.setdefault(invoice.in_flight_id, []).append(invoice)
+        for invoices in waiting.values():
+            for invoice in invoices:
                 outcomes[invoice.pk] = "in_flight"
-                continue
-            groups.setdefault(method.pk, []).append(invoice)
-            methods[method.pk] = method
         if stop:
             Invoice.objects.filter(pk__in=[i.pk for i in stop]).update(next_attempt_at=None)
         if waiting:
@@ -904,6 +874,82 @@ def _charges_open(
             if charge is not None:
                 opened.append(charge)
     return outcomes, opened, history
+
+
+# Why an invoice's automatic retries stop for good (audited as dunning.stopped).
+STOP_MESSAGES = {
+    "no_method": "no usable payment method to charge",
+    # Not a decline: the charge cannot even start, and would fail the same way every time.
+    "error": "its currency is not the account's",
+}
+
+
+def due_invoices(*, account_ids: list[int], now: dt.datetime) -> QuerySet[Invoice]:
+    """The invoices of these accounts due for an automatic charge now, with their subscription, card and
+    dunning row, and two ids of payments in flight (pending, unknown, requires_action): `in_flight_id`, one
+    for the invoice itself, and `card_in_flight_id`, one on the invoice's card for its account (one attempt
+    per card at a time). The dunning run reads them locked (phase 1); the dry-run planner reads them as is.
+    """
+    in_flight = PaymentAttempt.objects.filter(
+        status__in=PaymentAttempt.IN_FLIGHT, allocations__invoice=OuterRef("pk")
+    ).order_by("-pk")
+    on_card = PaymentAttempt.objects.filter(
+        status__in=PaymentAttempt.IN_FLIGHT,
+        account_id=OuterRef("account_id"),
+        payment_method_id=OuterRef("subscription__payment_method_id"),
+    ).order_by("-pk")
+    return (
+        Invoice.objects.select_related("subscription__payment_method", "dunning")
+        .filter(
+            account_id__in=account_ids,
+            next_attempt_at__lte=now,
+            status__in=Invoice.PAYABLE_STATUSES,
+            amount_due_minor__gt=0,
+        )
+        .annotate(
+            in_flight_id=Subquery(in_flight.values("pk")[:1]),
+            card_in_flight_id=Subquery(on_card.values("pk")[:1]),
+        )
+        .order_by("account_id", "pk")
+    )
+
+
+@dataclass
+class ChargePlan:
+    """What account_charge_due does with an account's due invoices (due_invoices), decided without writing:
+    the dunning run and the dry-run planner (dunning.selectors.dunning_plan) share it."""
+
+    stopped: list[tuple[Invoice, str]] = field(default_factory=list)  # (invoice, why): no retry again
+    waiting: dict[int, list[Invoice]] = field(default_factory=dict)  # attempt in flight → invoices it holds
+    groups: dict[int, list[Invoice]] = field(default_factory=dict)  # card → its invoices, one attempt
+    methods: dict[int, PaymentMethod] = field(default_factory=dict)
+
+
+def charge_plan(*, account: BillingAccount, invoices: Iterable[Invoice]) -> ChargePlan:
+    """Decide per due invoice (read with due_invoices): its subscription ended, no usable card, another
+    currency (stop); a payment in flight for it or on its card (wait until reconciliation may know it:
+    never two attempts on one card at once); else it joins its card's one attempt."""
+    plan = ChargePlan()
+    for invoice in invoices:
+        sub = invoice.subscription
+        if sub is not None and sub.status in (Subscription.Status.CANCELLED, Subscription.Status.DELETED):
+            plan.stopped.append((invoice, "subscription_ended"))
+            continue
+        method = _chargeable_method(sub, account) if sub is not None else None
+        if method is None:
+            plan.stopped.append((invoice, "no_method"))
+            continue
+        if invoice.currency != account.currency:
+            plan.stopped.append((invoice, "error"))
+            continue
+        # Annotated by due_invoices: a payment in flight for the invoice, or on its card for its account.
+        in_flight = getattr(invoice, "in_flight_id", None) or getattr(invoice, "card_in_flight_id", None)
+        if in_flight is not None:
+            plan.waiting.setdefault(in_flight, []).append(invoice)
+            continue
+        plan.groups.setdefault(method.pk, []).append(invoice)
+        plan.methods[method.pk] = method
+    return plan
 
 
 def _wait_for_in_flight(*, waiting: dict[int, list[Invoice]], now: dt.datetime) -> None:
@@ -966,7 +1012,7 @@ def _group_open(
             )
             outcomes[invoice.pk] = "refused"
         return None
-    key = dunning_key({i.pk: i.attempt_count + 1 for i in invoices})
+    key = group_key(invoices)
     if keys_checked:
         existing = (
             PaymentAttempt.objects.filter(idempotency_key=key, account_id=account.pk)

@@ -30,7 +30,8 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from accounts.models import BillingAccount
-from audit.services import audit_record
+from audit.models import AuditEvent
+from audit.services import audit_event, audits_record
 from billing_portal.dates import format_date
 from billing_portal.money import format_money
 from notifications.services import notice_send
@@ -159,7 +160,7 @@ def attempt_allocations_locked(*, attempt: PaymentAttempt) -> list[LockedAllocat
     )
     rows = (
         PaymentAllocation.objects.filter(attempt_id=attempt.pk)
-        .select_related("invoice__subscription")
+        .select_related("invoice__subscription__product")
         .select_for_update(of=("invoice",))
         .annotate(
             applied_sum=_sum_of(
@@ -176,6 +177,13 @@ def attempt_allocations_locked(*, attempt: PaymentAttempt) -> list[LockedAllocat
     locked = []
     for row in rows:
         row.attempt = attempt
+        sub = row.invoice.subscription
+        if (
+            sub is not None
+            and sub.account_id == attempt.account_id
+            and PaymentAttempt.account.is_cached(attempt)
+        ):
+            sub.account = attempt.account  # the locked row: restoring audits against it
         locked.append(
             LockedAllocation(
                 allocation=row,
@@ -204,6 +212,7 @@ def payment_apply(
     paid_on: dt.date,
     paid_at: dt.datetime | None = None,
     allocations: list[LockedAllocation] | None = None,
+    audits: list[AuditEvent] | None = None,
 ) -> Applied:
     """Apply a payment that has just succeeded to the invoices it was for, restore their subscriptions
     and mail the receipt. Called once per payment, under the account lock, by whatever learnt of the
@@ -212,7 +221,11 @@ def payment_apply(
     An invoice paid otherwise meanwhile (a transfer recorded while a card payment was unknown) is not
     paid twice: that allocation stays unapplied, and the payment is flagged as overpaid with a refund
     offered in the support console (payments.refunds.overpaid_minor).
+
+    `audits`: events the caller built for this payment (audit.services.audit_event); they are inserted
+    with this payment's own (reactivations, overpayment) in ONE statement.
     """
+    audits = [] if audits is None else audits
     if allocations is None:
         allocations = attempt_allocations_locked(attempt=attempt)
     applied: list[LockedAllocation] = []
@@ -259,17 +272,22 @@ def payment_apply(
             actor=actor or attempt.initiated_by,
             actor_label=attempt.initiated_by_label,
             past_due_checked=True,
+            read=sub,
+            audits=audits,
         )
     if unapplied:
-        audit_record(
-            account=account,
-            actor_label="billing",
-            action="payment.overpaid",
-            message=f"Payment {attempt.reference} took {format_money(unapplied, attempt.currency)} for invoices "
-            "that were already paid; refund it",
-            target=attempt,
-            data={"unapplied_minor": unapplied},
+        audits.append(
+            audit_event(
+                account=account,
+                actor_label="billing",
+                action="payment.overpaid",
+                message=f"Payment {attempt.reference} took {format_money(unapplied, attempt.currency)} for invoices "
+                "that were already paid; refund it",
+                target=attempt,
+                data={"unapplied_minor": unapplied},
+            )
         )
+    audits_record(audits)
     notice_send(
         account=account,
         # New: the attempt succeeded in this very transaction, so its receipt cannot exist yet.

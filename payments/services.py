@@ -21,11 +21,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import Subquery
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from accounts.models import BillingAccount, Membership
-from audit.services import audit_record
+from audit.services import audit_event, audit_record
 from subscriptions.models import Invoice, Subscription
 from subscriptions.services import (
     invoice_mark_past_due,
@@ -369,6 +370,29 @@ def _gateway_charge(
         return ChargeResult.unknown(f"{type(exc).__name__}: {exc}")
 
 
+def attempt_locked(*, attempt_id: int, account_id: int) -> PaymentAttempt:
+    """The account lock and the attempt, locked, in ONE statement (with its account and card).
+
+    The lock order stays the documented one, account row first: the account is locked by an uncorrelated
+    sub-select (`account_id = (SELECT id … FOR UPDATE)`), which PostgreSQL runs once as an InitPlan before
+    the outer query locks the attempt row. Nothing is read stale for having waited on the account lock:
+    the attempt and account rows are locked by the outer query too, so PostgreSQL re-reads their newest
+    versions (READ COMMITTED's recheck of a row another transaction updated), and whatever else this
+    transaction reads comes in later statements, after the lock. The card is read, not locked; what phase
+    3 writes on it is either unconditional (a decline) or a conditional UPDATE (a success, below).
+    SQLite has no row locks: its IMMEDIATE transactions serialise writers instead (account_lock).
+    """
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("attempt_locked() must be called inside transaction.atomic()")
+    account = BillingAccount.objects.select_for_update().filter(pk=account_id).order_by().values("pk")[:1]
+    return (
+        PaymentAttempt.objects.select_for_update(of=("self", "account"))
+        .select_related("payment_method", "account")
+        .filter(account_id=Subquery(account))
+        .get(pk=attempt_id)
+    )
+
+
 def attempt_apply_result(
     *, attempt_id: int, result: ChargeResult, actor: Any = None, account_id: int | None = None
 ) -> PaymentAttempt:
@@ -383,13 +407,8 @@ def attempt_apply_result(
     with transaction.atomic(savepoint=False):
         if account_id is None:
             account_id = PaymentAttempt.objects.values_list("account_id", flat=True).get(pk=attempt_id)
-        account = account_lock(account_id=account_id)
-        attempt = (
-            PaymentAttempt.objects.select_for_update(of=("self",))
-            .select_related("payment_method")
-            .get(pk=attempt_id, account_id=account_id)
-        )
-        attempt.account = account  # the locked row, for whoever books on the outcome in this transaction
+        attempt = attempt_locked(attempt_id=attempt_id, account_id=account_id)
+        account = attempt.account  # the locked row, for whoever books on the outcome in this transaction
         if attempt.status == Status.SUCCEEDED:
             return attempt
         if result.reference and not attempt.gateway_reference:
@@ -462,10 +481,13 @@ def _apply_success(*, account: BillingAccount, attempt: PaymentAttempt, now: dt.
     method = attempt.payment_method
     assert method is not None
     if method.status in (PaymentMethod.Status.DECLINED, PaymentMethod.Status.EXPIRED):
-        # The card that paid evidently works again.
+        # The card that paid evidently works again; conditional, so a card removed meanwhile stays removed
+        # (the card was read with the attempt, not locked: attempt_locked).
         method.status = PaymentMethod.Status.VALID
         method.last_decline_code = ""
-        method.save(update_fields=["status", "last_decline_code"])
+        PaymentMethod.objects.filter(
+            pk=method.pk, status__in=(PaymentMethod.Status.DECLINED, PaymentMethod.Status.EXPIRED)
+        ).update(status=method.status, last_decline_code="")
     moved = 0
     if attempt.replaces_method_id and attempt.replaces_method_id != method.pk:
         # Settle balance: the paying method becomes the active method of everything on the failed one.
@@ -475,7 +497,8 @@ def _apply_success(*, account: BillingAccount, attempt: PaymentAttempt, now: dt.
     # The invoices, locked, with what the ledger needs: one read for the audit line and payment_apply.
     allocations = attempt_allocations_locked(attempt=attempt)
     invoices_text = ", ".join(a.invoice.number for a in allocations)
-    audit_record(
+    # Inserted by payment_apply with the payment's other audit events, in one statement.
+    succeeded = audit_event(
         account=account,
         actor=actor or attempt.initiated_by,
         actor_label=attempt.initiated_by_label,
@@ -500,6 +523,7 @@ def _apply_success(*, account: BillingAccount, attempt: PaymentAttempt, now: dt.
         method_text=method_text,
         paid_on=timezone.localdate(now),
         allocations=allocations,
+        audits=[succeeded],
     )
 
 

@@ -8,6 +8,7 @@ row is not in a state it may leave. Callers that move money hold the billing acc
 from __future__ import annotations
 
 import calendar
+import copy
 import datetime as dt
 from typing import Any
 
@@ -15,7 +16,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from audit.services import audit_record
+from audit.models import AuditEvent
+from audit.services import audit_event, audit_record
 
 from .models import UNPAID_STATUSES, Invoice, Product, Subscription
 
@@ -166,6 +168,8 @@ def subscription_restore(
     actor: Any = None,
     actor_label: str = "",
     past_due_checked: bool = False,
+    read: Subscription | None = None,
+    audits: list[AuditEvent] | None = None,
 ) -> Subscription:
     """past_due/warned/disabled → active once nothing on it is unpaid.
 
@@ -179,7 +183,17 @@ def subscription_restore(
     No savepoint (an error is the caller's transaction's error), and the account comes with the row
     for the audit event. `past_due_checked`: the caller (payments.ledger.payment_apply) has just seen,
     under the account lock, that none of the subscription's invoices is past due; it is not asked again.
+
+    `read`: the row as the caller read it in this transaction, under the account lock, with its product and
+    account (payment_apply). Then it is not locked and read again: ONE conditional UPDATE (WHERE the
+    status, reactivation request and period are still what was read) writes it, and if anything changed
+    meanwhile the row is locked and read after all. `audits`: the audit event is appended there for the
+    caller to insert with its own (audit.services.audits_record), in the same transaction.
     """
+    if read is not None:
+        restored = _restore_read(read=read, at=at, actor=actor, actor_label=actor_label, audits=audits)
+        if restored is not None:
+            return restored
     sub = (
         Subscription.objects.select_for_update(of=("self",))
         .select_related("product", "account")
@@ -202,6 +216,18 @@ def subscription_restore(
     ):
         return sub
     previous = sub.status
+    fields = _restored(sub, at=at)
+    sub.save(update_fields=fields)
+    event = _reactivated_event(sub, previous=previous, actor=actor, actor_label=actor_label)
+    if audits is None:
+        event.save(force_insert=True)
+    else:
+        audits.append(event)
+    return sub
+
+
+def _restored(sub: Subscription, *, at: dt.datetime) -> list[str]:
+    """Set `sub` active in memory (the period starts again if it ended); the fields that changed."""
     sub.status = Subscription.Status.ACTIVE
     sub.past_due_since = None
     sub.grace_ends_at = None
@@ -223,8 +249,11 @@ def subscription_restore(
         sub.current_period_start = today
         sub.current_period_end = period_end_after(today, sub.product.billing_period)
         fields += ["current_period_start", "current_period_end"]
-    sub.save(update_fields=fields)
-    audit_record(
+    return fields
+
+
+def _reactivated_event(sub: Subscription, *, previous: str, actor: Any, actor_label: str) -> AuditEvent:
+    return audit_event(
         account=sub.account,
         actor=actor,
         actor_label=actor_label,
@@ -233,7 +262,35 @@ def subscription_restore(
         f"it renews on {sub.current_period_end + dt.timedelta(days=1):%d %b %Y}",
         target=sub,
     )
-    return sub
+
+
+def _restore_read(
+    *, read: Subscription, at: dt.datetime, actor: Any, actor_label: str, audits: list[AuditEvent] | None
+) -> Subscription | None:
+    """subscription_restore for a row read under the account lock: one conditional UPDATE. None when the
+    row is not one this path restores as read (let the locking path decide) or changed since it was read."""
+    if read.status not in UNPAID_STATUSES:
+        return None  # active (nothing to do), cancelled (the reactivation window rules): the locking path
+    previous = read.status
+    expected = {
+        "status": read.status,
+        "reactivation_requested_at": read.reactivation_requested_at,
+        "current_period_end": read.current_period_end,
+    }
+    sub = copy.copy(read)
+    fields = _restored(sub, at=at)
+    changed = Subscription.objects.filter(pk=sub.pk, **expected).update(
+        **{name: getattr(sub, name) for name in fields}
+    )
+    if not changed:
+        return None
+    event = _reactivated_event(sub, previous=previous, actor=actor, actor_label=actor_label)
+    if audits is None:
+        event.save(force_insert=True)
+    else:
+        audits.append(event)
+    read.__dict__.update({name: getattr(sub, name) for name in fields})
+    return read
 
 
 @transaction.atomic

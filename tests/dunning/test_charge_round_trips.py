@@ -51,13 +51,19 @@ pytestmark = pytest.mark.django_db(transaction=True)
 # counted there, so no UPDATE after the charge), phase 3 reads the attempt's invoices, their sums and
 # whether other past-due invoices hold their subscription in one query, restores only the subscription
 # whose last past-due invoice is paid, and inserts the receipt without a savepoint.
-# What is left, all needed: phase 1 = BEGIN, account lock, due invoices, card history, INSERT attempt,
-# INSERT allocations, UPDATE invoices, COMMIT; phase 3 = BEGIN, account lock, attempt (locked), UPDATE
-# attempt, allocations with invoices, audit "payment.succeeded", UPDATE allocations, UPDATE invoices to
-# paid, subscription (locked), UPDATE subscription, audit "subscription.reactivated", INSERT receipt,
-# COMMIT. The issue's goal is 12; the issue's own "floor charge" (two transactions, no allocations,
-# ledger, restore or receipt) is 9. This limit only ever goes down.
-MAX_ROUND_TRIPS = 21
+# 18 (2 BEGIN, 2 COMMIT, 14 statements, SQLite and PostgreSQL alike) once phase 3 takes the account lock in
+# the statement that reads and locks the attempt (payments.services.attempt_locked: the account by an
+# InitPlan sub-select first, then the attempt), restores the subscription with one conditional UPDATE of
+# the row it read with the allocations (no lock-and-read), and inserts its audit events ("payment.succeeded",
+# "subscription.reactivated") in one INSERT (audit.services.audits_record).
+# What is left: phase 1 = BEGIN, account lock, due invoices (locked, with card and payments in flight),
+# card history, INSERT attempt, INSERT allocations, UPDATE invoices (attempt numbers + lease), COMMIT;
+# phase 3 = BEGIN, account lock + attempt (locked), UPDATE attempt, allocations with invoices (locked),
+# UPDATE allocations, UPDATE invoices to paid, UPDATE subscription, INSERT audit events, INSERT receipt,
+# COMMIT. Why phase 1's lock and read cannot be one statement: docs/ARCHITECTURE.md (Payments contract).
+# The issue's goal is 12; the issue's own "floor charge" (two transactions, no allocations, ledger,
+# restore or receipt) is 9. This limit only ever goes down.
+MAX_ROUND_TRIPS = 18
 # A grouped charge of N invoices on one card (one attempt, one gateway call) costs the same: every
 # statement above is one statement for all N invoices (bulk allocations, one UPDATE of the attempt numbers,
 # one UPDATE of the allocations, one UPDATE of the invoices to paid). Per-invoice cost: 0.

@@ -129,3 +129,33 @@ def test_database_refuses_a_past_due_subscription_without_its_date():
     sub = SubscriptionFactory()
     with pytest.raises(IntegrityError), transaction.atomic():
         Subscription.objects.filter(pk=sub.pk).update(status=Subscription.Status.PAST_DUE)
+
+
+def test_restore_from_the_callers_read_is_one_update_and_defers_its_audit(django_assert_num_queries):
+    now = timezone.now()
+    invoice, sub = _past_due(now)
+    invoice_apply_payment(invoice_id=invoice.pk, amount_minor=invoice.total_minor, at=now)
+    read = Subscription.objects.select_related("product", "account").get(pk=sub.pk)
+    audits: list[AuditEvent] = []
+    with django_assert_num_queries(1), transaction.atomic(savepoint=False):  # the conditional UPDATE only
+        restored = subscription_restore(
+            subscription_id=sub.pk, at=now, past_due_checked=True, read=read, audits=audits
+        )
+    assert restored.status == Subscription.Status.ACTIVE
+    assert Subscription.objects.get(pk=sub.pk).status == Subscription.Status.ACTIVE
+    assert [a.action for a in audits] == ["subscription.reactivated"]
+    assert audits[0].pk is None  # the caller inserts it with its own
+
+
+def test_restore_from_a_stale_read_locks_and_reads_the_row_instead():
+    now = timezone.now()
+    invoice, sub = _past_due(now)
+    read = Subscription.objects.select_related("product", "account").get(pk=sub.pk)
+    # Changed since the caller read it: disabled meanwhile. The conditional UPDATE matches nothing.
+    assert sub.grace_ends_at is not None
+    subscription_disable(subscription_id=sub.pk, at=sub.grace_ends_at + dt.timedelta(seconds=1))
+    invoice_apply_payment(invoice_id=invoice.pk, amount_minor=invoice.total_minor, at=now)
+    restored = subscription_restore(subscription_id=sub.pk, at=now, read=read)
+    assert restored.status == Subscription.Status.ACTIVE
+    event = AuditEvent.objects.get(action="subscription.reactivated", target_id=str(sub.pk))
+    assert "(was disabled)" in event.message  # what the row said, not the stale read
