@@ -197,7 +197,7 @@ def describe(measured: Measured) -> str:
     )
 
 
-def test_one_sweep_charge_of_one_past_due_invoice_costs_at_most_twelve_round_trips():
+def test_one_sweep_charge_of_one_past_due_invoice_costs_at_most_max_round_trips():
     (invoice_id,) = seed_past_due(accounts=1, invoices_per_account=1)
     invoice = Invoice.objects.get(pk=invoice_id)
     measured = measure_account_run(invoice.account_id)
