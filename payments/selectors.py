@@ -292,6 +292,36 @@ def payment_methods_usable(*, account: BillingAccount) -> QuerySet[PaymentMethod
     )
 
 
+@dataclass(frozen=True)
+class SettleMethods:
+    """The cards the Settle balance pane needs, read together: the failed card (None: not this account's),
+    the card the person chose (None: none chosen, or not a usable card of this account) and the cards a
+    payer may choose, as `payment_methods_usable` orders them."""
+
+    failed: PaymentMethod | None
+    chosen: PaymentMethod | None
+    usable: list[PaymentMethod]
+
+
+def settle_methods(
+    *, account: BillingAccount, failed_method_id: int, chosen_method_id: int | None = None
+) -> SettleMethods:
+    """One query instead of three: the usable cards plus the failed card, which may have been removed
+    since it declined (its past-due invoices still show)."""
+    detached = PaymentMethod.Status.DETACHED
+    rows = list(
+        PaymentMethod.objects.filter(Q(pk=failed_method_id) | ~Q(status=detached), account=account)
+        .select_related("owner")
+        .order_by("-is_default", "pk")
+    )
+    usable = [m for m in rows if m.status != detached]
+    return SettleMethods(
+        failed=next((m for m in rows if m.pk == failed_method_id), None),
+        chosen=next((m for m in usable if m.pk == chosen_method_id), None) if chosen_method_id else None,
+        usable=usable,
+    )
+
+
 def payment_methods_declined(*, account: BillingAccount) -> QuerySet[PaymentMethod]:
     """Declined cards that still pay subscriptions with something past due: the warning's subject."""
     return (
