@@ -97,15 +97,16 @@ def account_overview(*, account: BillingAccount) -> AccountOverview:
         PaymentMethod.Status.DETACHED,
     ]
     row = next(iter(Invoice.objects.raw(sql, [str(p) if not isinstance(p, int) else p for p in params])))
+    counts = vars(row)  # the columns raw() set beside the invoice's fields
     default_method = None
-    if row.ov_dm_id is not None:
+    if counts["ov_dm_id"] is not None:
         # Only the columns Home shows (label, expiry); any other field loads on access.
         default_method = PaymentMethod.from_db(
             connection.alias,
             list(_OVERVIEW_METHOD_FIELDS),
-            [getattr(row, f"ov_dm_{name}") for name in _OVERVIEW_METHOD_FIELDS],
+            [counts[f"ov_dm_{name}"] for name in _OVERVIEW_METHOD_FIELDS],
         )
-    warned_count = int(row.ov_warned)
+    warned_count = int(counts["ov_warned"])
     warned = (
         list(
             Subscription.objects.filter(account=account, status=Subscription.Status.WARNED)
@@ -116,9 +117,9 @@ def account_overview(*, account: BillingAccount) -> AccountOverview:
         else []
     )
     return AccountOverview(
-        active_count=int(row.ov_active),
-        unpaid_count=int(row.ov_unpaid),
-        total_count=int(row.ov_total),
+        active_count=int(counts["ov_active"]),
+        unpaid_count=int(counts["ov_unpaid"]),
+        total_count=int(counts["ov_total"]),
         next_invoice=row if row.pk is not None else None,
         default_method=default_method,
         warned=warned,

@@ -96,14 +96,15 @@ def past_due_summary(*, account: BillingAccount) -> PastDueSummary:
     total = Money.zero(account.currency)
     balances = []
     for row in PaymentMethod.objects.raw(sql, [account.pk, Invoice.Status.PAST_DUE.value]):
-        amount = Money(int(row.due_amount), row.due_currency)
+        due = vars(row)  # the aggregate columns raw() set beside the card's fields
+        amount = Money(int(due["due_amount"]), due["due_currency"])
         total = total + amount  # raises CurrencyMismatch rather than adding euros to dollars
         balances.append(
             MethodBalance(
-                method=row if row.method_key is not None else None,
+                method=row if due["method_key"] is not None else None,
                 amount=amount,
-                subscription_count=row.due_subscriptions,
-                invoice_count=row.due_invoices,
+                subscription_count=due["due_subscriptions"],
+                invoice_count=due["due_invoices"],
             )
         )
     return PastDueSummary(total=total, by_method=balances)
@@ -257,7 +258,9 @@ def settle_preview(
     *, account: BillingAccount, failed_method: PaymentMethod, chosen_method: PaymentMethod | None
 ) -> SettlePreview:
     """The Settle balance pane's figures, in one query (above), as display rows in the active language."""
-    chosen_id = chosen_method.pk if chosen_method is not None and chosen_method.pk != failed_method.pk else None
+    chosen_id = (
+        chosen_method.pk if chosen_method is not None and chosen_method.pk != failed_method.pk else None
+    )
     method_ids = [failed_method.pk] if chosen_id is None else [failed_method.pk, chosen_id]
     with connection.cursor() as cursor:
         cursor.execute(

@@ -289,7 +289,9 @@ def settle_balance(request: HtmxHttpRequest, membership: Membership, failed_meth
     choice = request.GET.get("method", "") if request.method == "GET" else request.POST.get("method", "")
     choice_id = parse_id(choice)
     # The failed card, the chosen one and the usable list in one query; another account's card is a 404.
-    cards = settle_methods(account=membership.account, failed_method_id=failed_method_id, chosen_method_id=choice_id)
+    cards = settle_methods(
+        account=membership.account, failed_method_id=failed_method_id, chosen_method_id=choice_id
+    )
     if cards.failed is None:
         raise Http404
     failed = cards.failed
