@@ -7,12 +7,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import Count, F, Prefetch, Q, QuerySet, Sum, Window
-from django.db.models.functions import RowNumber
+from django.db import connection
+from django.db.models import Count, Prefetch, Q, QuerySet, Sum
+from django.utils import formats
+from django.utils.html import escape
+from django.utils.safestring import SafeString
+from django.utils.translation import gettext
 
 from accounts.models import BillingAccount
-from billing_portal.money import Money
-from subscriptions.models import Invoice, Subscription
+from billing_portal.dates import format_date
+from billing_portal.money import Money, format_money
+from subscriptions.models import Invoice, Product, Subscription
 
 from .models import PaymentAttempt, PaymentMethod
 
@@ -62,31 +67,44 @@ class PastDueSummary:
         return None
 
 
+# Past due per card and currency, with each card's row joined on: one statement for what took two
+# (an aggregate, then the cards by id). Home, Your products, Payment methods and a subscription's page
+# all show it. The NULL card is the bank-transfer balance; its joined columns are NULL. The aggregates'
+# names clash with no model attribute (raw() sets each column on the card).
+_PAST_DUE_SUMMARY_SQL = """
+SELECT pm.*, due.method_key, due.due_currency, due.due_amount, due.due_invoices, due.due_subscriptions
+FROM (
+    SELECT s.payment_method_id AS method_key, i.currency AS due_currency, SUM(i.amount_due_minor) AS due_amount,
+           COUNT(i.id) AS due_invoices, COUNT(DISTINCT i.subscription_id) AS due_subscriptions
+    FROM {invoice} i
+    LEFT OUTER JOIN {subscription} s ON i.subscription_id = s.id
+    WHERE i.account_id = %s AND i.status = %s AND i.amount_due_minor > 0
+    GROUP BY s.payment_method_id, i.currency
+) due
+LEFT OUTER JOIN {method} pm ON pm.id = due.method_key
+ORDER BY due.due_amount DESC, due.method_key
+"""
+
+
 def past_due_summary(*, account: BillingAccount) -> PastDueSummary:
-    """Everything past due on the account, in total and per payment method. Two queries."""
-    rows = list(
-        Invoice.objects.filter(account=account, status=Invoice.Status.PAST_DUE, amount_due_minor__gt=0)
-        .values("subscription__payment_method", "currency")
-        .annotate(
-            amount=Sum("amount_due_minor"),
-            invoices=Count("pk"),
-            subscriptions=Count("subscription", distinct=True),
-        )
-        .order_by("-amount", "subscription__payment_method")
+    """Everything past due on the account, in total and per payment method. One query."""
+    sql = _PAST_DUE_SUMMARY_SQL.format(
+        invoice=connection.ops.quote_name(Invoice._meta.db_table),
+        subscription=connection.ops.quote_name(Subscription._meta.db_table),
+        method=connection.ops.quote_name(PaymentMethod._meta.db_table),
     )
-    method_ids = [r["subscription__payment_method"] for r in rows if r["subscription__payment_method"]]
-    methods = PaymentMethod.objects.select_related("owner").in_bulk(method_ids) if method_ids else {}
     total = Money.zero(account.currency)
     balances = []
-    for row in rows:
-        amount = Money(int(row["amount"]), row["currency"])
+    for row in PaymentMethod.objects.raw(sql, [account.pk, Invoice.Status.PAST_DUE.value]):
+        due = vars(row)  # the aggregate columns raw() set beside the card's fields
+        amount = Money(int(due["due_amount"]), due["due_currency"])
         total = total + amount  # raises CurrencyMismatch rather than adding euros to dollars
         balances.append(
             MethodBalance(
-                method=methods.get(row["subscription__payment_method"]),
+                method=row if due["method_key"] is not None else None,
                 amount=amount,
-                subscription_count=row["subscriptions"],
-                invoice_count=row["invoices"],
+                subscription_count=due["due_subscriptions"],
+                invoice_count=due["due_invoices"],
             )
         )
     return PastDueSummary(total=total, by_method=balances)
@@ -161,6 +179,19 @@ def settle_quote(
 SETTLE_INVOICES_LISTED = 10
 
 
+@dataclass(frozen=True, slots=True)
+class SettleRow:
+    """One listed invoice of the Settle balance pane with its display values worked out and escaped
+    once (SafeString), so the template only prints them: a row costs the template a lookup per cell
+    instead of model instances, a translation, a date and a money format each."""
+
+    pk: int
+    number: SafeString
+    subscription: SafeString  # "Microsoft 365 E3 ×25"
+    due: SafeString  # "Due 24 Nov 2026", in the active language
+    amount: SafeString  # the amount due, formatted for the active language
+
+
 @dataclass(frozen=True)
 class SettlePreview:
     """What the Settle balance pane shows: the same totals as SettleQuote, summed in SQL, and the first
@@ -168,10 +199,10 @@ class SettlePreview:
 
     failed_method: PaymentMethod
     chosen_method: PaymentMethod | None
-    invoices: list[Invoice]
+    invoices: list[SettleRow]
     failed_count: int
     failed_total: Money
-    chosen_method_invoices: list[Invoice]
+    chosen_method_invoices: list[SettleRow]
     chosen_method_count: int
     chosen_method_total: Money
 
@@ -192,43 +223,75 @@ class SettlePreview:
         return not self.failed_count and not self.chosen_method_count
 
 
+# The preview's one statement, written once: the ORM spent more of the pane's time compiling the
+# windowed query than PostgreSQL spent running it (bench/calls.py). The same filters as
+# _past_due_on_method (and SettleQuote, which Settle balance charges); per card a window numbers the
+# invoices in the pane's order (listed ones first) and two more sum and count all of them. Always two
+# card ids (the failed card twice when no other card is chosen), so the text never changes.
+_SETTLE_PREVIEW_SQL = """
+SELECT * FROM (
+    SELECT i.id, i.number, i.currency, i.amount_due_minor, i.due_on, s.quantity, p.name,
+           s.payment_method_id,
+           ROW_NUMBER() OVER (PARTITION BY s.payment_method_id ORDER BY p.name, i.id) AS position,
+           SUM(i.amount_due_minor) OVER (PARTITION BY s.payment_method_id) AS method_total,
+           COUNT(i.id) OVER (PARTITION BY s.payment_method_id) AS method_count
+    FROM {invoice} i
+    INNER JOIN {subscription} s ON i.subscription_id = s.id
+    INNER JOIN {product} p ON s.product_id = p.id
+    WHERE i.account_id = %s AND i.status = %s AND i.amount_due_minor > 0
+      AND s.payment_method_id IN (%s, %s)
+) listed
+WHERE position <= %s
+ORDER BY name, id
+"""
+
+
+def _settle_preview_sql() -> str:
+    return _SETTLE_PREVIEW_SQL.format(
+        invoice=connection.ops.quote_name(Invoice._meta.db_table),
+        subscription=connection.ops.quote_name(Subscription._meta.db_table),
+        product=connection.ops.quote_name(Product._meta.db_table),
+    )
+
+
 def settle_preview(
     *, account: BillingAccount, failed_method: PaymentMethod, chosen_method: PaymentMethod | None
 ) -> SettlePreview:
-    """The Settle balance pane's figures, in one query: per card, a window numbers its past-due
-    invoices (listed ones first) and two more windows sum and count all of them."""
-    method_ids = [failed_method.pk]
-    if chosen_method is not None and chosen_method.pk != failed_method.pk:
-        method_ids.append(chosen_method.pk)
-    card = F("subscription__payment_method_id")
-    rows = list(
-        Invoice.objects.filter(
-            account=account,
-            status=Invoice.Status.PAST_DUE,
-            amount_due_minor__gt=0,
-            subscription__payment_method_id__in=method_ids,
-        )
-        .select_related("subscription__product")
-        .annotate(
-            method_id=card,
-            position=Window(
-                RowNumber(), partition_by=[card], order_by=[F("subscription__product__name"), F("pk")]
-            ),
-            method_total=Window(Sum("amount_due_minor"), partition_by=[card]),
-            method_count=Window(Count("pk"), partition_by=[card]),
-        )
-        .filter(position__lte=SETTLE_INVOICES_LISTED)
-        .order_by("subscription__product__name", "pk")
+    """The Settle balance pane's figures, in one query (above), as display rows in the active language."""
+    chosen_id = (
+        chosen_method.pk if chosen_method is not None and chosen_method.pk != failed_method.pk else None
     )
-    listed: dict[int, list[Invoice]] = {pk: [] for pk in method_ids}
+    method_ids = [failed_method.pk] if chosen_id is None else [failed_method.pk, chosen_id]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _settle_preview_sql(),
+            [
+                account.pk,
+                Invoice.Status.PAST_DUE.value,
+                failed_method.pk,
+                chosen_id or failed_method.pk,
+                SETTLE_INVOICES_LISTED,
+            ],
+        )
+        rows = cursor.fetchall()
+    due = gettext("Due %(date)s")
+    listed: dict[int, list[SettleRow]] = {pk: [] for pk in method_ids}
     totals = dict.fromkeys(method_ids, 0)
     counts = dict.fromkeys(method_ids, 0)
-    for invoice in rows:
-        method_id = invoice.method_id
-        listed[method_id].append(invoice)
-        totals[method_id] = int(invoice.method_total)
-        counts[method_id] = invoice.method_count
-    chosen_id = method_ids[1] if len(method_ids) > 1 else None
+    for pk, number, currency, amount_due, due_on, quantity, name, method_id, _pos, total, count in rows:
+        if isinstance(due_on, str):  # SQLite hands dates back as text from a raw cursor
+            due_on = dt.date.fromisoformat(due_on)
+        listed[method_id].append(
+            SettleRow(
+                pk=pk,
+                number=escape(number),
+                subscription=escape(f"{name} ×{formats.localize(quantity)}"),
+                due=escape(due % {"date": format_date(due_on)}),
+                amount=escape(format_money(amount_due, currency)),
+            )
+        )
+        totals[method_id] = int(total)
+        counts[method_id] = count
     return SettlePreview(
         failed_method=failed_method,
         chosen_method=chosen_method,
@@ -289,6 +352,36 @@ def payment_methods_usable(*, account: BillingAccount) -> QuerySet[PaymentMethod
         .exclude(status=PaymentMethod.Status.DETACHED)
         .select_related("owner")
         .order_by("-is_default", "pk")
+    )
+
+
+@dataclass(frozen=True)
+class SettleMethods:
+    """The cards the Settle balance pane needs, read together: the failed card (None: not this account's),
+    the card the person chose (None: none chosen, or not a usable card of this account) and the cards a
+    payer may choose, as `payment_methods_usable` orders them."""
+
+    failed: PaymentMethod | None
+    chosen: PaymentMethod | None
+    usable: list[PaymentMethod]
+
+
+def settle_methods(
+    *, account: BillingAccount, failed_method_id: int, chosen_method_id: int | None = None
+) -> SettleMethods:
+    """One query instead of three: the usable cards plus the failed card, which may have been removed
+    since it declined (its past-due invoices still show)."""
+    detached = PaymentMethod.Status.DETACHED
+    rows = list(
+        PaymentMethod.objects.filter(Q(pk=failed_method_id) | ~Q(status=detached), account=account)
+        .select_related("owner")
+        .order_by("-is_default", "pk")
+    )
+    usable = [m for m in rows if m.status != detached]
+    return SettleMethods(
+        failed=next((m for m in rows if m.pk == failed_method_id), None),
+        chosen=next((m for m in usable if m.pk == chosen_method_id), None) if chosen_method_id else None,
+        usable=usable,
     )
 
 

@@ -55,6 +55,7 @@ from .selectors import (
     payment_method_subscription_count,
     payment_methods_for_account,
     payment_methods_usable,
+    settle_methods,
     settle_preview,
 )
 
@@ -230,11 +231,14 @@ def _settle_context(
     chosen: PaymentMethod | None,
     typed: dict[str, str] | None = None,
     preselect: bool = True,
+    methods: list[PaymentMethod] | None = None,
 ) -> dict[str, Any]:
     """`chosen` is what the person selected (None: nothing yet). With nothing chosen a working card is
-    pre-selected, never the declined one; with no working card nothing is, and the pane asks."""
+    pre-selected, never the declined one; with no working card nothing is, and the pane asks.
+    `methods`: the usable cards when the caller has just read them (settle_methods), else read here."""
     account = membership.account
-    methods = list(payment_methods_usable(account=account))
+    if methods is None:
+        methods = list(payment_methods_usable(account=account))
     if chosen is None and preselect:
         preselected = payment_method_preselect(methods=methods)
         chosen = next((m for m in methods if m.pk == preselected), None)
@@ -281,21 +285,27 @@ def _this_year() -> int:
 @require_http_methods(["GET", "POST"])
 @account_member_required
 def settle_balance(request: HtmxHttpRequest, membership: Membership, failed_method_id: int) -> HttpResponse:
-    failed = get_object_or_404(PaymentMethod, account=membership.account, pk=failed_method_id)
     template = "payments/settle.html"
+    choice = request.GET.get("method", "") if request.method == "GET" else request.POST.get("method", "")
+    choice_id = parse_id(choice)
+    # The failed card, the chosen one and the usable list in one query; another account's card is a 404.
+    cards = settle_methods(
+        account=membership.account, failed_method_id=failed_method_id, chosen_method_id=choice_id
+    )
+    if cards.failed is None:
+        raise Http404
+    failed = cards.failed
     if request.method == "GET":
-        chosen = None
-        choice = request.GET.get("method", "")
-        choice_id = parse_id(choice)
-        if choice_id is not None:
-            chosen = get_object_or_404(
-                PaymentMethod.objects.exclude(status=PaymentMethod.Status.DETACHED),
-                account=membership.account,
-                pk=choice_id,
-            )
+        if choice_id is not None and cards.chosen is None:  # not a usable card of this account
+            raise Http404
         # "Add a new card": nothing else is selected, and the total is the declined card's alone.
         context = _settle_context(
-            request=request, membership=membership, failed=failed, chosen=chosen, preselect=choice != "new"
+            request=request,
+            membership=membership,
+            failed=failed,
+            chosen=cards.chosen,
+            preselect=choice != "new",
+            methods=cards.usable,
         )
         context["new_selected"] = choice == "new"
         return _render_pane(request, template, context)
@@ -303,15 +313,14 @@ def settle_balance(request: HtmxHttpRequest, membership: Membership, failed_meth
     _require_pay(membership)
     form = PayForm(request.POST)
     typed = _typed(request)
-    picked_id = parse_id(typed["method"])
-    picked = next((m for m in payment_methods_usable(account=membership.account) if m.pk == picked_id), None)
     context = _settle_context(
         request=request,
         membership=membership,
         failed=failed,
-        chosen=picked,
+        chosen=cards.chosen,
         typed=typed,
         preselect=typed["method"] != "new",  # "Add a new card": no saved card, the declined card's total
+        methods=cards.usable,
     )
     context["new_selected"] = typed["method"] == "new"
     if not form.is_valid():

@@ -300,9 +300,9 @@ def test_pane_query_count_is_flat(client, contoso, django_assert_num_queries, ex
     assert response.status_code == 200
 
 
-# session, user, membership, failed method, usable methods, chosen method, both invoice lists with
+# session, user, membership, the failed + chosen + usable cards (one query), both invoice lists with
 # their totals (one windowed query), + the shell's account switcher, + payments in flight
-PANE_QUERIES = 9
+PANE_QUERIES = 7
 
 
 def test_pane_lists_the_first_invoices_and_counts_the_rest(client, contoso):
