@@ -158,7 +158,9 @@ def main() -> int:
             f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
         )
         if profile is not None:
-            pstats.Stats(profile).sort_stats("cumulative").print_stats(os.environ.get("PROFILE_FILTER", ""), args.cprofile)
+            pstats.Stats(profile).sort_stats("cumulative").print_stats(
+                os.environ.get("PROFILE_FILTER", ""), args.cprofile
+            )
     finally:
         from django.db import connection as conn
 
