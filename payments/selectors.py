@@ -70,18 +70,20 @@ class PastDueSummary:
 # Past due per card and currency, with each card's row joined on: one statement for what took two
 # (an aggregate, then the cards by id). Home, Your products, Payment methods and a subscription's page
 # all show it. The NULL card is the bank-transfer balance; its joined columns are NULL. The aggregates'
-# names clash with no model attribute (raw() sets each column on the card).
+# names clash with no model attribute (raw() sets each column on the card). Both joins name the account
+# although its invoices only point at its own subscriptions and cards: it bounds the join to the account's
+# rows whatever the planner guesses (without it PostgreSQL hashed every card in the table for two groups).
 _PAST_DUE_SUMMARY_SQL = """
 SELECT pm.*, due.method_key, due.due_currency, due.due_amount, due.due_invoices, due.due_subscriptions
 FROM (
     SELECT s.payment_method_id AS method_key, i.currency AS due_currency, SUM(i.amount_due_minor) AS due_amount,
            COUNT(i.id) AS due_invoices, COUNT(DISTINCT i.subscription_id) AS due_subscriptions
     FROM {invoice} i
-    LEFT OUTER JOIN {subscription} s ON i.subscription_id = s.id
-    WHERE i.account_id = %s AND i.status = %s AND i.amount_due_minor > 0
+    LEFT OUTER JOIN {subscription} s ON i.subscription_id = s.id AND s.account_id = %(account)s
+    WHERE i.account_id = %(account)s AND i.status = %(status)s AND i.amount_due_minor > 0
     GROUP BY s.payment_method_id, i.currency
 ) due
-LEFT OUTER JOIN {method} pm ON pm.id = due.method_key
+LEFT OUTER JOIN {method} pm ON pm.id = due.method_key AND pm.account_id = %(account)s
 ORDER BY due.due_amount DESC, due.method_key
 """
 
@@ -95,7 +97,9 @@ def past_due_summary(*, account: BillingAccount) -> PastDueSummary:
     )
     total = Money.zero(account.currency)
     balances = []
-    for row in PaymentMethod.objects.raw(sql, [account.pk, Invoice.Status.PAST_DUE.value]):
+    for row in PaymentMethod.objects.raw(
+        sql, {"account": account.pk, "status": Invoice.Status.PAST_DUE.value}
+    ):
         due = vars(row)  # the aggregate columns raw() set beside the card's fields
         amount = Money(int(due["due_amount"]), due["due_currency"])
         total = total + amount  # raises CurrencyMismatch rather than adding euros to dollars
