@@ -9,8 +9,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.core.paginator import Page, Paginator
+from django.db import connection
+from django.db.models import Count, Q, Sum
 from django.utils import formats
+from django.utils.functional import cached_property
 from django.utils.html import escape
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext
@@ -21,7 +24,7 @@ from billing_portal.money import Money, format_money
 from payments.models import PaymentMethod
 from payments.selectors import MethodBalance, past_due_summary
 from subscriptions.models import RENEWING_STATUSES, UNPAID_STATUSES, Invoice, Product, Subscription
-from subscriptions.selectors import subscription_for_account, subscriptions_for_account
+from subscriptions.selectors import subscription_for_account
 
 _UNPAID_METHOD_STATUSES = (PaymentMethod.Status.DECLINED, PaymentMethod.Status.EXPIRED)
 
@@ -230,15 +233,98 @@ _PRODUCT_ROW_COLUMNS = (
     "payment_method__status",
 )
 
+# Your products in order: what needs attention first (past due and warned, then disabled, then active, then
+# the rest), then by product name. Deleted subscriptions are gone from the page.
+_ATTENTION_RANKS = (
+    (Subscription.Status.WARNED, 0),
+    (Subscription.Status.PAST_DUE, 0),
+    (Subscription.Status.DISABLED, 1),
+    (Subscription.Status.ACTIVE, 2),
+)
 
-def products_for_account(*, account: BillingAccount) -> QuerySet[Subscription, dict[str, Any]]:
-    """Your products' rows as column values, in subscriptions_for_account's order: page this, then
-    hand the page to product_rows()."""
-    return subscriptions_for_account(account=account).select_related(None).values(*_PRODUCT_ROW_COLUMNS)
+# One page of Your products and the number of rows on all pages, in one statement written once: the ORM
+# took 4 ms to compile and run a count and the page's query (with its ordering CASE) that PostgreSQL answers
+# in 1.5 ms. COUNT(*) OVER () counts every row before LIMIT; the sort has to see them all anyway.
+_PRODUCT_PAGE_SQL = """
+SELECT s.id, p.name, p.billing_period, s.quantity, s.unit_price_minor, s.currency, s.status,
+       s.current_period_end, s.next_lifecycle_at, s.payment_method_id, pm.brand, pm.last4, pm.status,
+       COUNT(*) OVER () AS total
+FROM {subscription} s
+INNER JOIN {product} p ON p.id = s.product_id
+LEFT OUTER JOIN {method} pm ON pm.id = s.payment_method_id AND pm.account_id = %(account)s
+WHERE s.account_id = %(account)s AND s.status <> %(deleted)s
+ORDER BY CASE s.status {ranks} ELSE {last_rank} END, p.name, s.id
+LIMIT %(limit)s OFFSET %(offset)s
+"""
+
+
+class _CountedPaginator(Paginator):
+    """A paginator told its count by the statement that read the page, so it never counts again."""
+
+    def __init__(self, *, count: int, per_page: int) -> None:
+        super().__init__((), per_page)
+        self._known_count = count
+
+    @cached_property
+    def count(self) -> int:
+        return self._known_count
+
+
+def _product_page_rows(
+    account: BillingAccount, *, limit: int, offset: int
+) -> tuple[list[dict[str, Any]], int]:
+    quote = connection.ops.quote_name
+    sql = _PRODUCT_PAGE_SQL.format(
+        subscription=quote(Subscription._meta.db_table),
+        product=quote(Product._meta.db_table),
+        method=quote(PaymentMethod._meta.db_table),
+        ranks=" ".join(
+            f"WHEN %(rank_{i})s THEN {rank}" for i, (_status, rank) in enumerate(_ATTENTION_RANKS)
+        ),
+        last_rank=len(_ATTENTION_RANKS),
+    )
+    params: dict[str, int | str] = {
+        **{f"rank_{i}": status.value for i, (status, _rank) in enumerate(_ATTENTION_RANKS)},
+        "account": account.pk,
+        "deleted": Subscription.Status.DELETED.value,
+        "limit": limit,
+        "offset": offset,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        fetched = cursor.fetchall()
+    rows = []
+    for *values, _total in fetched:
+        row = dict(zip(_PRODUCT_ROW_COLUMNS, values, strict=True))
+        # SQLite's raw cursor: a date may come back as text, a moment as naive UTC (or text).
+        if isinstance(row["current_period_end"], str):
+            row["current_period_end"] = dt.date.fromisoformat(row["current_period_end"])
+        moment = row["next_lifecycle_at"]
+        if isinstance(moment, str):
+            moment = dt.datetime.fromisoformat(moment)
+        if moment is not None and moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.UTC)
+        row["next_lifecycle_at"] = moment
+        rows.append(row)
+    return rows, (fetched[0][-1] if fetched else 0)
+
+
+def product_page(*, account: BillingAccount, number: int, per_page: int) -> Page:
+    """Page `number` of Your products (a page past the end is the last page, as Paginator.get_page does),
+    its rows as column values (keys: _PRODUCT_ROW_COLUMNS) for product_rows(). One query; three when the
+    page asked for is past the end."""
+    number = max(1, number)
+    rows, count = _product_page_rows(account, limit=per_page, offset=(number - 1) * per_page)
+    if not rows and number > 1:  # past the end: the last page (or the empty first one)
+        _none, count = _product_page_rows(account, limit=1, offset=0)
+        number = max(1, -(-count // per_page))
+        rows, count = _product_page_rows(account, limit=per_page, offset=(number - 1) * per_page)
+    paginator = _CountedPaginator(count=count, per_page=per_page)
+    return Page(rows, number, paginator)
 
 
 def product_rows(*, values: Iterable[dict[str, Any]]) -> list[ProductRow]:
-    """The display rows of one page of products_for_account(), in the active language. No queries."""
+    """The display rows of one page of product_page(), in the active language. No queries."""
     status_labels = {value: escape(label) for value, label in Subscription.Status.choices}
     period_labels = {value: escape(label) for value, label in Product.Period.choices}
     more_actions = gettext("More actions for %(product)s")

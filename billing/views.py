@@ -43,8 +43,8 @@ from .selectors import (
     ProductRow,
     account_overview,
     invoice_rows,
+    product_page,
     product_rows,
-    products_for_account,
     subscription_details,
 )
 
@@ -91,8 +91,8 @@ def billing_profile(request: HttpRequest, membership: Membership) -> HttpRespons
 @member_may("can_view_subscriptions")
 def products(request: HttpRequest, membership: Membership) -> HttpResponse:
     account = membership.account
-    page = Paginator(products_for_account(account=account), PRODUCTS_PER_PAGE).get_page(
-        parse_page(request.GET.get("page"))
+    page = product_page(
+        account=account, number=parse_page(request.GET.get("page")), per_page=PRODUCTS_PER_PAGE
     )
     summary = past_due_summary(account=account)
     rows = product_rows(values=page)

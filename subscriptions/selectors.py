@@ -4,31 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 
-from django.db.models import Case, IntegerField, QuerySet, Value, When
+from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 
 from accounts.models import BillingAccount
 
 from .models import Invoice, Subscription
-
-
-def subscriptions_for_account(*, account: BillingAccount) -> QuerySet[Subscription]:
-    """Your products: subscriptions that need attention first, then by product name."""
-    attention = Case(
-        When(status=Subscription.Status.WARNED, then=Value(0)),
-        When(status=Subscription.Status.PAST_DUE, then=Value(0)),
-        When(status=Subscription.Status.DISABLED, then=Value(1)),
-        When(status=Subscription.Status.ACTIVE, then=Value(2)),
-        default=Value(3),
-        output_field=IntegerField(),
-    )
-    return (
-        Subscription.objects.filter(account=account)
-        .exclude(status=Subscription.Status.DELETED)
-        .select_related("product", "payment_method")
-        .annotate(attention=attention)
-        .order_by("attention", "product__name", "pk")
-    )
 
 
 def invoices_for_account(
