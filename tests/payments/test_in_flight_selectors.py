@@ -72,5 +72,5 @@ def test_same_answer_as_payments_in_flight_in_every_state():
 
 def test_needs_one_or_two_cards():
     contoso = build_contoso()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="one or two"):
         attempts_in_flight_on_methods(account=contoso.account, method_ids=[])
