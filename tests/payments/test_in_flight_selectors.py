@@ -1,12 +1,13 @@
-"""attempts_in_flight_on_methods is hand-written SQL for the Settle balance pane; it must answer exactly what
-payments_in_flight answers for the cards' past-due invoices, whatever state the attempts and invoices are in."""
+"""payments_in_flight, the one "payments in flight" query, asked the way the Settle balance pane asks it
+(attempts_in_flight_on_methods): exactly the open attempts that pay a past-due invoice of these cards, in
+every attempt state, each once, oldest first, never another account's."""
 
 import itertools
 
 import pytest
 
 from payments.models import PaymentAllocation, PaymentAttempt
-from payments.selectors import attempts_in_flight_on_methods, payments_in_flight
+from payments.selectors import attempts_in_flight, attempts_in_flight_on_methods, payments_in_flight
 from subscriptions.models import Invoice
 from tests.payments.scenario import build_contoso
 
@@ -30,47 +31,45 @@ def _attempt(account, method, status, invoices, key):
     return attempt
 
 
-def _expected(account, method_ids):
-    past_due = Invoice.objects.filter(
-        account=account,
-        status=Invoice.Status.PAST_DUE,
-        amount_due_minor__gt=0,
-        subscription__payment_method_id__in=method_ids,
-    ).values("pk")
-    return [a.pk for a in payments_in_flight(account_id=account.pk, invoices=past_due)]
-
-
-def test_same_answer_as_payments_in_flight_in_every_state():
+def test_in_flight_on_cards_in_every_state():
     contoso = build_contoso()
     other = build_contoso(prefix="other-")
     inv = contoso.invoices
-    statuses = [s for s, _ in PaymentAttempt.Status.choices]
+    Invoice.objects.filter(pk=inv["powerbi"].pk).update(amount_due_minor=0)  # past due, nothing left to pay
+    visa, mastercard = contoso.visa.pk, contoso.mastercard.pk
+    # Which card's past-due invoices each invoice set touches (teams is paid up; powerbi owes nothing).
+    sets = {
+        "m365": ([inv["m365"]], {visa}),
+        "visio": ([inv["visio"]], {mastercard}),
+        "both": ([inv["exchange"], inv["visio"]], {visa, mastercard}),
+        "teams": ([inv["teams"]], set()),
+        "powerbi": ([inv["powerbi"]], set()),
+        "none": ([], set()),
+    }
     keys = itertools.count()
-    # Every status, on the Visa's invoices, the Mastercard's, both, a paid one and none; another account's too.
-    for status in statuses:
-        for invoices in (
-            [inv["m365"]],
-            [inv["visio"]],
-            [inv["exchange"], inv["visio"]],
-            [inv["teams"]],  # not past due
-            [],
-        ):
-            _attempt(contoso.account, contoso.visa, status, invoices, f"k{next(keys)}")
+    made = []  # (attempt, cards it is in flight on)
+    for status, _label in PaymentAttempt.Status.choices:
+        for invoices, cards in sets.values():
+            attempt = _attempt(contoso.account, contoso.visa, status, invoices, f"k{next(keys)}")
+            made.append((attempt, cards if status in PaymentAttempt.IN_FLIGHT else set()))
         _attempt(other.account, other.visa, status, [other.invoices["m365"]], f"o{next(keys)}")
-    Invoice.objects.filter(pk=inv["powerbi"].pk).update(amount_due_minor=0)
-    _attempt(contoso.account, contoso.visa, PaymentAttempt.Status.PENDING, [inv["powerbi"]], "zero-due")
 
-    for method_ids in ([contoso.visa.pk], [contoso.mastercard.pk], [contoso.visa.pk, contoso.mastercard.pk]):
+    for method_ids in ([visa], [mastercard], [visa, mastercard]):
         found = [a.pk for a in attempts_in_flight_on_methods(account=contoso.account, method_ids=method_ids)]
-        assert found == _expected(contoso.account, method_ids)
-        assert found, "the scenario has attempts in flight on every card"
-        assert all(
-            a.status in PaymentAttempt.IN_FLIGHT
-            for a in attempts_in_flight_on_methods(account=contoso.account, method_ids=method_ids)
-        )
+        expected = [a.pk for a, cards in made if cards & set(method_ids)]
+        assert found == expected  # each once, oldest first
+    # 3 open states x (m365 + both) on the Visa; x (visio + both) on the Mastercard.
+    assert len(attempts_in_flight_on_methods(account=contoso.account, method_ids=[visa])) == 6
 
 
-def test_needs_one_or_two_cards():
+def test_by_invoice_ids_and_by_card():
     contoso = build_contoso()
-    with pytest.raises(ValueError, match="one or two"):
-        attempts_in_flight_on_methods(account=contoso.account, method_ids=[])
+    inv = contoso.invoices
+    waiting = _attempt(contoso.account, contoso.visa, "requires_action", [inv["m365"], inv["exchange"]], "a")
+    _attempt(contoso.account, contoso.visa, "succeeded", [inv["powerbi"]], "b")
+    assert [a.pk for a in attempts_in_flight(account=contoso.account, invoice_ids=[inv["exchange"].pk])] == [
+        waiting.pk
+    ]
+    assert attempts_in_flight(account=contoso.account, invoice_ids=[inv["powerbi"].pk]) == []
+    assert list(payments_in_flight(account_id=contoso.account.pk, method_id=contoso.visa.pk)) == [waiting]
+    assert not payments_in_flight(account_id=contoso.account.pk, method_id=contoso.mastercard.pk).exists()
