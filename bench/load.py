@@ -49,12 +49,13 @@ def _free_port() -> int:
 def _database_ensure(url: str) -> None:
     """Create DATABASE_URL's database when it is missing (the bench's own; kept for the next run)."""
     import psycopg
+    from psycopg import sql
 
     parts = urlsplit(url)
     name = parts.path.lstrip("/")
     with psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True) as admin:
         if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            admin.execute(f'CREATE DATABASE "{name}"')
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
 def _prepare(env: dict[str, str], quick: bool) -> None:

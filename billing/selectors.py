@@ -296,29 +296,25 @@ def _product_page_rows(
     rows = []
     for *values, _total in fetched:
         row = dict(zip(_PRODUCT_ROW_COLUMNS, values, strict=True))
-        # SQLite's raw cursor: a date may come back as text, a moment as naive UTC (or text).
-        if isinstance(row["current_period_end"], str):
-            row["current_period_end"] = dt.date.fromisoformat(row["current_period_end"])
         moment = row["next_lifecycle_at"]
-        if isinstance(moment, str):
-            moment = dt.datetime.fromisoformat(moment)
-        if moment is not None and moment.tzinfo is None:
-            moment = moment.replace(tzinfo=dt.UTC)
-        row["next_lifecycle_at"] = moment
+        if moment is not None and moment.tzinfo is None:  # SQLite's raw cursor: naive UTC
+            row["next_lifecycle_at"] = moment.replace(tzinfo=dt.UTC)
         rows.append(row)
     return rows, (fetched[0][-1] if fetched else 0)
 
 
 def product_page(*, account: BillingAccount, number: int, per_page: int) -> Page:
     """Page `number` of Your products (a page past the end is the last page, as Paginator.get_page does),
-    its rows as column values (keys: _PRODUCT_ROW_COLUMNS) for product_rows(). One query; three when the
-    page asked for is past the end."""
+    its rows as column values (keys: _PRODUCT_ROW_COLUMNS) for product_rows(). One query; past the end,
+    one more for the first page (which says how many there are) and a third when the last is not the first."""
     number = max(1, number)
     rows, count = _product_page_rows(account, limit=per_page, offset=(number - 1) * per_page)
-    if not rows and number > 1:  # past the end: the last page (or the empty first one)
-        _none, count = _product_page_rows(account, limit=1, offset=0)
-        number = max(1, -(-count // per_page))
-        rows, count = _product_page_rows(account, limit=per_page, offset=(number - 1) * per_page)
+    if not rows and number > 1:
+        number = 1
+        rows, count = _product_page_rows(account, limit=per_page, offset=0)
+        if count > per_page:
+            number = -(-count // per_page)
+            rows, count = _product_page_rows(account, limit=per_page, offset=(number - 1) * per_page)
     paginator = _CountedPaginator(count=count, per_page=per_page)
     return Page(rows, number, paginator)
 

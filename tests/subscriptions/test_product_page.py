@@ -107,3 +107,14 @@ def test_an_account_without_subscriptions_has_one_empty_page():
     for number in (1, 2):
         page = product_page(account=empty, number=number, per_page=25)
         assert (page.number, page.paginator.count, list(page)) == (1, 0, [])
+
+
+def test_past_the_end_costs_two_queries_when_the_first_page_is_the_last(account, django_assert_num_queries):
+    with django_assert_num_queries(2):
+        page = product_page(account=account, number=2, per_page=30)
+    assert (page.number, page.paginator.count) == (1, 25)
+    assert list(page) == list(Paginator(_reference(account), 30).page(1))
+    with django_assert_num_queries(3):
+        assert product_page(account=account, number=9, per_page=4).number == 7
+    with django_assert_num_queries(1):
+        assert product_page(account=account, number=7, per_page=4).number == 7
