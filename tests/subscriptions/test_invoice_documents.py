@@ -5,11 +5,14 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import re
 import tracemalloc
+from pathlib import Path
 from typing import cast
 from unittest import mock
 
 import pytest
+from django.contrib.staticfiles import finders
 from django.urls import reverse
 from django.utils import timezone
 from pypdf import PdfReader
@@ -420,3 +423,99 @@ def test_mail_attachments_only_take_the_accounts_own_invoices():
         context={"invoices": other.invoices.get().number},
     )
     assert notice_invoice_attachments(notice=notice) == []
+
+
+def _full_invoice() -> Invoice:
+    """An invoice that prints every block: periods on its lines, a payment, a PO number and remittance."""
+    account, _member = _account(
+        payment_mode=BillingAccount.PaymentMode.BANK_TRANSFER,
+        remittance_bank_name="Contoso Bank",
+        remittance_account_holder="Billing Example B.V.",
+        remittance_iban="NL91ABNA0417164300",
+        remittance_bic="ABNANL2A",
+        address_line2="Unit 4",
+    )
+    invoice = _invoice(account, due_days=30, status=Invoice.Status.PAST_DUE)
+    today = timezone.localdate()
+    InvoiceLine.objects.bulk_create(
+        InvoiceLine(
+            invoice=invoice,
+            description=f"Usage line {i}",
+            quantity=i,
+            unit_price_minor=1170,
+            amount_minor=i * 1170,
+            period_start=today,
+            period_end=today + dt.timedelta(days=29),
+        )
+        for i in range(1, 4)
+    )
+    _pay(invoice, 10000)
+    return Invoice.objects.select_related("account").get(pk=invoice.pk)
+
+
+def _css_names(css: str) -> set[str]:
+    """The element names a stylesheet's selectors mention (comments and declarations left out)."""
+    css = re.sub(r"/\*.*?\*/", "", css, flags=re.S)
+    selectors = " ".join(re.findall(r"([^{}]*)\{", re.sub(r"\{[^{}]*\}", "{}", css)))
+    return set(re.findall(r"(?<![-.#:\w@\[])([a-z][a-z0-9]*)\b", selectors))
+
+
+def test_the_invoice_user_agent_sheet_names_every_element_of_a_full_invoice():
+    """invoice-ua.css stands in for WeasyPrint's HTML5 defaults; an element it does not name would lose them
+    (a <ul> its margins, a <br> its line break). Inline elements without defaults need no rule."""
+    html = documents.invoice_pdf_html(invoice=_full_invoice())
+    used = set(re.findall(r"<([a-z][a-z0-9]*)\b", html))
+    assert {"table", "th", "td", "dl", "dd", "br", "h2", "h3"} <= used  # the parse found the document
+    found = finders.find("css/invoice-ua.css")
+    assert found
+    named = _css_names(Path(found).read_text())
+    inline_without_defaults = {"span", "abbr", "time", "bdi", "data"}
+    assert used - named - inline_without_defaults == set()
+
+
+def test_the_invoice_user_agent_sheet_is_used_and_prints_what_weasyprints_own_sheet_prints():
+    """The same pages with the same text in the same places, with invoice-ua.css as with WeasyPrint's own
+    HTML5 sheet; and WeasyPrint still asks the invoice's document class for its user-agent sheet."""
+    from weasyprint import HTML
+
+    html = documents.invoice_pdf_html(invoice=_full_invoice())
+    tools = documents._pdf_tools()
+    asked = []
+    real = tools.html._ua_stylesheets
+
+    def ua_stylesheets(self, forms=False):
+        asked.append(forms)
+        return real(self, forms)
+
+    with mock.patch.object(tools.html, "_ua_stylesheets", ua_stylesheets):
+        ours = documents.pdf_from_html(html)
+    assert asked, "WeasyPrint no longer calls HTML._ua_stylesheets: invoice-ua.css is not applied"
+    weasyprints = HTML(string=html, base_url="data:,", url_fetcher=tools.fetcher).write_pdf(
+        stylesheets=tools.stylesheets
+    )
+
+    def pages(pdf: bytes) -> list[str]:
+        return [page.extract_text(extraction_mode="layout") for page in PdfReader(io.BytesIO(pdf)).pages]
+
+    assert pages(ours) == pages(weasyprints)
+    assert "NL91ABNA0417164300" in pages(ours)[-1]
+
+    # And every box of the layout in the same place with the same size (WeasyPrint's laid-out pages).
+    def boxes(document_class) -> list[list[tuple]]:
+        document = document_class(string=html, base_url="data:,", url_fetcher=tools.fetcher).render(
+            stylesheets=tools.stylesheets
+        )
+        return [
+            [
+                (type(box).__name__, box.element_tag, *(round(getattr(box, name), 3) for name in GEOMETRY))
+                for box in page._page_box.descendants()
+            ]
+            for page in document.pages
+        ]
+
+    ours_boxes, weasyprints_boxes = boxes(tools.html), boxes(HTML)
+    assert sum(map(len, ours_boxes)) > 100
+    assert ours_boxes == weasyprints_boxes
+
+
+GEOMETRY = ("position_x", "position_y", "width", "height", "margin_top", "margin_left", "padding_top")
