@@ -15,6 +15,7 @@ from django.utils.safestring import SafeString
 from django.utils.translation import gettext
 
 from accounts.models import BillingAccount
+from billing_portal.compiled import CompiledQuery
 from billing_portal.dates import format_date
 from billing_portal.money import Money, format_money
 from subscriptions.models import Invoice, Product, Subscription
@@ -345,16 +346,25 @@ def payments_in_flight(
     return attempts.order_by("pk")
 
 
-def attempts_in_flight_on_methods(*, account: BillingAccount, method_ids: list[int]) -> list[PaymentAttempt]:
-    """Payments still under way for any past-due invoice of subscriptions on these cards (what Settle
-    balance would collect), found by a subquery instead of a list of every invoice id."""
+def _in_flight_on_methods(*, account_id: int, method_ids: list[int]) -> QuerySet[PaymentAttempt]:
     past_due = Invoice.objects.filter(
-        account=account,
+        account_id=account_id,
         status=Invoice.Status.PAST_DUE,
         amount_due_minor__gt=0,
         subscription__payment_method_id__in=method_ids,
     ).values("pk")
-    return list(payments_in_flight(account_id=account.pk, invoices=past_due))
+    return payments_in_flight(account_id=account_id, invoices=past_due)
+
+
+# Compiled once per process: on the Settle balance pane the ORM took longer to write this statement (4–5 ms)
+# than PostgreSQL takes to plan and run it (1.5–2.3 ms). Same query, same SQL (billing_portal.compiled).
+_in_flight_on_methods_compiled = CompiledQuery(_in_flight_on_methods)
+
+
+def attempts_in_flight_on_methods(*, account: BillingAccount, method_ids: list[int]) -> list[PaymentAttempt]:
+    """Payments still under way for any past-due invoice of subscriptions on these cards (what Settle
+    balance would collect), found by a subquery instead of a list of every invoice id."""
+    return _in_flight_on_methods_compiled(account_id=account.pk, method_ids=method_ids)
 
 
 def attempts_in_flight(*, account: BillingAccount, invoice_ids: list[int]) -> list[PaymentAttempt]:

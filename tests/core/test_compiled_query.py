@@ -1,0 +1,116 @@
+"""billing_portal.compiled.CompiledQuery: the ORM query compiled once, run with new ids, returns what the
+QuerySet returns; and it refuses the queries it could not run faithfully."""
+
+from __future__ import annotations
+
+from typing import cast
+
+import pytest
+from django.db.models import QuerySet
+
+from accounts.models import BillingAccount
+from billing_portal.compiled import CompiledQuery
+from payments.models import PaymentMethod
+from subscriptions.models import Invoice, Subscription
+from tests.factories import (
+    BillingAccountFactory,
+    InvoiceFactory,
+    PaymentMethodFactory,
+    SubscriptionFactory,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+def _past_due_on_cards(*, account_id: int, method_ids: list[int]) -> QuerySet[Invoice]:
+    """Ids in a join, an IN list and a subquery; the account id twice."""
+    return (
+        Invoice.objects.filter(
+            account_id=account_id,
+            status=Invoice.Status.PAST_DUE,
+            amount_due_minor__gt=0,
+            subscription__in=Subscription.objects.filter(
+                account_id=account_id, payment_method_id__in=method_ids
+            ).values("pk"),
+        )
+        .exclude(number="")
+        .order_by("-amount_due_minor", "pk")
+    )
+
+
+def _world() -> tuple[list[BillingAccount], list[int]]:
+    accounts, cards = [], []
+    for a in range(2):
+        account = cast(BillingAccount, BillingAccountFactory())
+        accounts.append(account)
+        for c in range(3):
+            card = cast(PaymentMethod, PaymentMethodFactory(account=account))
+            cards.append(card.pk)
+            sub = SubscriptionFactory(account=account, payment_method=card)
+            for i in range(3):
+                InvoiceFactory(
+                    subscription=sub,
+                    status=[Invoice.Status.PAST_DUE, Invoice.Status.OPEN][(a + c + i) % 2],
+                    total_minor=1200,
+                    amount_due_minor=[0, 500, 1200][(c + i) % 3],
+                )
+    return accounts, cards
+
+
+def _rows(invoices: list[Invoice]) -> list[tuple]:
+    return [(i.pk, i.number, i.status, i.amount_due_minor, i.due_on, i.subscription_id) for i in invoices]
+
+
+def test_it_returns_what_the_queryset_returns_for_every_account_and_set_of_cards():
+    accounts, cards = _world()
+    compiled = CompiledQuery(_past_due_on_cards)
+    checked = 0
+    for account in accounts:
+        for method_ids in ([cards[0]], cards[:2], cards[1:4], cards, [cards[5], cards[2]], [-1]):
+            expected = list(_past_due_on_cards(account_id=account.pk, method_ids=method_ids))
+            found = compiled(account_id=account.pk, method_ids=method_ids)
+            assert _rows(found) == _rows(expected)
+            assert all(type(i) is Invoice and i._state.adding is False for i in found)
+            checked += len(expected)
+    assert checked > 10  # the comparison saw rows, not only empty answers
+
+
+def test_it_compiles_once_per_shape_and_sends_nothing_for_an_empty_list(django_assert_num_queries):
+    accounts, cards = _world()
+    builds = []
+
+    def build(**ids):
+        builds.append(ids)
+        return _past_due_on_cards(**ids)
+
+    compiled = CompiledQuery(build)
+    for account in accounts:
+        compiled(account_id=account.pk, method_ids=cards[:2])
+        compiled(account_id=account.pk, method_ids=cards[3:5])
+        compiled(account_id=account.pk, method_ids=cards[:3])
+    assert len(builds) == 2  # two lists of 2 share a statement; a list of 3 is another
+    with django_assert_num_queries(0):
+        assert compiled(account_id=accounts[0].pk, method_ids=[]) == []
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda account_id: Invoice.objects.filter(account_id=account_id).select_related("account"),
+        lambda account_id: Invoice.objects.filter(account_id=account_id).values("pk"),
+        lambda account_id: Invoice.objects.filter(account_id=account_id).only("pk"),
+        lambda account_id: Invoice.objects.filter(account_id=account_id).prefetch_related("lines"),
+    ],
+    ids=["select_related", "values", "only", "prefetch_related"],
+)
+def test_it_refuses_queries_raw_sql_could_not_map_back(build):
+    with pytest.raises(TypeError, match="plain model queries"):
+        CompiledQuery(build)(account_id=1)
+
+
+def test_it_refuses_an_id_that_does_not_reach_the_sql_as_a_parameter():
+    # A value used in Python (here turned positive) would be compiled in as the stand-in's value.
+    with pytest.raises(TypeError, match="looks like a changed stand-in"):
+        CompiledQuery(lambda account_id: Invoice.objects.filter(account_id=account_id + 1))(account_id=1)
+    with pytest.raises(TypeError, match="did not reach the SQL"):
+        CompiledQuery(lambda account_id: Invoice.objects.filter(account_id=abs(account_id)))(account_id=1)
