@@ -6,16 +6,18 @@ in-flight check spends 4–5 ms compiling against 1.5–2.3 ms in the database (
 
 `CompiledQuery` keeps the query written once, as an ORM QuerySet: it builds it with stand-in values for
 its parameters, compiles it, remembers where in the parameter list each stand-in landed, and from then on
-runs the same SQL with the real values through `Model.objects.raw`. So there is still one definition of
-the query (no hand-written copy to keep in step), and Django still writes the SQL for each database.
+runs the same SQL with the real values, turning rows into model instances as the QuerySet would (the
+database's value converters, `Model.from_db`, the related object cached on its field). So there is still
+one definition of the query (no hand-written copy to keep in step), and Django still writes the SQL for
+each database.
 
 Limits, checked when a query is first compiled (a query outside them raises instead of running wrongly):
 - parameters are ids: ints, or sequences of ints (each length is its own compiled statement; an empty
   sequence never reaches the database, the caller's `empty` result stands for it);
 - every stand-in must appear among the compiled parameters, once or more (an ORM that folded one into the
   SQL text would otherwise run with the stand-in's value);
-- plain model rows only: no select_related, prefetch, values() or extra/annotated columns, which raw()
-  could not map back.
+- model rows with all their fields, and at most one level of select_related over forward foreign keys: no
+  values(), only()/defer(), annotations, extra columns, prefetches or deeper select_related.
 """
 
 from __future__ import annotations
@@ -23,32 +25,73 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from django.db.models import Model, QuerySet
 from django.db.models.query import ModelIterable
+from django.db.models.sql import Query
 
 type Ids = int | Sequence[int]
+type Shape = tuple[tuple[str, int | None], ...]  # (keyword, None for an int or the sequence's length), sorted
+
 # Stand-ins: far outside any id, distinct per parameter and position. Negative, so no serial id matches one.
 _STAND_IN_BASE = -7_300_000_000_000
 _STAND_IN_STRIDE = 1_000_000
 
-type Shape = tuple[tuple[str, int | None], ...]  # (keyword, None for an int or the sequence's length), sorted
+
+@dataclass(frozen=True)
+class _Part:
+    """One model's columns in a row: the queried model, or one it selects related (with the field's setter)."""
+
+    model: type[Model]
+    start: int
+    end: int
+    attnames: tuple[str, ...]
+    pk_index: int
+    # The foreign key's cache setter, which puts the related object (or None) on the row's object; None for
+    # the row's own model.
+    set_on: Callable[[Model, Model | None], None] | None
 
 
 @dataclass(frozen=True)
 class _Statement[M: Model]:
-    model: type[M]
+    query: Query  # as built with the stand-ins: gives the value converters for the connection in use
     using: str
     sql: str
     params: tuple[object, ...]  # the compiled parameters, the stand-ins' values left in place
     slots: tuple[tuple[int, str, int], ...]  # (position in params, keyword, index in its value)
+    columns: tuple[Any, ...]  # the selected column expressions, for their converters
+    model: type[M]
+    main: _Part
+    related: tuple[_Part, ...]
 
     def run(self, ids: dict[str, Ids]) -> list[M]:
         params = list(self.params)
         for position, name, index in self.slots:
             value = ids[name]
             params[position] = value if isinstance(value, int) else value[index]
-        return list(self.model._default_manager.db_manager(self.using).raw(self.sql, params))
+        compiler = self.query.get_compiler(using=self.using)  # no SQL is written: only for the connection
+        with compiler.connection.cursor() as cursor:
+            cursor.execute(self.sql, params)
+            rows: Any = cursor.fetchall()
+        converters = compiler.get_converters(self.columns)
+        if converters:
+            rows = compiler.apply_converters(rows, converters)
+        main = self.main
+        found: list[M] = []
+        for row in rows:
+            obj = self.model.from_db(self.using, main.attnames, row[main.start : main.end])
+            for part in self.related:
+                values = row[part.start : part.end]
+                other = (
+                    None
+                    if values[part.pk_index] is None
+                    else part.model.from_db(self.using, part.attnames, values)
+                )
+                assert part.set_on is not None
+                part.set_on(obj, other)
+            found.append(obj)
+        return found
 
 
 class CompiledQuery[M: Model]:
@@ -85,14 +128,24 @@ class CompiledQuery[M: Model]:
         query = queryset.query
         if (
             queryset._iterable_class is not ModelIterable
-            or query.select_related
             or vars(queryset).get("_prefetch_related_lookups")
+            or vars(queryset).get("_known_related_objects")
             or query.annotation_select
             or query.extra_select
             or query.deferred_loading[0]
         ):
             raise TypeError("CompiledQuery runs plain model queries only (see billing_portal.compiled)")
-        sql, params = query.get_compiler(using=queryset.db).as_sql()
+        compiler = query.get_compiler(using=queryset.db)
+        sql, params = compiler.as_sql()
+        parts = [self._part(compiler.select, compiler.klass_info, set_on=None)]
+        for info in compiler.klass_info.get("related_klass_infos", []):
+            field = info.get("field")
+            forward_fk = field is not None and field.many_to_one and not info.get("reverse")
+            if not forward_fk or info.get("from_parent") or info.get("related_klass_infos"):
+                raise TypeError(
+                    "CompiledQuery selects related over forward foreign keys, one level deep only"
+                )
+            parts.append(self._part(compiler.select, info, set_on=info["local_setter"]))
         slots = []
         unused = set(stand_ins)
         for position, param in enumerate(params):
@@ -104,4 +157,26 @@ class CompiledQuery[M: Model]:
         if unused:  # a value the ORM wrote into the SQL text, or dropped: it could not be replaced
             names = ", ".join(sorted({stand_ins[value][0] for value in unused}))
             raise TypeError(f"CompiledQuery: {names} did not reach the SQL as a parameter")
-        return _Statement(queryset.model, queryset.db, sql, tuple(params), tuple(slots))
+        return _Statement(
+            query=query,
+            using=queryset.db,
+            sql=sql,
+            params=tuple(params),
+            slots=tuple(slots),
+            columns=tuple(column for column, _sql, _alias in compiler.select),
+            model=queryset.model,
+            main=parts[0],
+            related=tuple(parts[1:]),
+        )
+
+    @staticmethod
+    def _part(select: Any, info: dict[str, Any], *, set_on: Any) -> _Part:
+        fields = info["select_fields"]
+        start, end = fields[0], fields[-1] + 1
+        if list(fields) != list(range(start, end)):
+            raise TypeError("CompiledQuery: a model's columns are not together in the row")
+        model = info["model"]
+        attnames = tuple(column.target.attname for column, _sql, _alias in select[start:end])
+        if attnames != tuple(f.attname for f in model._meta.concrete_fields):
+            raise TypeError("CompiledQuery: every field of the model must be selected")
+        return _Part(model, start, end, attnames, attnames.index(model._meta.pk.attname), set_on)

@@ -395,18 +395,26 @@ class SettleMethods:
     usable: list[PaymentMethod]
 
 
+def _settle_cards(*, account_id: int, failed_method_id: int) -> QuerySet[PaymentMethod]:
+    detached = PaymentMethod.Status.DETACHED
+    return (
+        PaymentMethod.objects.filter(Q(pk=failed_method_id) | ~Q(status=detached), account_id=account_id)
+        .select_related("owner")
+        .order_by("-is_default", "pk")
+    )
+
+
+# Compiled once per process (billing_portal.compiled): the ORM spent 4–5 ms of the pane's time writing it.
+_settle_cards_compiled = CompiledQuery(_settle_cards)
+
+
 def settle_methods(
     *, account: BillingAccount, failed_method_id: int, chosen_method_id: int | None = None
 ) -> SettleMethods:
     """One query instead of three: the usable cards plus the failed card, which may have been removed
     since it declined (its past-due invoices still show)."""
-    detached = PaymentMethod.Status.DETACHED
-    rows = list(
-        PaymentMethod.objects.filter(Q(pk=failed_method_id) | ~Q(status=detached), account=account)
-        .select_related("owner")
-        .order_by("-is_default", "pk")
-    )
-    usable = [m for m in rows if m.status != detached]
+    rows = _settle_cards_compiled(account_id=account.pk, failed_method_id=failed_method_id)
+    usable = [m for m in rows if m.status != PaymentMethod.Status.DETACHED]
     return SettleMethods(
         failed=next((m for m in rows if m.pk == failed_method_id), None),
         chosen=next((m for m in usable if m.pk == chosen_method_id), None) if chosen_method_id else None,

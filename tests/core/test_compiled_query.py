@@ -8,7 +8,7 @@ from typing import cast
 import pytest
 from django.db.models import QuerySet
 
-from accounts.models import BillingAccount
+from accounts.models import BillingAccount, User
 from billing_portal.compiled import CompiledQuery
 from payments.models import PaymentMethod
 from subscriptions.models import Invoice, Subscription
@@ -17,6 +17,7 @@ from tests.factories import (
     InvoiceFactory,
     PaymentMethodFactory,
     SubscriptionFactory,
+    UserFactory,
 )
 
 pytestmark = pytest.mark.django_db
@@ -93,18 +94,49 @@ def test_it_compiles_once_per_shape_and_sends_nothing_for_an_empty_list(django_a
         assert compiled(account_id=accounts[0].pk, method_ids=[]) == []
 
 
+def test_it_selects_related_over_a_foreign_key_as_the_queryset_does(django_assert_num_queries):
+    accounts, cards = _world()
+    owner = cast(User, UserFactory(full_name="Megan Bowen"))
+    PaymentMethod.objects.filter(pk__in=cards[::2]).update(owner=owner)
+
+    def build(*, account_id: int) -> QuerySet[PaymentMethod]:
+        return PaymentMethod.objects.filter(account_id=account_id).select_related("owner").order_by("-pk")
+
+    compiled = CompiledQuery(build)
+    for account in accounts:
+        expected = list(build(account_id=account.pk))
+        with django_assert_num_queries(1):
+            found = compiled(account_id=account.pk)
+            owners = [(m.owner.pk, m.owner.display_name) if m.owner else None for m in found]
+        assert [(m.pk, m.owner_id, m.status, m.created_at) for m in found] == [
+            (m.pk, m.owner_id, m.status, m.created_at) for m in expected
+        ]
+        assert owners == [(m.owner.pk, m.owner.display_name) if m.owner else None for m in expected]
+        assert {o for o in owners if o} == {(owner.pk, "Megan Bowen")}
+        assert None in owners
+
+
 @pytest.mark.parametrize(
-    "build",
+    ("build", "refusal"),
     [
-        lambda account_id: Invoice.objects.filter(account_id=account_id).select_related("account"),
-        lambda account_id: Invoice.objects.filter(account_id=account_id).values("pk"),
-        lambda account_id: Invoice.objects.filter(account_id=account_id).only("pk"),
-        lambda account_id: Invoice.objects.filter(account_id=account_id).prefetch_related("lines"),
+        (lambda account_id: Invoice.objects.filter(account_id=account_id).values("pk"), "plain model"),
+        (lambda account_id: Invoice.objects.filter(account_id=account_id).only("pk"), "plain model"),
+        (lambda account_id: Invoice.objects.filter(account_id=account_id).defer("number"), "plain model"),
+        (
+            lambda account_id: Invoice.objects.filter(account_id=account_id).prefetch_related("lines"),
+            "plain model",
+        ),
+        (
+            lambda account_id: Invoice.objects.filter(account_id=account_id).select_related(
+                "subscription__product"
+            ),
+            "one level deep",
+        ),
     ],
-    ids=["select_related", "values", "only", "prefetch_related"],
+    ids=["values", "only", "defer", "prefetch_related", "select_related_two_levels"],
 )
-def test_it_refuses_queries_raw_sql_could_not_map_back(build):
-    with pytest.raises(TypeError, match="plain model queries"):
+def test_it_refuses_queries_it_could_not_map_back(build, refusal):
+    with pytest.raises(TypeError, match=refusal):
         CompiledQuery(build)(account_id=1)
 
 
