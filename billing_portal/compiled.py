@@ -16,8 +16,8 @@ Limits, checked when a query is first compiled (a query outside them raises inst
   sequence never reaches the database, the caller's `empty` result stands for it);
 - every stand-in must appear among the compiled parameters, once or more (an ORM that folded one into the
   SQL text would otherwise run with the stand-in's value);
-- model rows with all their fields, and at most one level of select_related over forward foreign keys: no
-  values(), only()/defer(), annotations, extra columns, prefetches or deeper select_related.
+- model rows with all their fields, annotations, select_related over forward foreign keys (any depth) and
+  select_for_update; no values(), only()/defer(), extra columns, prefetches or reverse select_related.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from typing import Any
 from django.db.models import Model, QuerySet
 from django.db.models.query import ModelIterable
 from django.db.models.sql import Query
+from django.db.transaction import TransactionManagementError
 
 type Ids = int | Sequence[int]
 type Shape = tuple[tuple[str, int | None], ...]  # (keyword, None for an int or the sequence's length), sorted
@@ -48,9 +49,10 @@ class _Part:
     end: int
     attnames: tuple[str, ...]
     pk_index: int
-    # The foreign key's cache setter, which puts the related object (or None) on the row's object; None for
-    # the row's own model.
-    set_on: Callable[[Model, Model | None], None] | None
+    # For a related model: the part whose object holds the foreign key (0 is the row's own model), and the
+    # key's cache setter, which puts the related object (or None) on it.
+    parent: int = 0
+    set_on: Callable[[Model, Model | None], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,9 @@ class _Statement[M: Model]:
     columns: tuple[Any, ...]  # the selected column expressions, for their converters
     model: type[M]
     main: _Part
-    related: tuple[_Part, ...]
+    related: tuple[_Part, ...]  # parents before their children
+    annotations: tuple[tuple[str, int], ...]  # (attribute, position in the row)
+    locks: bool  # SELECT … FOR UPDATE, on a database that has it
 
     def run(self, ids: dict[str, Ids]) -> list[M]:
         params = list(self.params)
@@ -71,6 +75,8 @@ class _Statement[M: Model]:
             value = ids[name]
             params[position] = value if isinstance(value, int) else value[index]
         compiler = self.query.get_compiler(using=self.using)  # no SQL is written: only for the connection
+        if self.locks and compiler.connection.get_autocommit():  # as Django's compiler refuses it
+            raise TransactionManagementError("select_for_update cannot be used outside of a transaction.")
         with compiler.connection.cursor() as cursor:
             cursor.execute(self.sql, params)
             rows: Any = cursor.fetchall()
@@ -79,9 +85,15 @@ class _Statement[M: Model]:
             rows = compiler.apply_converters(rows, converters)
         main = self.main
         found: list[M] = []
+        objects: list[Model | None] = [None] * (len(self.related) + 1)
         for row in rows:
             obj = self.model.from_db(self.using, main.attnames, row[main.start : main.end])
-            for part in self.related:
+            objects[0] = obj
+            for n, part in enumerate(self.related, start=1):
+                holder = objects[part.parent]
+                if holder is None:  # a null key further up: nothing below it either
+                    objects[n] = None
+                    continue
                 values = row[part.start : part.end]
                 other = (
                     None
@@ -89,7 +101,10 @@ class _Statement[M: Model]:
                     else part.model.from_db(self.using, part.attnames, values)
                 )
                 assert part.set_on is not None
-                part.set_on(obj, other)
+                part.set_on(holder, other)
+                objects[n] = other
+            for name, position in self.annotations:
+                setattr(obj, name, row[position])
             found.append(obj)
         return found
 
@@ -130,22 +145,22 @@ class CompiledQuery[M: Model]:
             queryset._iterable_class is not ModelIterable
             or vars(queryset).get("_prefetch_related_lookups")
             or vars(queryset).get("_known_related_objects")
-            or query.annotation_select
             or query.extra_select
             or query.deferred_loading[0]
         ):
             raise TypeError("CompiledQuery runs plain model queries only (see billing_portal.compiled)")
         compiler = query.get_compiler(using=queryset.db)
         sql, params = compiler.as_sql()
-        parts = [self._part(compiler.select, compiler.klass_info, set_on=None)]
-        for info in compiler.klass_info.get("related_klass_infos", []):
+        parts = [self._part(compiler.select, compiler.klass_info)]
+        pending = [(0, info) for info in compiler.klass_info.get("related_klass_infos", [])]
+        while pending:  # depth first, so a part's parent comes before it
+            parent, info = pending.pop(0)
             field = info.get("field")
             forward_fk = field is not None and field.many_to_one and not info.get("reverse")
-            if not forward_fk or info.get("from_parent") or info.get("related_klass_infos"):
-                raise TypeError(
-                    "CompiledQuery selects related over forward foreign keys, one level deep only"
-                )
-            parts.append(self._part(compiler.select, info, set_on=info["local_setter"]))
+            if not forward_fk or info.get("from_parent"):
+                raise TypeError("CompiledQuery selects related over forward foreign keys only")
+            parts.append(self._part(compiler.select, info, parent=parent, set_on=info["local_setter"]))
+            pending[:0] = [(len(parts) - 1, child) for child in info.get("related_klass_infos", [])]
         slots = []
         unused = set(stand_ins)
         for position, param in enumerate(params):
@@ -167,10 +182,12 @@ class CompiledQuery[M: Model]:
             model=queryset.model,
             main=parts[0],
             related=tuple(parts[1:]),
+            annotations=tuple((compiler.annotation_col_map or {}).items()),
+            locks=bool(query.select_for_update and compiler.connection.features.has_select_for_update),
         )
 
     @staticmethod
-    def _part(select: Any, info: dict[str, Any], *, set_on: Any) -> _Part:
+    def _part(select: Any, info: dict[str, Any], *, parent: int = 0, set_on: Any = None) -> _Part:
         fields = info["select_fields"]
         start, end = fields[0], fields[-1] + 1
         if list(fields) != list(range(start, end)):
@@ -179,4 +196,4 @@ class CompiledQuery[M: Model]:
         attnames = tuple(column.target.attname for column, _sql, _alias in select[start:end])
         if attnames != tuple(f.attname for f in model._meta.concrete_fields):
             raise TypeError("CompiledQuery: every field of the model must be selected")
-        return _Part(model, start, end, attnames, attnames.index(model._meta.pk.attname), set_on)
+        return _Part(model, start, end, attnames, attnames.index(model._meta.pk.attname), parent, set_on)

@@ -21,12 +21,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import Subquery
+from django.db.models import QuerySet, Subquery
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from accounts.models import BillingAccount, Membership
 from audit.services import audit_event, audit_record
+from billing_portal.compiled import CompiledQuery
 from subscriptions.models import Invoice, Subscription
 from subscriptions.services import (
     invoice_mark_past_due,
@@ -384,13 +385,23 @@ def attempt_locked(*, attempt_id: int, account_id: int) -> PaymentAttempt:
     """
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("attempt_locked() must be called inside transaction.atomic()")
+    found = _attempt_locked_compiled(attempt_id=attempt_id, account_id=account_id)
+    if not found:
+        raise PaymentAttempt.DoesNotExist(f"no attempt {attempt_id} of account {account_id}")
+    return found[0]
+
+
+def _attempt_locked(*, attempt_id: int, account_id: int) -> QuerySet[PaymentAttempt]:
     account = BillingAccount.objects.select_for_update().filter(pk=account_id).order_by().values("pk")[:1]
     return (
         PaymentAttempt.objects.select_for_update(of=("self", "account"))
         .select_related("payment_method", "account")
-        .filter(account_id=Subquery(account))
-        .get(pk=attempt_id)
+        .filter(account_id=Subquery(account), pk=attempt_id)
     )
+
+
+# Compiled once per process (billing_portal.compiled): phase 3 of every payment starts with it.
+_attempt_locked_compiled = CompiledQuery(_attempt_locked)
 
 
 def attempt_apply_result(
