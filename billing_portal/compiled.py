@@ -11,9 +11,11 @@ database's value converters, `Model.from_db`, the related object cached on its f
 one definition of the query (no hand-written copy to keep in step), and Django still writes the SQL for
 each database.
 
-Limits, checked when a query is first compiled (a query outside them raises instead of running wrongly):
+`build` must depend on its ids alone: whatever else it reads (a setting, the time, a table) is compiled in
+with the first call's value. Limits, checked when a query is first compiled (a query outside them raises
+instead of running wrongly):
 - parameters are ids: ints, or sequences of ints (each length is its own compiled statement; an empty
-  sequence never reaches the database, the caller's `empty` result stands for it);
+  sequence never reaches the database and gives no rows, as `x__in=[]` does);
 - every stand-in must appear among the compiled parameters, once or more (an ORM that folded one into the
   SQL text would otherwise run with the stand-in's value);
 - model rows with all their fields, annotations, select_related over forward foreign keys (any depth) and
@@ -53,6 +55,8 @@ class _Part:
     # key's cache setter, which puts the related object (or None) on it.
     parent: int = 0
     set_on: Callable[[Model, Model | None], None] | None = None
+    # And the reverse side's setter (a one-to-one key caches the holder on the related object; else a no-op).
+    set_back: Callable[[Model, Model], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -101,7 +105,10 @@ class _Statement[M: Model]:
                     else part.model.from_db(self.using, part.attnames, values)
                 )
                 assert part.set_on is not None
+                assert part.set_back is not None
                 part.set_on(holder, other)
+                if other is not None:
+                    part.set_back(other, holder)
                 objects[n] = other
             for name, position in self.annotations:
                 setattr(obj, name, row[position])
@@ -156,10 +163,20 @@ class CompiledQuery[M: Model]:
         while pending:  # depth first, so a part's parent comes before it
             parent, info = pending.pop(0)
             field = info.get("field")
-            forward_fk = field is not None and field.many_to_one and not info.get("reverse")
+            forward_fk = (
+                field is not None and (field.many_to_one or field.one_to_one) and not info.get("reverse")
+            )
             if not forward_fk or info.get("from_parent"):
                 raise TypeError("CompiledQuery selects related over forward foreign keys only")
-            parts.append(self._part(compiler.select, info, parent=parent, set_on=info["local_setter"]))
+            parts.append(
+                self._part(
+                    compiler.select,
+                    info,
+                    parent=parent,
+                    set_on=info["local_setter"],
+                    set_back=info["remote_setter"],
+                )
+            )
             pending[:0] = [(len(parts) - 1, child) for child in info.get("related_klass_infos", [])]
         slots = []
         unused = set(stand_ins)
@@ -187,7 +204,9 @@ class CompiledQuery[M: Model]:
         )
 
     @staticmethod
-    def _part(select: Any, info: dict[str, Any], *, parent: int = 0, set_on: Any = None) -> _Part:
+    def _part(
+        select: Any, info: dict[str, Any], *, parent: int = 0, set_on: Any = None, set_back: Any = None
+    ) -> _Part:
         fields = info["select_fields"]
         start, end = fields[0], fields[-1] + 1
         if list(fields) != list(range(start, end)):
@@ -196,4 +215,5 @@ class CompiledQuery[M: Model]:
         attnames = tuple(column.target.attname for column, _sql, _alias in select[start:end])
         if attnames != tuple(f.attname for f in model._meta.concrete_fields):
             raise TypeError("CompiledQuery: every field of the model must be selected")
-        return _Part(model, start, end, attnames, attnames.index(model._meta.pk.attname), parent, set_on)
+        pk_index = attnames.index(model._meta.pk.attname)
+        return _Part(model, start, end, attnames, pk_index, parent, set_on, set_back)

@@ -12,6 +12,7 @@ from django.db.transaction import TransactionManagementError
 
 from accounts.models import BillingAccount, User
 from billing_portal.compiled import CompiledQuery
+from dunning.models import InvoiceDunning
 from payments.models import PaymentMethod
 from subscriptions.models import Invoice, Subscription
 from tests.factories import (
@@ -128,8 +129,12 @@ def test_it_selects_related_over_a_foreign_key_as_the_queryset_does(django_asser
             lambda account_id: Invoice.objects.filter(account_id=account_id).prefetch_related("lines"),
             "plain model",
         ),
+        (
+            lambda account_id: Invoice.objects.filter(account_id=account_id).select_related("dunning"),
+            "forward foreign keys",
+        ),
     ],
-    ids=["values", "only", "defer", "prefetch_related"],
+    ids=["values", "only", "defer", "prefetch_related", "reverse_one_to_one"],
 )
 def test_it_refuses_queries_it_could_not_map_back(build, refusal):
     with pytest.raises(TypeError, match=refusal):
@@ -209,3 +214,19 @@ def test_a_locking_read_outside_a_transaction_is_refused_as_the_orm_refuses_it()
             compiled(account_id=1)
         with pytest.raises(TransactionManagementError):
             list(Invoice.objects.filter(account_id=1).select_for_update())
+
+
+def test_a_one_to_one_key_caches_both_sides_as_the_queryset_does(django_assert_num_queries):
+    accounts, _cards = _world()
+    invoices = list(Invoice.objects.filter(account=accounts[1]).order_by("pk")[:3])
+    InvoiceDunning.objects.bulk_create(
+        InvoiceDunning(invoice=i, last_decline_code="do_not_honor") for i in invoices
+    )
+
+    def build(*, account_id: int) -> QuerySet[InvoiceDunning]:
+        return InvoiceDunning.objects.filter(invoice__account_id=account_id).select_related("invoice")
+
+    rows = CompiledQuery(build)(account_id=accounts[1].pk)
+    with django_assert_num_queries(0):
+        assert sorted(row.invoice.number for row in rows) == sorted(i.number for i in invoices)
+        assert all(row.invoice.dunning is row for row in rows)
