@@ -14,8 +14,8 @@ each database.
 `build` must depend on its ids alone: whatever else it reads (a setting, the time, a table) is compiled in
 with the first call's value. Limits, checked when a query is first compiled (a query outside them raises
 instead of running wrongly):
-- parameters are ids: ints, or sequences of ints (each length is its own compiled statement; an empty
-  sequence never reaches the database and gives no rows, as `x__in=[]` does);
+- parameters are ids: ints, or sequences of ints (each length is its own compiled statement; a call with an
+  empty sequence runs the QuerySet itself);
 - every stand-in must appear among the compiled parameters, once or more (an ORM that folded one into the
   SQL text would otherwise run with the stand-in's value);
 - model rows with all their fields, annotations, select_related over forward foreign keys (any depth) and
@@ -127,7 +127,9 @@ class CompiledQuery[M: Model]:
 
     def __call__(self, **ids: Ids) -> list[M]:
         if any(not isinstance(value, int) and len(value) == 0 for value in ids.values()):
-            return []  # `x__in=[]` matches nothing: Django does not send such a query either
+            # No stand-in can take the place of an empty list: what it means depends on the query (`x__in=[]`
+            # matches nothing, but not under an OR). The ORM knows, and usually sends nothing at all.
+            return list(self._build(**ids))
         shape = tuple(
             (name, None if isinstance(value, int) else len(value)) for name, value in sorted(ids.items())
         )

@@ -7,7 +7,7 @@ from typing import cast
 
 import pytest
 from django.db import connection, transaction
-from django.db.models import Exists, F, OuterRef, QuerySet
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.db.transaction import TransactionManagementError
 
 from accounts.models import BillingAccount, User
@@ -230,3 +230,17 @@ def test_a_one_to_one_key_caches_both_sides_as_the_queryset_does(django_assert_n
     with django_assert_num_queries(0):
         assert sorted(row.invoice.number for row in rows) == sorted(i.number for i in invoices)
         assert all(row.invoice.dunning is row for row in rows)
+
+
+def test_an_empty_list_means_what_the_queryset_makes_of_it():
+    """`pk__in=[]` matches nothing on its own, but under an OR the other branch still counts."""
+    accounts, cards = _world()
+
+    def build(*, account_id: int, method_ids: list[int]) -> QuerySet[PaymentMethod]:
+        return PaymentMethod.objects.filter(Q(pk__in=method_ids) | Q(account_id=account_id)).order_by("pk")
+
+    compiled = CompiledQuery(build)
+    expected = list(build(account_id=accounts[0].pk, method_ids=[]))
+    assert len(expected) == 3
+    assert [m.pk for m in compiled(account_id=accounts[0].pk, method_ids=[])] == [m.pk for m in expected]
+    assert len(compiled(account_id=accounts[0].pk, method_ids=cards[3:4])) == 4
