@@ -157,14 +157,18 @@ def test_pdf_is_in_the_accounts_language_with_dutch_money_dates_and_country(clie
     assert "Amount due" not in text
 
 
+# A pay-by-invoice account with its remittance details: the invoice prints them until it is paid.
+BANK_TRANSFER = {
+    "payment_mode": BillingAccount.PaymentMode.BANK_TRANSFER,
+    "remittance_bank_name": "Contoso Bank",
+    "remittance_account_holder": "Billing Example B.V.",
+    "remittance_iban": "NL91ABNA0417164300",
+    "remittance_bic": "ABNANL2A",
+}
+
+
 def test_bank_transfer_invoice_has_remittance_details_until_it_is_paid(client):
-    account, member = _account(
-        payment_mode=BillingAccount.PaymentMode.BANK_TRANSFER,
-        remittance_bank_name="Contoso Bank",
-        remittance_account_holder="Billing Example B.V.",
-        remittance_iban="NL91ABNA0417164300",
-        remittance_bic="ABNANL2A",
-    )
+    account, member = _account(**BANK_TRANSFER)
     invoice = _invoice(account, due_days=30, status=Invoice.Status.PAST_DUE)
     client.force_login(member.user)
     url = reverse("subscriptions:invoice_pdf", args=[account.pk, invoice.number])
@@ -427,14 +431,7 @@ def test_mail_attachments_only_take_the_accounts_own_invoices():
 
 def _full_invoice() -> Invoice:
     """An invoice that prints every block: periods on its lines, a payment, a PO number and remittance."""
-    account, _member = _account(
-        payment_mode=BillingAccount.PaymentMode.BANK_TRANSFER,
-        remittance_bank_name="Contoso Bank",
-        remittance_account_holder="Billing Example B.V.",
-        remittance_iban="NL91ABNA0417164300",
-        remittance_bic="ABNANL2A",
-        address_line2="Unit 4",
-    )
+    account, _member = _account(**BANK_TRANSFER, address_line2="Unit 4")
     invoice = _invoice(account, due_days=30, status=Invoice.Status.PAST_DUE)
     today = timezone.localdate()
     InvoiceLine.objects.bulk_create(
