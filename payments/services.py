@@ -995,9 +995,12 @@ def _payment_method_record(
 ) -> PaymentMethod:
     """Store a card the gateway just accepted, once per account: the same card (fingerprint) added again
     — twice in a row, by a double submit, or by two people at once — is the method we already have, and
-    the gateway's duplicate is detached after commit."""
+    the gateway's duplicate is detached after commit.
+
+    The token dropped (the new one, or the old one when the card came back with a new expiry) is kept as a
+    removed card (_duplicate_record): the detach sweep (payments.detach) then retries its detach until the
+    gateway confirms it, as for a card a person deleted, and support sees it on the account."""
     fingerprint = (getattr(card, "fingerprint", "") or "")[:64]
-    duplicate_token = ""
     with transaction.atomic():
         account = account_lock(account_id=account_id)
         existing = None
@@ -1011,10 +1014,27 @@ def _payment_method_record(
         if existing is not None:
             if existing.gateway_token == card.token:
                 return existing
-            duplicate_token = card.token
+            if PaymentMethod.objects.filter(gateway=gateway_name, gateway_token=card.token).exists():
+                # A token dropped before (an earlier add told again, late): it is detached, never taken back.
+                return existing
+            # The gateway's second copy of the card, kept only as a removed card so its detach is retried.
+            dropped = PaymentMethod(
+                account=account,
+                brand=existing.brand,
+                last4=card.last4,
+                exp_month=card.exp_month,
+                exp_year=card.exp_year,
+                holder_name=holder_name[:120],
+                gateway=gateway_name,
+                gateway_token=card.token,
+                fingerprint=fingerprint,
+            )
             if (existing.exp_month, existing.exp_year) != (card.exp_month, card.exp_year):
                 # The same number with a new expiry (a renewed card): keep the one row, use the new token.
-                duplicate_token = existing.gateway_token
+                dropped.gateway_token = existing.gateway_token
+                dropped.exp_month, dropped.exp_year = existing.exp_month, existing.exp_year
+                dropped.holder_name = existing.holder_name
+                dropped.gateway = existing.gateway
                 old = existing.expiry
                 existing.gateway_token = card.token
                 existing.exp_month, existing.exp_year = card.exp_month, card.exp_year
@@ -1030,9 +1050,10 @@ def _payment_method_record(
                     message=f"{existing.label} added again: expiry date changed from {old} to {existing.expiry}",
                     target=existing,
                 )
-            gateway, method = existing.gateway, existing
-            transaction.on_commit(lambda: _gateway_detach_token(gateway=gateway, token=duplicate_token))
-            return method
+            dropped_id = _duplicate_record(account=account, dropped=dropped, kept=existing, actor=actor)
+            if dropped_id is not None:
+                transaction.on_commit(lambda: _gateway_detach(method_id=dropped_id))
+            return existing
         try:
             with transaction.atomic():
                 method = PaymentMethod.objects.create(
@@ -1074,6 +1095,30 @@ def _payment_method_record(
             target=method,
         )
     return method
+
+
+def _duplicate_record(
+    *, account: BillingAccount, dropped: PaymentMethod, kept: PaymentMethod, actor: Any
+) -> int | None:
+    """Keep a duplicate token of `kept` as a removed card (the caller holds the account lock and has checked
+    that no row holds the token) and audit it. Returns its id; None when, impossibly for one gateway,
+    another account holds the token: then it is not ours to detach."""
+    dropped.status = PaymentMethod.Status.DETACHED
+    dropped.removed_at = timezone.now()
+    try:
+        with transaction.atomic():
+            dropped.save(force_insert=True)
+    except IntegrityError:
+        return None
+    audit_record(
+        account=account,
+        actor=actor,
+        action="payment_method.duplicate_dropped",
+        message=f"{kept.label} was added again: the gateway's second copy of it (expires {dropped.expiry}) is "
+        "not kept and is detached at the gateway",
+        target=dropped,
+    )
+    return dropped.pk
 
 
 def payment_method_update_expiry(

@@ -573,6 +573,7 @@ AUDIT_ACTION_LABELS = {
     "payment.unknown": gettext_lazy("Payment outcome unknown"),
     "payment_method.added": gettext_lazy("Payment method added"),
     "payment_method.customer_deleted": gettext_lazy("Cards removed: customer deleted at the gateway"),
+    "payment_method.duplicate_dropped": gettext_lazy("Same card added again; its duplicate is detached"),
     "payment_method.edited": gettext_lazy("Payment method edited"),
     "payment_method.gateway_detach_failed": gettext_lazy(
         "Deleted card still attached at the gateway; retrying"

@@ -14,7 +14,11 @@ from audit.models import AuditEvent
 from dunning.services import _chargeable_method
 from gateway_sim.models import SimCard, SimCharge
 from payments import services
+from payments.detach import DETACH_FIRST_RETRY_AFTER, detach_due, detach_retry
+from payments.gateways.base import CardResult, GatewayError
+from payments.gateways.simulated import SimulatedGateway
 from payments.models import PaymentAttempt, PaymentMethod
+from payments.selectors import payment_methods_usable
 from subscriptions.models import Subscription
 from tests.factories import MembershipFactory
 from tests.payments.scenario import build_contoso, card, subscription
@@ -391,12 +395,94 @@ def test_the_same_card_added_twice_is_one_method(client, contoso, django_capture
         client.post(url, data)
         client.post(url, data)  # a double submit, or the same card typed again
     cards = PaymentMethod.objects.filter(account=contoso.account, last4="4242")
-    assert cards.count() == 1
+    kept = cards.exclude(status="detached").get()
     # The gateway's duplicate is forgotten at the bank; the kept one still works.
     sim = SimCard.objects.filter(number="4242424242424242")
     assert sim.count() == 2
-    assert sim.filter(forgotten_at__isnull=True).get().token == cards.get().gateway_token
+    assert sim.filter(forgotten_at__isnull=True).get().token == kept.gateway_token
     assert _audits("payment_method.added") == 1
+    # The duplicate is kept only as a removed card, confirmed detached, so no sweep tries it again.
+    dropped = cards.get(status="detached")
+    assert dropped.gateway_token == sim.get(forgotten_at__isnull=False).token
+    assert dropped.removed_at is not None
+    assert dropped.gateway_detached_at is not None
+    assert not detach_due(now=timezone.now() + dt.timedelta(days=30)).filter(pk=dropped.pk).exists()
+    assert _audits("payment_method.duplicate_dropped") == 1
+    assert list(payment_methods_usable(account=contoso.account).filter(last4="4242")) == [kept]
+
+
+def test_a_duplicate_the_gateway_cannot_detach_now_is_retried(
+    client, contoso, monkeypatch, django_capture_on_commit_callbacks
+):
+    """The same card added again while the gateway is down: its second copy is not lost track of. The detach
+    sweep retries it like a deleted card's until the gateway confirms it."""
+    client.force_login(contoso.finance)
+    url = reverse("payments:method_add", args=[contoso.account.pk])
+    data = {"number": "4242 4242 4242 4242", "exp_month": "7", "exp_year": "2030", "cvc": "123"}
+    client.post(url, data)
+    real = SimulatedGateway.detach
+    failing = [True]
+
+    def detach(gateway, *, token: str) -> None:
+        if failing[0]:
+            raise GatewayError("simulated: bank unreachable", permanent=False)
+        real(gateway, token=token)
+
+    monkeypatch.setattr(SimulatedGateway, "detach", detach)
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:  # the add's own detach: it fails
+        client.post(url, data)
+    assert len(callbacks) == 1
+    dropped = PaymentMethod.objects.get(account=contoso.account, last4="4242", status="detached")
+    assert dropped.gateway_detached_at is None
+    assert SimCard.objects.get(token=dropped.gateway_token).forgotten_at is None
+    later = timezone.now() + DETACH_FIRST_RETRY_AFTER + dt.timedelta(seconds=1)
+    assert detach_retry(method_id=dropped.pk, now=later) is False
+    failing[0] = False
+    dropped.refresh_from_db()
+    assert detach_retry(method_id=dropped.pk, now=dropped.gateway_detach_next_at) is True
+    dropped.refresh_from_db()
+    assert dropped.gateway_detached_at is not None
+    assert SimCard.objects.get(token=dropped.gateway_token).forgotten_at is not None
+    kept = PaymentMethod.objects.exclude(status="detached").get(account=contoso.account, last4="4242")
+    assert SimCard.objects.get(token=kept.gateway_token).forgotten_at is None
+
+
+def test_a_renewed_card_added_again_keeps_one_method_and_its_old_token_as_removed(contoso):
+    """Stripe's fingerprint names the card number, so a renewed card (new expiry, new token) is the same
+    method: the method takes the new token, and the old token is kept as a removed card to detach."""
+
+    def record(token: str, exp_year: int) -> PaymentMethod:
+        return services._payment_method_record(
+            account_id=contoso.account.pk,
+            actor=contoso.admin,
+            gateway_name="simulated",
+            card=CardResult(
+                ok=True,
+                token=token,
+                brand="visa",
+                last4="4242",
+                exp_month=7,
+                exp_year=exp_year,
+                fingerprint="fp-1",
+            ),
+            holder_name="Megan Bowen",
+        )
+
+    first = record("tok_renewed_old", 2030)
+    again = record("tok_renewed_new", 2031)
+    assert again.pk == first.pk
+    assert (again.gateway_token, again.exp_year) == ("tok_renewed_new", 2031)
+    dropped = PaymentMethod.objects.get(gateway_token="tok_renewed_old")
+    assert dropped.is_removed
+    assert (dropped.exp_month, dropped.exp_year) == (7, 2030)
+    assert dropped.gateway_detached_at is None  # no on-commit here: the detach sweep will take it
+    assert _audits("payment_method.expiry_changed") == 1
+    assert _audits("payment_method.duplicate_dropped") == 1
+    # The same answer told twice (a webhook and the browser) records nothing more.
+    assert record("tok_renewed_new", 2031).pk == first.pk
+    assert record("tok_renewed_old", 2030).pk == first.pk
+    assert PaymentMethod.objects.filter(account=contoso.account, fingerprint="fp-1").count() == 2
+    assert _audits("payment_method.duplicate_dropped") == 1
 
 
 def test_a_seeded_card_typed_again_is_the_same_method(contoso):
@@ -408,7 +494,10 @@ def test_a_seeded_card_typed_again_is_the_same_method(contoso):
         exp_year="2030",
         cvc="123",
     )
-    assert PaymentMethod.objects.filter(account=contoso.account, last4="4444").count() == 1
+    assert (
+        PaymentMethod.objects.filter(account=contoso.account, last4="4444").exclude(status="detached").count()
+        == 1
+    )
 
 
 def test_a_removed_card_can_be_added_again_as_a_new_method(contoso):
