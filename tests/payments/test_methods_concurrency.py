@@ -62,14 +62,22 @@ def test_concurrent_double_submit_of_the_add_form_stores_one_card():
     statuses = _at_once(contoso.finance, lambda c: c.post(url, data).status_code)
     assert statuses == [303] * CONCURRENT
     cards = PaymentMethod.objects.filter(account=contoso.account, last4="4242")
-    assert cards.count() == 1
+    assert cards.exclude(status="detached").count() == 1
     assert AuditEvent.objects.filter(action="payment_method.added").count() == 1
-    # Every request registered its card at the bank; all but the kept one were detached again.
+    # Every request registered its card at the bank; all but the kept one were detached again, and each of
+    # those is kept as a removed card, confirmed detached.
     sim = SimCard.objects.filter(number="4242424242424242")
     assert sim.count() == CONCURRENT
     assert list(sim.filter(forgotten_at__isnull=True).values_list("token", flat=True)) == [
-        cards.get().gateway_token
+        cards.exclude(status="detached").get().gateway_token
     ]
+    dropped = cards.filter(status="detached")
+    assert dropped.count() == CONCURRENT - 1
+    assert not dropped.filter(gateway_detached_at__isnull=True).exists()
+    assert set(dropped.values_list("gateway_token", flat=True)) == set(
+        sim.filter(forgotten_at__isnull=False).values_list("token", flat=True)
+    )
+    assert AuditEvent.objects.filter(action="payment_method.duplicate_dropped").count() == CONCURRENT - 1
 
 
 def test_concurrent_replace_for_all_items_moves_once_and_charges_nothing():
