@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from billing_portal.batch import WriteBatch
+
 from .models import AuditEvent
 
 
@@ -59,9 +61,13 @@ def audit_record(
     return event
 
 
-def audits_record(events: list[AuditEvent]) -> list[AuditEvent]:
+def audits_record(events: list[AuditEvent], *, writes: WriteBatch | None = None) -> list[AuditEvent]:
     """Append several entries (built with audit_event) in ONE statement, in their order. Same rule as
-    audit_record: inside the transaction that made the changes they describe."""
+    audit_record: inside the transaction that made the changes they describe. With `writes`, the INSERT
+    joins the caller's batch (billing_portal.batch) and is sent when the caller executes it."""
     if not events:
         return []
+    if writes is not None:
+        writes.insert(events)
+        return events
     return AuditEvent.objects.bulk_create(events)

@@ -34,6 +34,7 @@ from django.utils import timezone, translation
 
 from accounts.models import BillingAccount
 from audit.services import audit_record
+from billing_portal.batch import WriteBatch
 from billing_portal.dates import format_date
 from billing_portal.money import format_money
 from notifications.services import notice_send, notices_batched, notices_requeue_stale
@@ -1037,6 +1038,7 @@ def _group_open(
     if source == PaymentAttempt.Source.RETRY:
         rows = [getattr(i, "dunning", None) for i in invoices]
         policy = next((row.policy for row in rows if row is not None and row.policy), "")
+    writes = WriteBatch()
     attempt = attempt_open(
         account=account,
         invoices=invoices,
@@ -1046,12 +1048,17 @@ def _group_open(
         idempotency_key=key,
         actor_label=JOB_LABEL,
         retry_policy=policy,
+        writes=writes,
     )
     # The attempt numbers move on with the attempt, and the lease: while this charge runs nobody else
-    # takes these invoices; if this process dies, the payment in flight is reconciled by its key.
-    Invoice.objects.filter(pk__in=[i.pk for i in invoices]).update(
-        attempt_count=F("attempt_count") + 1, next_attempt_at=now + settings.DUNNING_ENQUEUE_LEASE
+    # takes these invoices; if this process dies, the payment in flight is reconciled by its key. The
+    # attempt, its allocations and this go to the database in one round trip (billing_portal.batch).
+    writes.update(
+        Invoice.objects.filter(pk__in=[i.pk for i in invoices]),
+        attempt_count=F("attempt_count") + 1,
+        next_attempt_at=now + settings.DUNNING_ENQUEUE_LEASE,
     )
+    writes.execute()
     numbers = [i.number for i in invoices]
     description = (
         f"Invoice {numbers[0]}"

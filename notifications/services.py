@@ -18,6 +18,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone, translation
 
 from accounts.models import BillingAccount
+from billing_portal.batch import WriteBatch
 
 from .models import Notice
 
@@ -32,6 +33,7 @@ def notice_send(
     context: dict[str, Any],
     recipient: str | None = None,
     new_event: bool = False,
+    writes: WriteBatch | None = None,
 ) -> Notice | None:
     """Queue one mail, at most once per dedupe_key, written in the account's language. Billing mail goes to
     the account's notification address and its additional recipients ("Edit recipients"); a mail for one
@@ -43,7 +45,11 @@ def notice_send(
     `new_event`: the caller knows no notice has this dedupe key yet (a receipt keyed by the attempt that
     succeeded in this very transaction, under the account lock). Then the row is inserted without the
     savepoint that catches a duplicate: a duplicate would be a bug, and is the caller's transaction's error.
+    With `writes` as well, the INSERT joins the caller's batch (billing_portal.batch); the row has its id once
+    the caller has executed it, before the transaction commits and the mail is handed on.
     """
+    if writes is not None and not new_event:
+        raise ValueError("only a new event's notice can be batched: a duplicate needs its own savepoint")
     context = {**context, "account": account, "site_url": settings.SITE_URL}
     with translation.override(account.language):
         subject = render_to_string(f"notifications/email/{kind}_subject.txt", context).strip()
@@ -57,7 +63,9 @@ def notice_send(
         dedupe_key=dedupe_key,
         context=_serialisable(context),
     )
-    if new_event:
+    if writes is not None:
+        writes.insert([row], returning=True)
+    elif new_event:
         row.save(force_insert=True)
     else:
         try:

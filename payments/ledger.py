@@ -32,6 +32,7 @@ from django.utils.translation import gettext as _
 from accounts.models import BillingAccount
 from audit.models import AuditEvent
 from audit.services import audit_event, audits_record
+from billing_portal.batch import WriteBatch
 from billing_portal.compiled import CompiledQuery
 from billing_portal.dates import format_date
 from billing_portal.money import format_money
@@ -224,6 +225,7 @@ def payment_apply(
     paid_at: dt.datetime | None = None,
     allocations: list[LockedAllocation] | None = None,
     audits: list[AuditEvent] | None = None,
+    writes: WriteBatch | None = None,
 ) -> Applied:
     """Apply a payment that has just succeeded to the invoices it was for, restore their subscriptions
     and mail the receipt. Called once per payment, under the account lock, by whatever learnt of the
@@ -235,8 +237,14 @@ def payment_apply(
 
     `audits`: events the caller built for this payment (audit.services.audit_event); they are inserted
     with this payment's own (reactivations, overpayment) in ONE statement.
+
+    The writes nothing here reads back (the allocations applied, the invoices paid, the audit events, the
+    receipt) go to the database together at the end, in one round trip (billing_portal.batch), with those
+    the caller put in `writes` (the attempt's own outcome). A subscription's restore is a conditional
+    UPDATE whose row count decides what follows, so it is sent on its own, before them.
     """
     audits = [] if audits is None else audits
+    writes = writes if writes is not None else WriteBatch()
     if allocations is None:
         allocations = attempt_allocations_locked(attempt=attempt)
     applied: list[LockedAllocation] = []
@@ -253,8 +261,9 @@ def payment_apply(
         allocation.applied_minor = allocation.amount_minor
         applied.append(row)
     if applied:
-        PaymentAllocation.objects.filter(pk__in=[r.allocation.pk for r in applied]).update(
-            applied_minor=F("amount_minor")
+        writes.update(
+            PaymentAllocation.objects.filter(pk__in=[r.allocation.pk for r in applied]),
+            applied_minor=F("amount_minor"),
         )
     # What each invoice owes now, by the sums read with it plus what this payment applied (the ledger's
     # formula, without reading the invoices again). An invoice is paid when the money arrived (a
@@ -275,7 +284,7 @@ def payment_apply(
             invoices.append(
                 invoice_amount_due_set(invoice_id=invoice.pk, amount_due_minor=due, at=at, locked=invoice)
             )
-    invoices += invoices_mark_paid(invoices=paid, at=at)
+    invoices += invoices_mark_paid(invoices=paid, at=at, writes=writes)
     for sub in _cleared_subscriptions(allocations):
         subscription_restore(
             subscription_id=sub.pk,
@@ -298,8 +307,9 @@ def payment_apply(
                 data={"unapplied_minor": unapplied},
             )
         )
-    audits_record(audits)
+    audits_record(audits, writes=writes)
     notice_send(
+        writes=writes,
         account=account,
         # New: the attempt succeeded in this very transaction, so its receipt cannot exist yet.
         new_event=True,
@@ -314,6 +324,7 @@ def payment_apply(
             "paid_on": format_date(paid_on, account.language),
         },
     )
+    writes.execute()
     return Applied(invoices=invoices, unapplied_minor=unapplied)
 
 

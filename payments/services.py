@@ -27,6 +27,7 @@ from django.utils.translation import gettext as _
 
 from accounts.models import BillingAccount, Membership
 from audit.services import audit_event, audit_record
+from billing_portal.batch import WriteBatch
 from billing_portal.compiled import CompiledQuery
 from subscriptions.models import Invoice, Subscription
 from subscriptions.services import (
@@ -227,15 +228,19 @@ def attempt_open(
     actor_label: str = "",
     replaces_method_id: int | None = None,
     retry_policy: str = "",
+    writes: WriteBatch | None = None,
 ) -> PaymentAttempt:
     """Phase 1's writes: a `pending` attempt for what `invoices` still owe, with its allocations.
 
     The caller holds the account lock in its own transaction and has just read `invoices` locked and
     checked them (payable, nothing in flight for them, the account's currency): _phase1_create does, and
     so does the dunning run, which charges all invoices due on one card in one attempt. Two statements,
-    whatever the number of invoices.
+    whatever the number of invoices, sent in one round trip (billing_portal.batch): the allocations name
+    their attempt by its idempotency key, which is unique. With `writes`, they join the caller's batch, and
+    the attempt has its primary key once the caller has executed it (the dunning run adds the invoices'
+    attempt numbers); a key used already raises IntegrityError from there.
     """
-    attempt = PaymentAttempt.objects.create(
+    attempt = PaymentAttempt(
         account=account,
         payment_method=method,
         amount_minor=sum(i.amount_due_minor for i in invoices),
@@ -249,9 +254,14 @@ def attempt_open(
         initiated_by_label=actor_label or getattr(actor, "email", "") or source,
         retry_policy=retry_policy,
     )
-    PaymentAllocation.objects.bulk_create(
-        [PaymentAllocation(attempt=attempt, invoice=i, amount_minor=i.amount_due_minor) for i in invoices]
+    batch = writes if writes is not None else WriteBatch()
+    batch.insert([attempt], returning=True)
+    by_key = Subquery(PaymentAttempt.objects.filter(idempotency_key=idempotency_key).values("pk")[:1])
+    batch.insert(
+        [PaymentAllocation(attempt_id=by_key, invoice=i, amount_minor=i.amount_due_minor) for i in invoices]
     )
+    if writes is None:
+        batch.execute()
     return attempt
 
 
@@ -478,16 +488,12 @@ def _apply_success(*, account: BillingAccount, attempt: PaymentAttempt, now: dt.
     attempt.decline_message = ""
     attempt.action_url = ""
     attempt.reconcile_after = None
-    attempt.save(
-        update_fields=[
-            "status",
-            "completed_at",
-            "decline_code",
-            "decline_message",
-            "action_url",
-            "reconcile_after",
-            "gateway_reference",
-        ]
+    # Written with the payment's other writes, in one round trip (payment_apply executes the batch).
+    writes = WriteBatch()
+    fields = ("status", "completed_at", "decline_code", "decline_message", "action_url", "reconcile_after")
+    writes.update(
+        PaymentAttempt.objects.filter(pk=attempt.pk),
+        **{name: getattr(attempt, name) for name in (*fields, "gateway_reference")},
     )
     method = attempt.payment_method
     assert method is not None
@@ -535,6 +541,7 @@ def _apply_success(*, account: BillingAccount, attempt: PaymentAttempt, now: dt.
         paid_on=timezone.localdate(now),
         allocations=allocations,
         audits=[succeeded],
+        writes=writes,
     )
 
 

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from audit.services import audit_event, audit_record
+from billing_portal.batch import WriteBatch
 
 from .models import UNPAID_STATUSES, Invoice, Product, Subscription
 
@@ -107,17 +108,27 @@ def invoice_amount_due_set(
     return invoice
 
 
-def invoices_mark_paid(*, invoices: list[Invoice], at: dt.datetime) -> list[Invoice]:
+def invoices_mark_paid(
+    *, invoices: list[Invoice], at: dt.datetime, writes: WriteBatch | None = None
+) -> list[Invoice]:
     """Nothing is due any more on these invoices (the ledger derived 0 for each): open/past due → paid, in ONE
     UPDATE whatever their number. The caller read them with select_for_update in its transaction, under the
-    account lock, and passes those rows; an invoice that is not open or past due is refused."""
+    account lock, and passes those rows; an invoice that is not open or past due is refused. With `writes`,
+    the UPDATE joins the caller's batch (billing_portal.batch), sent when the caller executes it."""
     for invoice in invoices:
         if invoice.status not in Invoice.PAYABLE_STATUSES:
             raise InvalidTransition(f"invoice {invoice.number} is {invoice.status}, nothing to pay")
     if invoices:
-        Invoice.objects.filter(pk__in=[i.pk for i in invoices]).update(
-            status=Invoice.Status.PAID, amount_due_minor=0, paid_at=at, next_attempt_at=None
+        batch = writes if writes is not None else WriteBatch()
+        batch.update(
+            Invoice.objects.filter(pk__in=[i.pk for i in invoices]),
+            status=Invoice.Status.PAID,
+            amount_due_minor=0,
+            paid_at=at,
+            next_attempt_at=None,
         )
+        if writes is None:
+            batch.execute()
     for invoice in invoices:
         invoice.status, invoice.amount_due_minor, invoice.paid_at, invoice.next_attempt_at = (
             Invoice.Status.PAID,
