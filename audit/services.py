@@ -68,6 +68,6 @@ def audits_record(events: list[AuditEvent], *, writes: WriteBatch | None = None)
     if not events:
         return []
     if writes is not None:
-        writes.insert(events)
+        writes.insert(events, returning=True)  # their ids, as bulk_create sets them
         return events
     return AuditEvent.objects.bulk_create(events)

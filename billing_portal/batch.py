@@ -30,7 +30,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.core.exceptions import EmptyResultSet
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.models import AutoField, ForeignKey, Model, QuerySet
 from django.db.models.sql import InsertQuery, UpdateQuery
 
@@ -65,7 +66,13 @@ class WriteBatch:
         query.clear_select_clause()
         if query.get_related_updates():
             raise TypeError("a batched update writes one table")
-        sql, params = query.get_compiler(self.using).as_sql()
+        if queryset.db != self.using:
+            raise TypeError(f"this batch writes to {self.using!r}, not {queryset.db!r}")
+        try:
+            sql, params = query.get_compiler(self.using).as_sql()
+        except EmptyResultSet:  # filtered to nothing (pk__in=[]): nothing to send, as update() returns 0
+            self._add(_Statement("", (), rowcount=0))
+            return
         self._add(_Statement(sql, tuple(params)))
 
     def insert(self, objs: Sequence[Model], *, returning: bool = False) -> None:
@@ -80,10 +87,14 @@ class WriteBatch:
         for obj in objs:
             if type(obj) is not model or obj.pk is not None:
                 raise TypeError("a batched insert takes new rows of one model")
-            for key in keys:  # as bulk_create checks: a related object must be saved before it is named
+            for key in keys:  # as bulk_create does: a related object must be saved before it is named
                 related = key.get_cached_value(obj) if key.is_cached(obj) else None
-                if related is not None and related.pk is None:
+                if related is None:
+                    continue
+                if related.pk is None:
                     raise ValueError(f"save {key.name} before inserting {opts.object_name} in a batch")
+                if getattr(obj, key.attname) is None:  # assigned before it was saved
+                    setattr(obj, key.attname, related.pk)
         query = InsertQuery(model)
         query.insert_values(fields, list(objs))
         compiler = query.get_compiler(self.using)
@@ -111,7 +122,7 @@ class WriteBatch:
         if self.executed:
             raise RuntimeError("this batch was executed already")
         self.executed = True
-        statements = self._statements
+        statements = [s for s in self._statements if s.sql]
         if not statements:
             return
         connection = connections[self.using]
@@ -120,7 +131,9 @@ class WriteBatch:
             and connection.vendor == "postgresql"
             and (connection.settings_dict.get("OPTIONS", {}).get("server_side_binding") is not True)
         )
-        with connection.cursor() as cursor:
+        # As save(), update() and bulk_create(): an error marks the caller's atomic block for rollback, so
+        # statements that ran before it (one by one, on SQLite) can never be committed without the rest.
+        with transaction.mark_for_rollback_on_error(using=self.using), connection.cursor() as cursor:
             if together:
                 cursor.execute(
                     ";\n".join(s.sql for s in statements),

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import QuerySet, Subquery
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
@@ -543,6 +543,8 @@ def _apply_success(*, account: BillingAccount, attempt: PaymentAttempt, now: dt.
         audits=[succeeded],
         writes=writes,
     )
+    if writes.rowcounts()[0] != 1:  # as save(update_fields=…) would: the locked row must still be there
+        raise DatabaseError(f"attempt {attempt.pk} was not updated")
 
 
 def _apply_decline(

@@ -42,10 +42,11 @@ def test_a_batch_writes_in_order_with_row_counts_and_new_keys_in_one_round_trip_
     ]
     batch = WriteBatch()
     batch.insert([new], returning=True)
-    batch.insert(events)
+    batch.insert(events, returning=True)
     batch.update(BillingAccount.objects.filter(pk=existing.pk), name="After")
     batch.update(BillingAccount.objects.filter(pk=-1), name="Nobody")
-    assert len(batch) == 4
+    batch.update(BillingAccount.objects.filter(pk__in=[]), name="Nothing")  # nothing to send, as update()
+    assert len(batch) == 5
     assert new.pk is None
     with transaction.atomic(), CaptureQueriesContext(connection) as captured:
         batch.execute()
@@ -55,7 +56,8 @@ def test_a_batch_writes_in_order_with_row_counts_and_new_keys_in_one_round_trip_
         assert sent[0].count(";\n") == 3
     else:
         assert len(sent) == 4
-    assert batch.rowcounts() == [1, 2, 1, 0]
+    assert batch.rowcounts() == [1, 2, 1, 0, 0]
+    assert all(event.pk is not None for event in events)
     assert new.pk is not None
     assert not new._state.adding
     assert BillingAccount.objects.get(pk=new.pk).domain == "batched.example"
@@ -78,6 +80,21 @@ def test_an_error_in_any_statement_raises_and_the_callers_transaction_keeps_none
         batch.execute()
     assert not BillingAccount.objects.filter(domain="fresh.example").exists()
     assert BillingAccount.objects.filter(domain="taken.example").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_error_caught_inside_the_callers_transaction_still_rolls_the_whole_batch_back():
+    """As save() and update() do: the failed batch marks the caller's atomic block, so what ran before the
+    error (statement by statement, on SQLite) is never committed without the rest."""
+    BillingAccountFactory(domain="taken.example")
+    batch = WriteBatch()
+    batch.insert([_new_account("fresh.example")])
+    batch.insert([_new_account("taken.example")])
+    with transaction.atomic():
+        with pytest.raises(IntegrityError):
+            batch.execute()
+        assert transaction.get_rollback()
+    assert not BillingAccount.objects.filter(domain="fresh.example").exists()
 
 
 def test_with_server_side_binding_the_statements_go_one_by_one(settings):
