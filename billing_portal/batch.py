@@ -76,8 +76,8 @@ class WriteBatch:
         self._add(_Statement(sql, tuple(params)))
 
     def insert(self, objs: Sequence[Model], *, returning: bool = False) -> None:
-        """`bulk_create(objs)` of new rows (no primary key yet), as one statement of the batch; with
-        `returning`, the new primary keys are set on `objs` by execute()."""
+        """`bulk_create(objs)` of new rows (not saved or read from the database), as one statement of the
+        batch; with `returning`, their primary keys are set on `objs` by execute()."""
         if not objs:
             return
         model = type(objs[0])
@@ -85,7 +85,7 @@ class WriteBatch:
         fields = [f for f in opts.concrete_fields if not f.generated and not isinstance(f, AutoField)]
         keys = [f for f in fields if isinstance(f, ForeignKey)]
         for obj in objs:
-            if type(obj) is not model or obj.pk is not None:
+            if type(obj) is not model or not obj._state.adding:
                 raise TypeError("a batched insert takes new rows of one model")
             for key in keys:  # as bulk_create does: a related object must be saved before it is named
                 related = key.get_cached_value(obj) if key.is_cached(obj) else None

@@ -28,7 +28,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, OuterRef, Q, QuerySet, Subquery
+from django.db.models import F, OneToOneRel, OuterRef, Q, QuerySet, Subquery
 from django.urls import reverse
 from django.utils import timezone, translation
 
@@ -349,8 +349,26 @@ def retry_plan(
     return plan
 
 
-def _dunning_note(*, invoice: Invoice, plan: RetryPlan | None, code: str = "", reason: str = "") -> None:
-    """Keep the invoice's dunning row (the timeline's "why") current."""
+def _dunning_relation() -> OneToOneRel:
+    """Invoice → its dunning row, whose cache on an invoice says whether the row was read with it."""
+    relation = Invoice._meta.get_field("dunning")
+    assert isinstance(relation, OneToOneRel)
+    return relation
+
+
+def _dunning_note(
+    *,
+    invoice: Invoice,
+    plan: RetryPlan | None,
+    code: str = "",
+    reason: str = "",
+    writes: WriteBatch | None = None,
+) -> None:
+    """Keep the invoice's dunning row (the timeline's "why") current.
+
+    When the caller read the invoice locked with its dunning row (select_related("dunning"), under the account
+    lock), whether the row exists is known: it is inserted or updated without asking again, and with
+    `writes` the write joins the caller's batch (billing_portal.batch). Otherwise it is looked up."""
     values: dict[str, Any] = {}
     if plan is not None:
         values.update(policy=plan.policy, reason=plan.why, planned_at=plan.at)
@@ -358,6 +376,24 @@ def _dunning_note(*, invoice: Invoice, plan: RetryPlan | None, code: str = "", r
         values["reason"] = reason
     if code:
         values["last_decline_code"] = code
+    batch = writes if writes is not None else WriteBatch()
+    cache = _dunning_relation()
+    if cache.is_cached(invoice):
+        known = cache.get_cached_value(invoice)
+        assert known is None or isinstance(known, InvoiceDunning)
+        if known is None:
+            known = InvoiceDunning(invoice=invoice, **values, first_decline_code=code)
+            batch.insert([known])
+            cache.set_cached_value(invoice, known)
+        elif values:
+            if code and not known.first_decline_code:
+                values["first_decline_code"] = code
+            for name, value in values.items():
+                setattr(known, name, value)
+            batch.update(InvoiceDunning.objects.filter(pk=known.pk), **values, updated_at=timezone.now())
+        if writes is None:
+            batch.execute()
+        return
     row, created = InvoiceDunning.objects.get_or_create(
         invoice=invoice, defaults={**values, "first_decline_code": code}
     )
@@ -1087,7 +1123,12 @@ def _after_charge(
         history.add(attempt, brand=brand)
     if attempt.status == PaymentAttempt.Status.SUCCEEDED:
         return
-    invoices = list(Invoice.objects.select_for_update(of=("self",)).filter(pk__in=invoice_ids).order_by("pk"))
+    invoices = list(
+        Invoice.objects.select_for_update(of=("self",))
+        .select_related("dunning")  # whether each has its dunning row: _dunning_note then need not ask
+        .filter(pk__in=invoice_ids)
+        .order_by("pk")
+    )
     _schedule_after(
         attempt=attempt,
         invoices=invoices,
@@ -1201,6 +1242,11 @@ def _schedule_after(
     """
     account = attempt.account
     numbers = attempt_numbers(attempt.idempotency_key)
+    subs: dict[int, Subscription | None] = {}  # each subscription marked past due once for all its invoices
+    # The invoices' own writes (their schedule, their dunning rows) go in one round trip at the end
+    # (billing_portal.batch); nothing below reads them back. An open invoice is written at once: marking it
+    # past due reads and writes the row again.
+    writes = WriteBatch()
     later: set[int] = set()
     if not newest:
         later = set(
@@ -1246,10 +1292,13 @@ def _schedule_after(
                 policies=policies,
                 history=history,
                 failures=failures,
+                subs=subs,
+                writes=writes,
             )
             fields.clear()
         if fields:
             invoice.save(update_fields=sorted(fields))
+    writes.execute()
 
 
 def _schedule_decline(
@@ -1262,7 +1311,13 @@ def _schedule_decline(
     policies: dict[str, RetryPolicy],
     history: CardHistory | None,
     failures: list[Failure] | None,
+    subs: dict[int, Subscription | None] | None = None,
+    writes: WriteBatch | None = None,
 ) -> None:
+    """One invoice of a declined (or 3-D Secure) attempt: its retry plan, its dunning row, and the past-due
+    marks on it and its subscription. `subs`: subscriptions already marked for this attempt (one mark and
+    one final-warning check per subscription, however many of its invoices the attempt held). `writes`: the
+    caller's batch for the invoice's schedule and dunning row, unless the invoice is still open."""
     code = attempt.decline_code or (
         "authentication_required" if attempt.status == PaymentAttempt.Status.REQUIRES_ACTION else ""
     )
@@ -1284,15 +1339,25 @@ def _schedule_decline(
     )
     invoice.next_attempt_at = plan.at
     fields.add("next_attempt_at")
-    _dunning_note(invoice=invoice, plan=plan, code=code)
-    invoice.save(update_fields=sorted(fields))
+    batch = writes if writes is not None and invoice.status != Invoice.Status.OPEN else None
+    _dunning_note(invoice=invoice, plan=plan, code=code, writes=batch)
+    if batch is None:
+        invoice.save(update_fields=sorted(fields))
+    else:
+        batch.update(
+            Invoice.objects.filter(pk=invoice.pk), **{name: getattr(invoice, name) for name in fields}
+        )
     if invoice.status == Invoice.Status.OPEN:
         invoice = invoice_mark_past_due(invoice_id=invoice.pk, at=failed_at)
     sub = None
-    if invoice.subscription_id:
+    if invoice.subscription_id and subs is not None and invoice.subscription_id in subs:
+        sub = subs[invoice.subscription_id]
+    elif invoice.subscription_id:
         sub = _mark_subscription_past_due(subscription_id=invoice.subscription_id, now=failed_at)
         if sub is not None:
             _schedule_final_warning(sub=sub, now=now)
+        if subs is not None:
+            subs[invoice.subscription_id] = sub
     if failures is None:
         _notify_failure(account=account, invoice=invoice, attempt=attempt, category=category, sub=sub)
     else:

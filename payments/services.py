@@ -596,12 +596,15 @@ def _apply_decline(
         )
         transaction.on_commit(lambda: _gateway_detach(method_id=method.pk))
     if attempt.off_session:
-        # Nobody was present: the invoices and subscriptions are past due now (dunning retries them).
+        # Nobody was present: the invoices and subscriptions are past due now (dunning retries them). Each
+        # subscription once, however many of its invoices this payment was for.
+        marked: set[int] = set()
         for allocation in attempt.allocations.select_related("invoice").order_by("invoice_id"):
             invoice = allocation.invoice
             if invoice.status == Invoice.Status.OPEN:
                 invoice_mark_past_due(invoice_id=invoice.pk, at=now)
-            if invoice.subscription_id:
+            if invoice.subscription_id and invoice.subscription_id not in marked:
+                marked.add(invoice.subscription_id)
                 subscription_mark_past_due(subscription_id=invoice.subscription_id, at=now)
     audit_record(
         account=account,
