@@ -376,9 +376,9 @@ def _dunning_note(
         values["reason"] = reason
     if code:
         values["last_decline_code"] = code
-    batch = writes if writes is not None else WriteBatch()
     cache = _dunning_relation()
     if cache.is_cached(invoice):
+        batch = writes if writes is not None else WriteBatch()
         known = cache.get_cached_value(invoice)
         assert known is None or isinstance(known, InvoiceDunning)
         if known is None:

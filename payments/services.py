@@ -490,10 +490,17 @@ def _apply_success(*, account: BillingAccount, attempt: PaymentAttempt, now: dt.
     attempt.reconcile_after = None
     # Written with the payment's other writes, in one round trip (payment_apply executes the batch).
     writes = WriteBatch()
-    fields = ("status", "completed_at", "decline_code", "decline_message", "action_url", "reconcile_after")
+    fields = (
+        "status",
+        "completed_at",
+        "decline_code",
+        "decline_message",
+        "action_url",
+        "reconcile_after",
+        "gateway_reference",
+    )
     writes.update(
-        PaymentAttempt.objects.filter(pk=attempt.pk),
-        **{name: getattr(attempt, name) for name in (*fields, "gateway_reference")},
+        PaymentAttempt.objects.filter(pk=attempt.pk), **{name: getattr(attempt, name) for name in fields}
     )
     method = attempt.payment_method
     assert method is not None
@@ -1063,8 +1070,7 @@ def _payment_method_record(
                     target=existing,
                 )
             dropped_id = _duplicate_record(account=account, dropped=dropped, kept=existing, actor=actor)
-            if dropped_id is not None:
-                transaction.on_commit(lambda: _gateway_detach(method_id=dropped_id))
+            transaction.on_commit(lambda: _gateway_detach(method_id=dropped_id))
             return existing
         try:
             with transaction.atomic():
@@ -1111,17 +1117,12 @@ def _payment_method_record(
 
 def _duplicate_record(
     *, account: BillingAccount, dropped: PaymentMethod, kept: PaymentMethod, actor: Any
-) -> int | None:
-    """Keep a duplicate token of `kept` as a removed card (the caller holds the account lock and has checked
-    that no row holds the token) and audit it. Returns its id; None when, impossibly for one gateway,
-    another account holds the token: then it is not ours to detach."""
+) -> int:
+    """Keep a duplicate token of `kept` as a removed card and audit it; its id. The caller holds the account
+    lock and has checked that no row of any account holds the token, so the INSERT needs no savepoint."""
     dropped.status = PaymentMethod.Status.DETACHED
     dropped.removed_at = timezone.now()
-    try:
-        with transaction.atomic():
-            dropped.save(force_insert=True)
-    except IntegrityError:
-        return None
+    dropped.save(force_insert=True)
     audit_record(
         account=account,
         actor=actor,
