@@ -58,11 +58,13 @@ def _database_ensure(url: str) -> None:
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
-def _prepare(env: dict[str, str], quick: bool) -> None:
+def _prepare(env: dict[str, str], quick: bool, *, seed: bool) -> None:
     _database_ensure(env["DATABASE_URL"])
     manage = [sys.executable, "manage.py"]
     subprocess.run([*manage, "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
     subprocess.run([*manage, "collectstatic", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
+    if not seed:
+        return
     subprocess.run([*manage, "seed_demo", "-v0"], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
     sizes = ["--subscriptions", "100", "--invoices", "1000", "--small-accounts", "20"] if quick else []
     subprocess.run([*manage, "seed_large", *sizes], cwd=ROOT, env=env, check=True)
@@ -148,6 +150,11 @@ def main() -> int:
         "--conn-max-age", default="", help="CONN_MAX_AGE for gunicorn (default: the settings')"
     )
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--reuse-data",
+        action="store_true",
+        help="keep the data of an earlier run (migrate and collectstatic only): for runs back to back",
+    )
     args = parser.parse_args()
     url = os.environ.get("DATABASE_URL", "")
     if not url.startswith(("postgres://", "postgresql://")) or not shutil.which("wrk"):
@@ -169,7 +176,7 @@ def main() -> int:
     if args.conn_max_age != "":
         env["CONN_MAX_AGE"] = args.conn_max_age
     env.pop("EMAIL_HOST", None)
-    _prepare(env, args.quick)
+    _prepare(env, args.quick, seed=not args.reuse_data)
     os.environ.update(env)
 
     import django

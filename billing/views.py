@@ -47,6 +47,7 @@ from .selectors import (
     product_rows,
     subscription_details,
 )
+from .tables import invoice_rows_html, product_rows_html
 
 # A page of Your products shows as many rows as a page of invoices: the admin center pages long product
 # lists, and a row is the one cost of the page that grows with the account (bench/pages.py).
@@ -97,6 +98,8 @@ def products(request: HttpRequest, membership: Membership) -> HttpResponse:
     summary = past_due_summary(account=account)
     rows = product_rows(values=page)
     _product_row_parts(membership, rows, summary)
+    # The "…" menu (Replace payment method): owners and admins of card-paying accounts.
+    row_menus = membership.can_manage_payment_methods and not account.pays_by_bank_transfer
     template = (
         "subscriptions/products.html#product-list" if is_htmx(request) else "subscriptions/products.html"
     )
@@ -107,10 +110,9 @@ def products(request: HttpRequest, membership: Membership) -> HttpResponse:
             "membership": membership,
             "account": account,
             "page": page,
-            "rows": rows,
+            "rows_html": product_rows_html(rows, row_menus=row_menus),
             "past_due": summary,
-            # The "…" menu (Replace payment method): owners and admins of card-paying accounts.
-            "row_menus": membership.can_manage_payment_methods and not account.pays_by_bank_transfer,
+            "row_menus": row_menus,
         },
     )
 
@@ -217,7 +219,7 @@ def invoices(request: HttpRequest, membership: Membership) -> HttpResponse:
             "account": account,
             "form": form,
             "page": page,
-            "rows": rows,
+            "rows_html": invoice_rows_html(rows),
             "filtered": any(filters.values()),
             "querystring": query.urlencode(),
         },
