@@ -210,6 +210,8 @@ class SettlePreview:
     chosen_method_invoices: list[SettleRow]
     chosen_method_count: int
     chosen_method_total: Money
+    # A payment is still under way for one of these invoices (attempts_in_flight_on_methods says which).
+    payments_in_flight: bool = False
 
     @property
     def total(self) -> Money:
@@ -235,7 +237,9 @@ class SettlePreview:
 # pane's order come from a top-N sort of its own rows. (A window over all of them sorted every invoice
 # and was a third slower at 1,000.) Always two card ids (the failed card twice when no other card is
 # chosen; the second branch is then empty), so the text never changes. Each branch is a subquery
-# because SQLite allows no parentheses around the parts of a UNION.
+# because SQLite allows no parentheses around the parts of a UNION. `in_flight` says whether a payment is
+# still under way for any of these invoices (payments_in_flight's test, over the same invoices): the pane
+# then reads which ones (attempts_in_flight_on_methods); usually none is, and that round trip is saved.
 _SETTLE_PREVIEW_SQL = """
 WITH due AS MATERIALIZED (
     SELECT i.id, i.number, i.currency, i.amount_due_minor, i.due_on, s.quantity, p.name, s.payment_method_id
@@ -248,7 +252,11 @@ WITH due AS MATERIALIZED (
     SELECT payment_method_id, SUM(amount_due_minor) AS method_total, COUNT(*) AS method_count
     FROM due GROUP BY payment_method_id
 )
-SELECT listed.*, sums.method_total, sums.method_count FROM (
+SELECT listed.*, sums.method_total, sums.method_count, EXISTS (
+    SELECT 1 FROM {attempt} a
+    WHERE a.account_id = %(account)s AND a.status IN ({in_flight})
+      AND EXISTS (SELECT 1 FROM {allocation} al WHERE al.attempt_id = a.id AND al.invoice_id IN (SELECT id FROM due))
+) AS in_flight FROM (
     SELECT * FROM (
         SELECT * FROM due WHERE payment_method_id = %(failed)s ORDER BY name, id LIMIT %(listed)s
     ) AS failed_listed
@@ -268,6 +276,9 @@ def _settle_preview_sql() -> str:
         invoice=connection.ops.quote_name(Invoice._meta.db_table),
         subscription=connection.ops.quote_name(Subscription._meta.db_table),
         product=connection.ops.quote_name(Product._meta.db_table),
+        attempt=connection.ops.quote_name(PaymentAttempt._meta.db_table),
+        allocation=connection.ops.quote_name(PaymentAllocation._meta.db_table),
+        in_flight=", ".join(f"%(in_flight_{i})s" for i in range(len(PaymentAttempt.IN_FLIGHT))),
     )
 
 
@@ -288,6 +299,7 @@ def settle_preview(
                 "failed": failed_method.pk,
                 "chosen": chosen_id or failed_method.pk,
                 "listed": SETTLE_INVOICES_LISTED,
+                **{f"in_flight_{i}": status.value for i, status in enumerate(PaymentAttempt.IN_FLIGHT)},
             },
         )
         rows = cursor.fetchall()
@@ -295,7 +307,9 @@ def settle_preview(
     listed: dict[int, list[SettleRow]] = {pk: [] for pk in method_ids}
     totals = dict.fromkeys(method_ids, 0)
     counts = dict.fromkeys(method_ids, 0)
-    for pk, number, currency, amount_due, due_on, quantity, name, method_id, total, count in rows:
+    in_flight = False
+    for pk, number, currency, amount_due, due_on, quantity, name, method_id, total, count, flight in rows:
+        in_flight = bool(flight)
         if isinstance(due_on, str):  # SQLite hands dates back as text from a raw cursor
             due_on = dt.date.fromisoformat(due_on)
         listed[method_id].append(
@@ -318,6 +332,7 @@ def settle_preview(
         chosen_method_invoices=listed[chosen_id] if chosen_id else [],
         chosen_method_count=counts[chosen_id] if chosen_id else 0,
         chosen_method_total=Money(totals[chosen_id] if chosen_id else 0, account.currency),
+        payments_in_flight=in_flight,
     )
 
 

@@ -253,7 +253,9 @@ def _settle_context(
         "quote": quote,
         "in_flight": attempts_in_flight_on_methods(
             account=account, method_ids=sorted({failed.pk, (chosen or failed).pk})
-        ),
+        )
+        if quote.payments_in_flight
+        else [],
         "pane_close_url": _close_url(membership),
         "failed_message": decline_message(failed.last_decline_code) if failed.last_decline_code else "",
         "can_edit_expiry": membership.can_manage_payment_methods

@@ -73,3 +73,42 @@ def test_by_invoice_ids_and_by_card():
     assert attempts_in_flight(account=contoso.account, invoice_ids=[inv["powerbi"].pk]) == []
     assert list(payments_in_flight(account_id=contoso.account.pk, method_id=contoso.visa.pk)) == [waiting]
     assert not payments_in_flight(account_id=contoso.account.pk, method_id=contoso.mastercard.pk).exists()
+
+
+def test_settle_preview_says_whether_a_payment_is_in_flight_as_the_query_does():
+    """The Settle balance pane reads which payments are in flight only when its preview says one is: the
+    preview's flag must agree with attempts_in_flight_on_methods for every attempt state and invoice set."""
+    from django.db import transaction
+
+    from payments.selectors import settle_preview
+
+    contoso = build_contoso()
+    other = build_contoso(prefix="other-")
+    inv = contoso.invoices
+    Invoice.objects.filter(pk=inv["powerbi"].pk).update(amount_due_minor=0)
+    sets = [
+        [inv["m365"]],
+        [inv["visio"]],
+        [inv["exchange"], inv["visio"]],
+        [inv["teams"]],
+        [inv["powerbi"]],
+        [],
+    ]
+    # Another account's payment in flight never counts.
+    _attempt(other.account, other.visa, PaymentAttempt.Status.PENDING, [other.invoices["m365"]], "other")
+    keys = itertools.count()
+    checked = 0
+    for status, _label in PaymentAttempt.Status.choices:
+        for invoices in sets:
+            with transaction.atomic():
+                _attempt(contoso.account, contoso.visa, status, invoices, f"k{next(keys)}")
+                for chosen in (None, contoso.mastercard):
+                    preview = settle_preview(
+                        account=contoso.account, failed_method=contoso.visa, chosen_method=chosen
+                    )
+                    method_ids = sorted({contoso.visa.pk, (chosen or contoso.visa).pk})
+                    expected = attempts_in_flight_on_methods(account=contoso.account, method_ids=method_ids)
+                    assert preview.payments_in_flight == bool(expected), (status, invoices, chosen)
+                    checked += bool(expected)
+                transaction.set_rollback(True)
+    assert checked > 0  # some of them were in flight

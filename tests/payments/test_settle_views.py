@@ -301,8 +301,9 @@ def test_pane_query_count_is_flat(client, contoso, django_assert_num_queries, ex
 
 
 # session, user, membership, the failed + chosen + usable cards (one query), both invoice lists with
-# their totals (one windowed query), + the shell's account switcher, + payments in flight
-PANE_QUERIES = 7
+# their totals and whether a payment is in flight for them (one query), + the shell's account switcher;
+# + which payments are in flight, when one is
+PANE_QUERIES = 6
 
 
 def test_pane_lists_the_first_invoices_and_counts_the_rest(client, contoso):
@@ -380,12 +381,14 @@ def test_attempt_pages_of_another_account_are_404(client, contoso):
     assert client.get(url).status_code == 404
 
 
-def test_pane_says_when_a_payment_is_being_checked(client, contoso, settings):
+def test_pane_says_when_a_payment_is_being_checked(client, contoso, settings, django_assert_num_queries):
     settings.SIMULATED_GATEWAY_TIMEOUT_CARDS = ["5555555555554444"]
     client.force_login(contoso.admin)
     post_settle(client, contoso)
     body = client.get(settle_url(contoso) + f"?method={contoso.mastercard.pk}").content.decode()
     assert "is being checked with the bank" in body
+    with django_assert_num_queries(PANE_QUERIES + 1):  # the preview says one is in flight: which one
+        client.get(settle_url(contoso) + f"?method={contoso.mastercard.pk}")
     again = post_settle(client, contoso)
     assert "already in progress" in again.content.decode()
     assert SimCharge.objects.count() == 1
