@@ -262,7 +262,6 @@ def _settle_context(
         and failed.owner_id is not None
         and failed.owner_id == request.user.pk,
         "form_key": new_form_key(),
-        "expiry_years": range(_this_year(), _this_year() + 16),
         "form_data": typed or {},
         **_card_form_context(),
     }
@@ -276,12 +275,6 @@ def _typed(request: HttpRequest) -> dict[str, str]:
 def _field_errors(errors: Any) -> dict[str, str]:
     """{field: first message} from a Django form's errors or a service's error dict."""
     return {k: (v[0] if isinstance(v, list | tuple) else str(v)) for k, v in (errors or {}).items()}
-
-
-def _this_year() -> int:
-    from django.utils import timezone
-
-    return timezone.localdate().year
 
 
 @require_http_methods(["GET", "POST"])
@@ -424,7 +417,6 @@ def _pay_context(*, membership: Membership, invoice: Invoice) -> dict[str, Any]:
         # The invoice's own card when it works, else the first working card; never a declined one.
         "default_method_id": payment_method_preselect(methods=methods, preferred_id=preferred),
         "form_key": new_form_key(),
-        "expiry_years": range(_this_year(), _this_year() + 16),
         **_card_form_context(),
     }
 
