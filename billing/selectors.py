@@ -5,13 +5,13 @@ Fixed query counts, however large the account."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.paginator import Page, Paginator
 from django.db import connection
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, Q, QuerySet, Subquery, Sum
 from django.utils import formats
 from django.utils.functional import cached_property
 from django.utils.html import escape
@@ -317,19 +317,28 @@ def _product_page_rows(
 
 
 def product_page(*, account: BillingAccount, number: int, per_page: int) -> Page:
-    """Page `number` of Your products (a page past the end is the last page, as Paginator.get_page does),
-    its rows as column values (keys: _PRODUCT_ROW_COLUMNS) for product_rows(). One query; past the end,
-    one more for the first page (which says how many there are) and a third when the last is not the first."""
+    """Page `number` of Your products, its rows as column values (keys: _PRODUCT_ROW_COLUMNS) for
+    product_rows(). One query (see _counted_page for a page past the end)."""
+    return _counted_page(
+        lambda limit, offset: _product_page_rows(account, limit=limit, offset=offset), number, per_page
+    )
+
+
+def _counted_page(
+    read: Callable[[int, int], tuple[list[dict[str, Any]], int]], number: int, per_page: int
+) -> Page:
+    """Page `number` from `read(limit, offset)`, which returns the page's rows and the number of rows on
+    all pages in one statement. A page past the end is the last page, as Paginator.get_page makes it: one
+    more read for the first page (which says how many there are) and a third when the last is not the first."""
     number = max(1, number)
-    rows, count = _product_page_rows(account, limit=per_page, offset=(number - 1) * per_page)
+    rows, count = read(per_page, (number - 1) * per_page)
     if not rows and number > 1:
         number = 1
-        rows, count = _product_page_rows(account, limit=per_page, offset=0)
+        rows, count = read(per_page, 0)
         if count > per_page:
             number = -(-count // per_page)
-            rows, count = _product_page_rows(account, limit=per_page, offset=(number - 1) * per_page)
-    paginator = _CountedPaginator(count=count, per_page=per_page)
-    return Page(rows, number, paginator)
+            rows, count = read(per_page, (number - 1) * per_page)
+    return Page(rows, number, _CountedPaginator(count=count, per_page=per_page))
 
 
 def product_rows(*, values: Iterable[dict[str, Any]]) -> list[ProductRow]:
@@ -425,6 +434,21 @@ INVOICE_ROW_COLUMNS = (
     "period_start",
     "period_end",
 )
+
+
+def invoice_page(*, invoices: QuerySet[Invoice], number: int, per_page: int) -> Page:
+    """Page `number` of these invoices (invoices_for_account, filtered) as column values (keys:
+    INVOICE_ROW_COLUMNS) for invoice_rows(). One query: the page's rows with the number of invoices on all
+    pages, counted by a sub-select in the same statement, where Paginator sent a COUNT first."""
+
+    def read(limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
+        count = invoices.order_by().values("account_id").annotate(n=Count("pk")).values("n")
+        rows = list(
+            invoices.values(*INVOICE_ROW_COLUMNS, on_all_pages=Subquery(count))[offset : offset + limit]
+        )
+        return rows, (rows[0]["on_all_pages"] if rows else 0)
+
+    return _counted_page(read, number, per_page)
 
 
 def invoice_rows(*, values: Iterable[dict[str, Any]]) -> list[InvoiceRow]:

@@ -9,7 +9,6 @@ from urllib.parse import quote
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
@@ -38,10 +37,10 @@ from subscriptions.services import NothingToReactivate, subscription_request_rea
 from .documents import invoice_document_context, invoice_pdf_filename, invoices_csv
 from .documents import invoice_pdf as invoice_pdf_bytes
 from .selectors import (
-    INVOICE_ROW_COLUMNS,
     InvoiceRow,
     ProductRow,
     account_overview,
+    invoice_page,
     invoice_rows,
     product_page,
     product_rows,
@@ -204,9 +203,11 @@ def invoices(request: HttpRequest, membership: Membership) -> HttpResponse:
     account = membership.account
     form = InvoiceFilterForm(request.GET or None)
     filters = form.filters()
-    page = Paginator(
-        invoices_for_account(account=account, **filters).values(*INVOICE_ROW_COLUMNS), INVOICES_PER_PAGE
-    ).get_page(parse_page(request.GET.get("page")))
+    page = invoice_page(
+        invoices=invoices_for_account(account=account, **filters),
+        number=parse_page(request.GET.get("page")),
+        per_page=INVOICES_PER_PAGE,
+    )
     rows = invoice_rows(values=page)
     _invoice_row_parts(membership, rows)
     query = request.GET.copy()

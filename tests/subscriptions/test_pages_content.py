@@ -195,6 +195,20 @@ def test_invoices_are_paginated_25_per_page(client):
     second = _invoices(client, account, users, "?page=2")
     assert second.count('<th scope="row">') == 5
     assert _invoices(client, account, users, "?page=abc").count('<th scope="row">') == 25
+    past_the_end = _invoices(client, account, users, "?page=99")  # the last page, as Paginator.get_page
+    assert past_the_end.count('<th scope="row">') == 5
+    assert "Page 2 of 2" in past_the_end
+
+
+def test_invoice_pages_count_what_the_filters_keep(client):
+    account, users = account_with_subscriptions(60, past_due=27)
+    past_due = _invoices(client, account, users, "?status=past_due&page=2")
+    assert past_due.count('<th scope="row">') == 2
+    assert "26–27 of 27" in past_due
+    assert "Page 2 of 2" in past_due
+    assert past_due.count("Past due") >= 2
+    nothing = _invoices(client, account, users, "?status=void&page=3")
+    assert "No invoices match these filters" in nothing
 
 
 def test_products_are_paginated_25_per_page_rows_that_need_attention_first(client):
