@@ -102,7 +102,11 @@ def test_settle_preview_says_whether_a_payment_is_in_flight_as_the_query_does():
         for invoices in sets:
             with transaction.atomic():
                 _attempt(contoso.account, contoso.visa, status, invoices, f"k{next(keys)}")
-                for chosen in (None, contoso.mastercard):
+                for chosen in (
+                    None,
+                    contoso.visa,
+                    contoso.mastercard,
+                ):  # the view passes the failed card itself
                     preview = settle_preview(
                         account=contoso.account, failed_method=contoso.visa, chosen_method=chosen
                     )

@@ -209,6 +209,16 @@ def test_invoice_pages_count_what_the_filters_keep(client):
     assert past_due.count("Past due") >= 2
     nothing = _invoices(client, account, users, "?status=void&page=3")
     assert "No invoices match these filters" in nothing
+    # Issued-on dates count too: move ten invoices back a year; the rest are counted from the year's start.
+    old = Invoice.objects.filter(account=account).order_by("pk")[:10]
+    Invoice.objects.filter(pk__in=[i.pk for i in old]).update(
+        issued_on=dt.date(2025, 1, 15), due_on=dt.date(2025, 2, 14)
+    )
+    this_year = _invoices(client, account, users, "?issued_from=2026-01-01&page=2")
+    assert "26–50 of 50" in this_year
+    last_year = _invoices(client, account, users, "?issued_to=2025-12-31")
+    assert last_year.count('<th scope="row">') == 10
+    assert "Page 1 of" not in last_year  # one page: no pagination bar
 
 
 def test_products_are_paginated_25_per_page_rows_that_need_attention_first(client):
