@@ -4,6 +4,7 @@ name or number holds is printed as text, never as markup."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from html.parser import HTMLParser
 
@@ -11,6 +12,8 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone, translation
 
+from billing.selectors import InvoiceRow, ProductRow
+from billing.tables import invoice_rows_html, product_rows_html
 from subscriptions.models import Invoice, Subscription
 from tests.factories import InvoiceFactory, ProductFactory, SubscriptionFactory
 from tests.pages_helpers import account_with_subscriptions
@@ -187,3 +190,36 @@ def test_invoice_rows_have_their_cells_and_pay_now_for_those_who_may_pay(client)
     client.force_login(users["reader"])
     reader_rows = _rows(client.get(url).content.decode())
     assert not any("Pay now" in text for row in reader_rows for text, _ in row["links"])
+
+
+def _hostile(row_type, **flags):
+    """A row whose every text field holds markup as a plain string, as if a caller forgot to escape it."""
+    values = {}
+    for f in dataclasses.fields(row_type):
+        if f.name in flags:
+            values[f.name] = flags[f.name]
+        elif f.type in ("str", "SafeString"):
+            values[f.name] = f'<b id="{f.name}">"&'
+        elif f.type == "bool":
+            values[f.name] = True
+        else:
+            values[f.name] = 1
+    return row_type(**values)
+
+
+def test_rows_escape_every_value_themselves():
+    """billing.tables escapes each value it prints, so a value that was not escaped upstream (a plain
+    string where a SafeString belongs) still prints as text, in every branch of a row."""
+    products = product_rows_html(
+        [
+            _hostile(ProductRow, unpaid=True),
+            _hostile(ProductRow, unpaid=False),  # data_deleted_on set: the reactivate branch
+        ],
+        row_menus=True,
+    )
+    invoices = invoice_rows_html([_hostile(InvoiceRow)])
+    for html in (products, invoices):
+        assert "<b" not in html
+    escaped = "&gt;&quot;&amp;"  # the end of every hostile value, escaped once
+    assert products.count(escaped) >= 20
+    assert invoices.count(escaped) >= 12
