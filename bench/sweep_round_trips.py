@@ -157,6 +157,8 @@ def main() -> int:
             f"{1000 * bare_wall:.1f} ms a run{' (under cProfile)' if profile else ''}; "
             f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
         )
+        if profile is not None and os.environ.get("PROFILE_OUT"):  # for pstats' callers and callees
+            profile.dump_stats(os.environ["PROFILE_OUT"])
         if profile is not None:
             pstats.Stats(profile).sort_stats("cumulative").print_stats(
                 os.environ.get("PROFILE_FILTER", ""), args.cprofile

@@ -15,15 +15,20 @@ each database.
 with the first call's value. Limits, checked when a query is first compiled (a query outside them raises
 instead of running wrongly):
 - parameters are ids: ints, or sequences of ints (each length is its own compiled statement; a call with an
-  empty sequence runs the QuerySet itself);
+  empty sequence runs the QuerySet itself); or aware datetimes compared with a DateTimeField as they are
+  (`next_attempt_at__lte=now`), adapted for the database as the ORM adapts them. The datetime's stand-in is
+  in the year 2, so a value worked out from it in Python (`now - lookback`, `now.date()`) is still near the
+  year 2 and refused: pass such a value as a parameter of its own;
 - every stand-in must appear among the compiled parameters, once or more (an ORM that folded one into the
   SQL text would otherwise run with the stand-in's value);
 - model rows with all their fields, annotations, select_related over forward foreign keys (any depth) and
-  select_for_update; no values(), only()/defer(), extra columns, prefetches or reverse select_related.
+  select_for_update, and over reverse one-to-one keys (the row there or not, cached either way as the
+  QuerySet caches it); no values(), only()/defer(), extra columns, prefetches or reverse foreign keys.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,12 +39,27 @@ from django.db.models.query import ModelIterable
 from django.db.models.sql import Query
 from django.db.transaction import TransactionManagementError
 
-type Ids = int | Sequence[int]
-type Shape = tuple[tuple[str, int | None], ...]  # (keyword, None for an int or the sequence's length), sorted
+type Ids = int | Sequence[int] | dt.datetime
+# (keyword, kind), sorted; kind: None for an int, the sequence's length, or MOMENT for a datetime.
+type Shape = tuple[tuple[str, int | str | None], ...]
+MOMENT = "moment"
 
 # Stand-ins: far outside any id, distinct per parameter and position. Negative, so no serial id matches one.
 _STAND_IN_BASE = -7_300_000_000_000
 _STAND_IN_STRIDE = 1_000_000
+# A datetime's stand-in: 1 January of the year 2 UTC, its microseconds telling the parameters apart. Any date
+# or datetime before the year 4 among the compiled parameters is taken for one worked out from a stand-in.
+_MOMENT_BASE = dt.datetime(2, 1, 1, tzinfo=dt.UTC)
+_MOMENT_NEAR = dt.date(4, 1, 1)
+
+
+def _near_a_stand_in(param: object) -> bool:
+    """A compiled parameter that looks derived from a datetime stand-in (SQLite gets them as text)."""
+    if isinstance(param, dt.datetime):
+        return param.date() < _MOMENT_NEAR
+    if isinstance(param, dt.date):
+        return param < _MOMENT_NEAR
+    return isinstance(param, str) and param[:4] in ("0001", "0002", "0003") and param[4:5] == "-"
 
 
 @dataclass(frozen=True)
@@ -66,6 +86,7 @@ class _Statement[M: Model]:
     sql: str
     params: tuple[object, ...]  # the compiled parameters, the stand-ins' values left in place
     slots: tuple[tuple[int, str, int], ...]  # (position in params, keyword, index in its value)
+    moments: tuple[tuple[int, str], ...]  # (position in params, keyword) of a datetime parameter
     columns: tuple[Any, ...]  # the selected column expressions, for their converters
     model: type[M]
     main: _Part
@@ -77,8 +98,11 @@ class _Statement[M: Model]:
         params = list(self.params)
         for position, name, index in self.slots:
             value = ids[name]
+            assert not isinstance(value, dt.datetime)  # those have slots of their own (moments)
             params[position] = value if isinstance(value, int) else value[index]
         compiler = self.query.get_compiler(using=self.using)  # no SQL is written: only for the connection
+        for position, name in self.moments:
+            params[position] = compiler.connection.ops.adapt_datetimefield_value(ids[name])
         if self.locks and compiler.connection.get_autocommit():  # as Django's compiler refuses it
             raise TransactionManagementError("select_for_update cannot be used outside of a transaction.")
         with compiler.connection.cursor() as cursor:
@@ -126,13 +150,11 @@ class CompiledQuery[M: Model]:
         self._lock = threading.Lock()
 
     def __call__(self, **ids: Ids) -> list[M]:
-        if any(not isinstance(value, int) and len(value) == 0 for value in ids.values()):
+        if any(isinstance(value, Sequence) and len(value) == 0 for value in ids.values()):
             # No stand-in can take the place of an empty list: what it means depends on the query (`x__in=[]`
             # matches nothing, but not under an OR). The ORM knows, and usually sends nothing at all.
             return list(self._build(**ids))
-        shape = tuple(
-            (name, None if isinstance(value, int) else len(value)) for name, value in sorted(ids.items())
-        )
+        shape = tuple((name, _kind(name, value)) for name, value in sorted(ids.items()))
         statement = self._statements.get(shape)
         if statement is None:
             with self._lock:
@@ -142,8 +164,15 @@ class CompiledQuery[M: Model]:
 
     def _compile(self, shape: Shape) -> _Statement[M]:
         stand_ins: dict[int, tuple[str, int]] = {}
+        moment_stand_ins: dict[dt.datetime, str] = {}
         kwargs: dict[str, Ids] = {}
         for n, (name, length) in enumerate(shape):
+            if length == MOMENT:
+                moment = _MOMENT_BASE + dt.timedelta(microseconds=n + 1)
+                moment_stand_ins[moment] = name
+                kwargs[name] = moment
+                continue
+            assert not isinstance(length, str)
             first = _STAND_IN_BASE - n * _STAND_IN_STRIDE
             values = [first - i for i in range(1 if length is None else length)]
             stand_ins.update({value: (name, i) for i, value in enumerate(values)})
@@ -165,10 +194,10 @@ class CompiledQuery[M: Model]:
         while pending:  # depth first, so a part's parent comes before it
             parent, info = pending.pop(0)
             field = info.get("field")
-            forward_fk = (
-                field is not None and (field.many_to_one or field.one_to_one) and not info.get("reverse")
-            )
-            if not forward_fk or info.get("from_parent"):
+            single = field is not None and (
+                field.one_to_one or (field.many_to_one and not info.get("reverse"))
+            )  # one object or none on the holder: a forward key, or a one-to-one either way
+            if not single or info.get("from_parent"):
                 raise TypeError("CompiledQuery selects related over forward foreign keys only")
             parts.append(
                 self._part(
@@ -180,16 +209,28 @@ class CompiledQuery[M: Model]:
                 )
             )
             pending[:0] = [(len(parts) - 1, child) for child in info.get("related_klass_infos", [])]
+        ops = compiler.connection.ops
+        adapted = {ops.adapt_datetimefield_value(moment): name for moment, name in moment_stand_ins.items()}
         slots = []
-        unused = set(stand_ins)
+        moments = []
+        unused = set(stand_ins) | set(adapted)
         for position, param in enumerate(params):
             if type(param) is int and param in stand_ins:  # a value may be used more than once
                 slots.append((position, *stand_ins[param]))
                 unused.discard(param)
             elif type(param) is int and param < _STAND_IN_BASE + _STAND_IN_STRIDE:
                 raise TypeError(f"CompiledQuery: the parameter {param} looks like a changed stand-in")
+            elif isinstance(param, dt.datetime | str) and param in adapted:
+                moments.append((position, adapted[param]))
+                unused.discard(param)
+            elif _near_a_stand_in(param):
+                raise TypeError(f"CompiledQuery: the parameter {param!r} looks like a changed stand-in")
         if unused:  # a value the ORM wrote into the SQL text, or dropped: it could not be replaced
-            names = ", ".join(sorted({stand_ins[value][0] for value in unused}))
+            names = ", ".join(
+                sorted(
+                    {stand_ins[value][0] if isinstance(value, int) else adapted[value] for value in unused}
+                )
+            )
             raise TypeError(f"CompiledQuery: {names} did not reach the SQL as a parameter")
         return _Statement(
             query=query,
@@ -197,6 +238,7 @@ class CompiledQuery[M: Model]:
             sql=sql,
             params=tuple(params),
             slots=tuple(slots),
+            moments=tuple(moments),
             columns=tuple(column for column, _sql, _alias in compiler.select),
             model=queryset.model,
             main=parts[0],
@@ -219,3 +261,13 @@ class CompiledQuery[M: Model]:
             raise TypeError("CompiledQuery: every field of the model must be selected")
         pk_index = attnames.index(model._meta.pk.attname)
         return _Part(model, start, end, attnames, pk_index, parent, set_on, set_back)
+
+
+def _kind(name: str, value: Ids) -> int | str | None:
+    if isinstance(value, int):
+        return None
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:  # the ORM would make it aware with a warning; a compiled query refuses it
+            raise TypeError(f"CompiledQuery: {name} must be an aware datetime")
+        return MOMENT
+    return len(value)

@@ -28,13 +28,14 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, OneToOneRel, OuterRef, Q, QuerySet, Subquery
+from django.db.models import F, IntegerField, OneToOneRel, OuterRef, Q, QuerySet, Subquery, Value
 from django.urls import reverse
 from django.utils import timezone, translation
 
 from accounts.models import BillingAccount
 from audit.services import audit_record
 from billing_portal.batch import WriteBatch
+from billing_portal.compiled import CompiledQuery
 from billing_portal.dates import format_date
 from billing_portal.money import format_money
 from notifications.services import notice_send, notices_batched, notices_requeue_stale
@@ -204,36 +205,39 @@ def _card_attempt(attempt: PaymentAttempt) -> CardAttempt:
 def card_history_load(*, account_id: int, now: dt.datetime) -> CardHistory:
     """One query: the last 30 days of attempts on the account's cards, plus any older decline that
     forbids a card for good (Visa Category 1, MAC 03/21) and the successes after it."""
+    never_codes = tuple(sorted(_never_codes()))  # the decline table can be edited: each set its own query
+    compiled = _card_history_compiled.get(never_codes)
+    if compiled is None:
+        if len(_card_history_compiled) > 8:  # edits over a process's life: keep only the current one
+            _card_history_compiled.clear()
+        compiled = CompiledQuery(partial(_card_history, never_codes=never_codes))
+        _card_history_compiled[never_codes] = compiled
+    history = CardHistory()
+    for attempt in compiled(account_id=account_id, since=now - BUDGET_LOOKBACK):
+        assert attempt.payment_method is not None
+        history.add(attempt, brand=attempt.payment_method.brand)
+    return history
+
+
+def _card_history(
+    *, account_id: int, since: dt.datetime, never_codes: tuple[str, ...]
+) -> QuerySet[PaymentAttempt]:
     never = Q(
         status=PaymentAttempt.Status.FAILED,
     ) & (
         Q(network_advice_code__in=recovery.MAC_NEVER)
         | Q(network_decline_code__in=recovery.VISA_CATEGORY_1)
-        | Q(decline_code__in=_never_codes())
+        | Q(decline_code__in=never_codes)
     )
-    rows = (
+    return (
         PaymentAttempt.objects.filter(account_id=account_id, payment_method__isnull=False)
-        .filter(Q(created_at__gte=now - BUDGET_LOOKBACK) | never | Q(status=PaymentAttempt.Status.SUCCEEDED))
+        .filter(Q(created_at__gte=since) | never | Q(status=PaymentAttempt.Status.SUCCEEDED))
         .select_related("payment_method")
-        .only(
-            "pk",
-            "payment_method__brand",
-            "created_at",
-            "amount_minor",
-            "off_session",
-            "source",
-            "status",
-            "decline_code",
-            "network_advice_code",
-            "network_decline_code",
-        )
         .order_by("created_at", "pk")
     )
-    history = CardHistory()
-    for attempt in rows:
-        assert attempt.payment_method is not None
-        history.add(attempt, brand=attempt.payment_method.brand)
-    return history
+
+
+_card_history_compiled: dict[tuple[str, ...], CompiledQuery[PaymentAttempt]] = {}
 
 
 def retry_refusal_record(
@@ -436,10 +440,7 @@ def renewals_invoice_due(*, now: dt.datetime, account_id: int | None = None) -> 
     off-session to the subscription's method; bank-transfer accounts get an open invoice due by the
     payment terms, with the remittance details the invoice page shows.
     """
-    today = timezone.localdate(now)
-    qs = Subscription.objects.filter(status__in=RENEWING_STATUSES, current_period_end__lt=today)
-    if account_id is not None:
-        qs = qs.filter(account_id=account_id)
+    qs = _renewal_candidates(account_id=account_id, now=now)
     created: list[Invoice] = []
     for sub_id, sub_account_id in qs.order_by("account_id", "pk").values_list("pk", "account_id"):
         created += _subscription_renew(subscription_id=sub_id, account_id=sub_account_id, now=now)
@@ -633,9 +634,14 @@ def account_dunning_run(*, account_id: int, now: dt.datetime) -> RunReport:
 
 def _account_dunning_run(*, account_id: int, now: dt.datetime) -> RunReport:
     report = RunReport(account_id=account_id)
-    _reconcile_due(account_id=account_id, now=now, report=report)
-    report.renewed = [i.pk for i in renewals_invoice_due(now=now, account_id=account_id)]
-    _mark_overdue(account_id=account_id, now=now, report=report)
+    todo = _run_todo(account_id=account_id, now=now)
+    if todo.reconcile:
+        _reconcile_due(account_id=account_id, now=now, report=report)
+    if todo.reconcile or todo.renew:  # a reconciled payment can bring a subscription back into renewal
+        report.renewed = [i.pk for i in renewals_invoice_due(now=now, account_id=account_id)]
+        _mark_overdue(account_id=account_id, now=now, report=report)  # read again after those writes
+    else:  # nothing written since the first read: its overdue invoices are still the ones
+        _mark_overdue(account_id=account_id, now=now, report=report, invoice_ids=todo.overdue)
     policies = retry_policies()
     failures: list[Failure] = []
     # All due invoices of each card in one attempt; the card history is read once, kept current in memory.
@@ -649,12 +655,61 @@ def _account_dunning_run(*, account_id: int, now: dt.datetime) -> RunReport:
     return report
 
 
-def _reconcile_due(*, account_id: int, now: dt.datetime, report: RunReport) -> None:
-    attempts = PaymentAttempt.objects.filter(
+@dataclass
+class _RunTodo:
+    """What the first steps of an account run have to do, read in one round trip (ids, ascending)."""
+
+    reconcile: list[int] = field(default_factory=list)  # attempts whose outcome is due to be asked for
+    renew: list[int] = field(default_factory=list)  # subscriptions whose period has ended
+    overdue: list[int] = field(default_factory=list)  # open invoices past due with nothing scheduled
+
+
+def _run_todo(*, account_id: int, now: dt.datetime) -> _RunTodo:
+    """The candidates of _reconcile_due, renewals_invoice_due and _mark_overdue, one UNION ALL instead of
+    three reads: in a sweep most accounts have none of the first two, and then the third is still current
+    when its turn comes (each step re-checks every row under the account lock anyway)."""
+    parts = (
+        _reconcile_candidates(account_id=account_id, now=now),
+        _renewal_candidates(account_id=account_id, now=now),
+        _overdue_candidates(account_id=account_id, now=now),
+    )
+    tagged = [
+        qs.order_by().annotate(step=Value(n, output_field=IntegerField())).values_list("step", "pk")
+        for n, qs in enumerate(parts)
+    ]
+    todo = _RunTodo()
+    lists = (todo.reconcile, todo.renew, todo.overdue)
+    for step, pk in sorted(tagged[0].union(*tagged[1:], all=True).order_by()):  # no Meta ordering
+        lists[step].append(pk)
+    return todo
+
+
+def _reconcile_candidates(*, account_id: int, now: dt.datetime) -> QuerySet[PaymentAttempt]:
+    return PaymentAttempt.objects.filter(
         Q(status=PaymentAttempt.Status.UNKNOWN, reconcile_after__lte=now)
         | Q(status=PaymentAttempt.Status.PENDING, created_at__lte=now - PENDING_STALE_AFTER),
         account_id=account_id,
-    ).order_by("pk")
+    )
+
+
+def _renewal_candidates(*, account_id: int | None, now: dt.datetime) -> QuerySet[Subscription]:
+    qs = Subscription.objects.filter(
+        status__in=RENEWING_STATUSES, current_period_end__lt=timezone.localdate(now)
+    )
+    return qs if account_id is None else qs.filter(account_id=account_id)
+
+
+def _overdue_candidates(*, account_id: int, now: dt.datetime) -> QuerySet[Invoice]:
+    return Invoice.objects.filter(
+        account_id=account_id,
+        status=Invoice.Status.OPEN,
+        due_on__lt=timezone.localdate(now),
+        next_attempt_at__isnull=True,
+    )
+
+
+def _reconcile_due(*, account_id: int, now: dt.datetime, report: RunReport) -> None:
+    attempts = _reconcile_candidates(account_id=account_id, now=now).order_by("pk")
     policies: dict[str, RetryPolicy] | None = None
     for attempt_id in list(attempts.values_list("pk", flat=True)):
         attempt = attempt_reconcile(attempt_id=attempt_id)
@@ -672,16 +727,17 @@ def _reconcile_due(*, account_id: int, now: dt.datetime, report: RunReport) -> N
         )
 
 
-def _mark_overdue(*, account_id: int, now: dt.datetime, report: RunReport) -> None:
-    """Open invoices past their due date with nothing scheduled: a card that was never charged for one
-    is charged now (off-session, like a renewal); otherwise (bank transfer, no card) it is past due."""
-    today = timezone.localdate(now)
-    ids = list(
-        Invoice.objects.filter(
-            account_id=account_id, status=Invoice.Status.OPEN, due_on__lt=today, next_attempt_at__isnull=True
-        ).values_list("pk", flat=True)
-    )
-    for invoice_id in ids:
+def _mark_overdue(
+    *, account_id: int, now: dt.datetime, report: RunReport, invoice_ids: list[int] | None = None
+) -> None:
+    """Open invoices past their due date with nothing scheduled (`invoice_ids`, if the caller read them): a
+    card that was never charged for one is charged now (off-session, like a renewal); otherwise (bank
+    transfer, no card) it is past due."""
+    if invoice_ids is None:
+        invoice_ids = list(
+            _overdue_candidates(account_id=account_id, now=now).order_by("pk").values_list("pk", flat=True)
+        )
+    for invoice_id in invoice_ids:
         with transaction.atomic():
             account = account_lock(account_id=account_id)
             invoice = (
@@ -868,10 +924,11 @@ def _charges_open(
     opened: list[_Opened] = []
     with transaction.atomic():
         account = account_lock(account_id=account_id)
-        due = due_invoices(account_ids=[account_id], now=now).select_for_update(of=("self",))
-        if invoice_ids is not None:
-            due = due.filter(pk__in=invoice_ids)
-        plan = charge_plan(account=account, invoices=list(due))
+        if invoice_ids is None:
+            due = _due_locked_compiled(account_id=account_id, now=now)
+        else:
+            due = _due_locked_among_compiled(account_id=account_id, now=now, invoice_ids=invoice_ids)
+        plan = charge_plan(account=account, invoices=due)
         stop = [invoice for invoice, _why in plan.stopped]
         waiting = plan.waiting
         groups = plan.groups
@@ -949,6 +1006,21 @@ def due_invoices(*, account_ids: list[int], now: dt.datetime) -> QuerySet[Invoic
         )
         .order_by("account_id", "pk")
     )
+
+
+def _due_locked(*, account_id: int, now: dt.datetime) -> QuerySet[Invoice]:
+    """Phase 1's read: the account's due invoices, locked (not their subscriptions, cards or dunning rows)."""
+    return due_invoices(account_ids=[account_id], now=now).select_for_update(of=("self",))
+
+
+def _due_locked_among(*, account_id: int, now: dt.datetime, invoice_ids: list[int]) -> QuerySet[Invoice]:
+    return _due_locked(account_id=account_id, now=now).filter(pk__in=invoice_ids)
+
+
+# Compiled once per process (billing_portal.compiled): building and compiling this read cost more Python
+# than the rest of phase 1 (bench/sweep_round_trips.py --cprofile).
+_due_locked_compiled = CompiledQuery(_due_locked)
+_due_locked_among_compiled = CompiledQuery(_due_locked_among)
 
 
 @dataclass
