@@ -122,6 +122,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     DATABASES["default"].setdefault("TEST", {})["NAME"] = os.environ.get("SQLITE_TEST_NAME") or None
+elif env_bool("DATABASE_PREPARED_STATEMENTS", True):
+    # The hot compiled queries (billing_portal.compiled) run as prepared statements, each prepared once per
+    # connection. Only they ask: psycopg would prepare others after this many runs, and Django's cursor binds
+    # on the client and never prepares. Turn it off (0) behind a pooler that moves sessions between clients
+    # (PgBouncer in transaction mode before 1.21): a prepared statement belongs to one server session.
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 2**31 - 1
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

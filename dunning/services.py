@@ -35,7 +35,7 @@ from django.utils import timezone, translation
 from accounts.models import BillingAccount
 from audit.services import audit_record
 from billing_portal.batch import WriteBatch
-from billing_portal.compiled import CompiledQuery
+from billing_portal.compiled import CompiledQuery, CompiledRows
 from billing_portal.dates import format_date
 from billing_portal.money import format_money
 from notifications.services import notice_send, notices_batched, notices_requeue_stale
@@ -648,8 +648,8 @@ def _account_dunning_run(*, account_id: int, now: dt.datetime) -> RunReport:
     report.charged = account_charge_due(account_id=account_id, now=now, policies=policies, failures=failures)
     # One mail per card and event, listing every subscription it failed for (not one per invoice).
     failures_notify(account_id=account_id, failures=failures, now=now)
-    subs = Subscription.objects.filter(lifecycle_due_q(now), account_id=account_id).order_by("pk")
-    for sub_id in list(subs.values_list("pk", flat=True)):
+    warn = dt.timedelta(days=settings.DUNNING_FINAL_WARNING_DAYS)
+    for sub_id in _lifecycle_due_compiled(account_id=account_id, now=now, warn_after=now + warn):
         report.lifecycle[sub_id] = subscription_lifecycle_step(subscription_id=sub_id, now=now)
     AccountSweep.objects.filter(account_id=account_id).update(enqueued_at=None, finished_at=timezone.now())
     return report
@@ -668,42 +668,70 @@ def _run_todo(*, account_id: int, now: dt.datetime) -> _RunTodo:
     """The candidates of _reconcile_due, renewals_invoice_due and _mark_overdue, one UNION ALL instead of
     three reads: in a sweep most accounts have none of the first two, and then the third is still current
     when its turn comes (each step re-checks every row under the account lock anyway)."""
-    parts = (
-        _reconcile_candidates(account_id=account_id, now=now),
-        _renewal_candidates(account_id=account_id, now=now),
-        _overdue_candidates(account_id=account_id, now=now),
+    todo = _RunTodo()
+    lists = (todo.reconcile, todo.renew, todo.overdue)
+    rows = _run_todo_compiled(
+        account_id=account_id,
+        now=now,
+        stale_before=now - PENDING_STALE_AFTER,
+        today=timezone.localdate(now),
+    )
+    for step, pk in sorted(rows):
+        lists[step].append(pk)
+    return todo
+
+
+def _run_todo_rows(
+    *, account_id: int, now: dt.datetime, stale_before: dt.datetime, today: dt.date
+) -> QuerySet[Any, tuple[int, int]]:
+    parts: tuple[QuerySet[Any], ...] = (
+        _reconcile_rows(account_id=account_id, now=now, stale_before=stale_before),
+        _renewal_rows(today=today).filter(account_id=account_id),
+        _overdue_rows(account_id=account_id, today=today),
     )
     tagged = [
         qs.order_by().annotate(step=Value(n, output_field=IntegerField())).values_list("step", "pk")
         for n, qs in enumerate(parts)
     ]
-    todo = _RunTodo()
-    lists = (todo.reconcile, todo.renew, todo.overdue)
-    for step, pk in sorted(tagged[0].union(*tagged[1:], all=True).order_by()):  # no Meta ordering
-        lists[step].append(pk)
-    return todo
+    return tagged[0].union(*tagged[1:], all=True).order_by()  # no Meta ordering: sorted in Python
+
+
+# Compiled once per process (billing_portal.compiled): compiling the union cost more than running it.
+_run_todo_compiled = CompiledRows(_run_todo_rows)
 
 
 def _reconcile_candidates(*, account_id: int, now: dt.datetime) -> QuerySet[PaymentAttempt]:
+    return _reconcile_rows(account_id=account_id, now=now, stale_before=now - PENDING_STALE_AFTER)
+
+
+def _reconcile_rows(
+    *, account_id: int, now: dt.datetime, stale_before: dt.datetime
+) -> QuerySet[PaymentAttempt]:
     return PaymentAttempt.objects.filter(
         Q(status=PaymentAttempt.Status.UNKNOWN, reconcile_after__lte=now)
-        | Q(status=PaymentAttempt.Status.PENDING, created_at__lte=now - PENDING_STALE_AFTER),
+        | Q(status=PaymentAttempt.Status.PENDING, created_at__lte=stale_before),
         account_id=account_id,
     )
 
 
 def _renewal_candidates(*, account_id: int | None, now: dt.datetime) -> QuerySet[Subscription]:
-    qs = Subscription.objects.filter(
-        status__in=RENEWING_STATUSES, current_period_end__lt=timezone.localdate(now)
-    )
+    qs = _renewal_rows(today=timezone.localdate(now))
     return qs if account_id is None else qs.filter(account_id=account_id)
 
 
+def _renewal_rows(*, today: dt.date) -> QuerySet[Subscription]:
+    return Subscription.objects.filter(status__in=RENEWING_STATUSES, current_period_end__lt=today)
+
+
 def _overdue_candidates(*, account_id: int, now: dt.datetime) -> QuerySet[Invoice]:
+    return _overdue_rows(account_id=account_id, today=timezone.localdate(now))
+
+
+def _overdue_rows(*, account_id: int, today: dt.date) -> QuerySet[Invoice]:
     return Invoice.objects.filter(
         account_id=account_id,
         status=Invoice.Status.OPEN,
-        due_on__lt=timezone.localdate(now),
+        due_on__lt=today,
         next_attempt_at__isnull=True,
     )
 
@@ -764,16 +792,31 @@ def _mark_overdue(
         report.overdue.append(invoice_id)
 
 
-def lifecycle_due_q(now: dt.datetime) -> Q:
+def lifecycle_due_q(now: dt.datetime, warn_after: dt.datetime | None = None) -> Q:
     """Subscriptions whose lifecycle step is due, plus past-due ones whose wake-up time skips the final
     warning that is still ahead (next_lifecycle_at set straight to the end of the grace period by
-    seed data or by support extending the grace period): those are rescheduled for the warning."""
-    warn = dt.timedelta(days=settings.DUNNING_FINAL_WARNING_DAYS)
+    seed data or by support extending the grace period): those are rescheduled for the warning.
+    `warn_after`: now + the final warning's days (DUNNING_FINAL_WARNING_DAYS), if the caller has it."""
+    if warn_after is None:
+        warn_after = now + dt.timedelta(days=settings.DUNNING_FINAL_WARNING_DAYS)
     return Q(next_lifecycle_at__lte=now, status__in=LIFECYCLE_STATUSES) | Q(
         status=Subscription.Status.PAST_DUE,
         next_lifecycle_at=F("grace_ends_at"),
-        grace_ends_at__gt=now + warn,
+        grace_ends_at__gt=warn_after,
     )
+
+
+def _lifecycle_due(
+    *, account_id: int, now: dt.datetime, warn_after: dt.datetime
+) -> QuerySet[Subscription, int]:
+    return (
+        Subscription.objects.filter(lifecycle_due_q(now, warn_after), account_id=account_id)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+
+
+_lifecycle_due_compiled = CompiledRows(_lifecycle_due)
 
 
 def _mark_subscription_past_due(*, subscription_id: int, now: dt.datetime) -> Subscription | None:

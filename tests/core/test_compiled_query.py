@@ -8,12 +8,12 @@ from typing import cast
 
 import pytest
 from django.db import connection, transaction
-from django.db.models import Exists, F, OuterRef, Q, QuerySet
+from django.db.models import Exists, F, IntegerField, OuterRef, Q, QuerySet, Value
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
 from accounts.models import BillingAccount, User
-from billing_portal.compiled import CompiledQuery
+from billing_portal.compiled import CompiledQuery, CompiledRows
 from dunning.models import InvoiceDunning
 from payments.models import PaymentMethod
 from subscriptions.models import Invoice, Subscription
@@ -315,7 +315,103 @@ def test_a_value_worked_out_from_the_datetime_is_refused(build):
         CompiledQuery(build)(now=timezone.now())
 
 
+def test_a_date_is_a_parameter_and_a_date_worked_out_from_it_is_refused():
+    accounts, _cards = _world()
+    base = timezone.localdate()
+    invoices = list(Invoice.objects.order_by("pk"))
+    for n, invoice in enumerate(invoices):
+        invoice.issued_on = base - dt.timedelta(days=40)
+        invoice.due_on = base + dt.timedelta(days=n % 5)
+    Invoice.objects.bulk_update(invoices, ["issued_on", "due_on"])
+
+    def build(*, account_id: int, today: dt.date) -> QuerySet[Invoice]:
+        return Invoice.objects.filter(account_id=account_id, due_on__lt=today).order_by("pk")
+
+    compiled = CompiledQuery(build)
+    sizes = set()
+    for account in accounts:
+        for days in range(6):
+            today = base + dt.timedelta(days=days)
+            expected = [i.pk for i in build(account_id=account.pk, today=today)]
+            assert [i.pk for i in compiled(account_id=account.pk, today=today)] == expected
+            sizes.add(len(expected))
+    assert len(sizes) >= 4
+    with pytest.raises(TypeError, match="looks like a changed stand-in"):
+        CompiledQuery(lambda today: Invoice.objects.filter(due_on__lt=today - dt.timedelta(days=1)))(
+            today=base
+        )
+
+
+def test_value_rows_and_their_union_come_back_as_the_queryset_gives_them():
+    accounts, cards = _world()
+    today = timezone.localdate()
+    Invoice.objects.filter(
+        pk__in=list(Invoice.objects.order_by("pk").values_list("pk", flat=True))[::3]
+    ).update(issued_on=today - dt.timedelta(days=60), due_on=today - dt.timedelta(days=1))
+
+    def build(*, account_id: int, today: dt.date, method_ids: list[int]) -> QuerySet:
+        late = Invoice.objects.filter(account_id=account_id, due_on__lt=today).order_by()
+        carded = PaymentMethod.objects.filter(account_id=account_id, pk__in=method_ids).order_by()
+        return (
+            late.annotate(kind=Value(0, output_field=IntegerField()))
+            .values_list("kind", "pk")
+            .union(
+                carded.annotate(kind=Value(1, output_field=IntegerField())).values_list("kind", "pk"),
+                all=True,
+            )
+            .order_by()
+        )
+
+    def flat(*, account_id: int) -> QuerySet:
+        return Invoice.objects.filter(account_id=account_id).order_by("-pk").values_list("pk", flat=True)
+
+    rows, flats = CompiledRows(build), CompiledRows(flat)
+    seen, kinds = 0, set()
+    for account in accounts:
+        for method_ids in (cards[:1], cards[:4], cards):
+            expected = sorted(build(account_id=account.pk, today=today, method_ids=method_ids))
+            assert sorted(rows(account_id=account.pk, today=today, method_ids=method_ids)) == expected
+            kinds |= {kind for kind, _pk in expected}
+            seen += len(expected)
+        assert flats(account_id=account.pk) == list(flat(account_id=account.pk))
+    assert seen > 10
+    assert kinds == {0, 1}
+    with pytest.raises(TypeError, match="values_list"):
+        CompiledRows(lambda account_id: Invoice.objects.filter(account_id=account_id))(account_id=1)
+    with pytest.raises(TypeError, match="plain model"):
+        CompiledQuery(
+            lambda account_id: Invoice.objects.filter(account_id=account_id).union(Invoice.objects.all())
+        )(account_id=1)
+
+
 def test_a_naive_datetime_is_refused():
     compiled = CompiledQuery(lambda now: Invoice.objects.filter(next_attempt_at__lte=now))
     with pytest.raises(TypeError, match="aware datetime"):
         compiled(now=dt.datetime(2026, 12, 1, 9, 0))  # naive: the value under test
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="prepared statements are PostgreSQL's")
+def test_on_postgresql_the_statement_is_prepared_once_per_connection_and_still_counted(
+    django_assert_num_queries,
+):
+    accounts, _cards = _world()
+
+    def build(*, account_id: int) -> QuerySet[Invoice]:
+        return Invoice.objects.filter(account_id=account_id).order_by("pk")
+
+    def prepared() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_prepared_statements WHERE NOT from_sql AND statement LIKE %s",
+                ['%"subscriptions_invoice"."account_id" = $1%'],
+            )
+            return cursor.fetchone()[0]
+
+    compiled = CompiledQuery(build)
+    before = prepared()
+    for _round in range(3):
+        for account in accounts:
+            with django_assert_num_queries(1):  # seen by Django's query log, like any other statement
+                found = compiled(account_id=account.pk)
+            assert [i.pk for i in found] == [i.pk for i in build(account_id=account.pk)]
+    assert prepared() == before + 1
