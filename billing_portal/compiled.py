@@ -14,7 +14,8 @@ each database.
 `build` must depend on its ids alone: whatever else it reads (a setting, the time, a table) is compiled in
 with the first call's value. Limits, checked when a query is first compiled (a query outside them raises
 instead of running wrongly):
-- parameters are ids: ints, or sequences of ints (each length is its own compiled statement; a call with an
+- parameters are ids: ints or strings (compared as they are: a string worked out from a stand-in, as for
+  `__startswith`, is refused), or lists or tuples of ints (each length is its own compiled statement; a call with an
   empty sequence runs the QuerySet itself); or aware datetimes compared with a DateTimeField and dates
   compared with a DateField, as they are (`next_attempt_at__lte=now`, `due_on__lt=today`), adapted for the
   database as the ORM adapts them. Their stand-ins are in the years 2 and 3, so a value worked out from one
@@ -44,11 +45,13 @@ from django.db.models.query import FlatValuesListIterable, ModelIterable, Values
 from django.db.models.sql import Query
 from django.db.transaction import TransactionManagementError
 
-type Ids = int | Sequence[int] | dt.date
-# (keyword, kind), sorted; kind: None for an int, the sequence's length, MOMENT for a datetime, DAY for a date.
+type Ids = int | str | Sequence[int] | dt.date
+# (keyword, kind), sorted; kind: None for an int or a string, the sequence's length, MOMENT for a datetime,
+# DAY for a date.
 type Shape = tuple[tuple[str, int | str | None], ...]
 MOMENT = "moment"
 DAY = "day"
+TEXT = "text"
 
 # Stand-ins: far outside any id, distinct per parameter and position. Negative, so no serial id matches one.
 _STAND_IN_BASE = -7_300_000_000_000
@@ -61,10 +64,17 @@ _MOMENT_BASE = dt.datetime(2, 1, 1, tzinfo=dt.UTC)
 _DAY_BASE = dt.date(3, 1, 1)
 _DAY_STRIDE = dt.timedelta(days=53)
 _MOMENT_NEAR = dt.date(4, 1, 1)
+# A string's: text no value of ours contains; a parameter that contains it but is not it was worked out from it.
+# Upper and lower case, and the characters LIKE escapes (% _ \\): a lookup that changes the value it sends
+# (iexact on SQLite escapes it, istartswith adds a %) leaves the stand-in out, and is refused.
+_TEXT_MARK = "\u2063Compiled_stand-in%\\\u2063"
 
 
 def _near_a_stand_in(param: object) -> bool:
-    """A compiled parameter that looks derived from a datetime stand-in (SQLite gets them as text)."""
+    """A compiled parameter that looks derived from a stand-in: a date before the year 4 (SQLite gets them as
+    text), or text containing a string's stand-in (`token__startswith`, `name.upper()`)."""
+    if isinstance(param, str) and _TEXT_MARK in param:
+        return True
     if isinstance(param, dt.datetime):
         return param.date() < _MOMENT_NEAR
     if isinstance(param, dt.date):
@@ -109,7 +119,7 @@ class _Sql:
         for position, name, index in self.slots:
             value = ids[name]
             assert not isinstance(value, dt.date)  # those have slots of their own (moments, days)
-            params[position] = value if isinstance(value, int) else value[index]
+            params[position] = value if isinstance(value, int | str) else value[index]
         compiler = self.query.get_compiler(using=self.using)  # no SQL is written: only for the connection
         ops = compiler.connection.ops
         for position, name in self.moments:
@@ -228,7 +238,7 @@ class _Compiled[S]:
     def _sql(self, shape: Shape, check: Callable[[QuerySet[Any, Any]], None]) -> tuple[_Sql, Any, Any]:
         """Build the QuerySet with stand-ins, `check` it, compile it and find each stand-in in its parameters:
         the statement, the compiler and the QuerySet."""
-        stand_ins: dict[int, tuple[str, int]] = {}
+        stand_ins: dict[int | str, tuple[str, int]] = {}
         dated: dict[dt.date, tuple[str, str]] = {}  # stand-in → (keyword, MOMENT or DAY)
         kwargs: dict[str, Ids] = {}
         for n, (name, length) in enumerate(shape):
@@ -241,6 +251,11 @@ class _Compiled[S]:
                 day = _DAY_BASE + n * _DAY_STRIDE
                 dated[day] = (name, DAY)
                 kwargs[name] = day
+                continue
+            if length == TEXT:
+                text = f"{_TEXT_MARK}{n}{_TEXT_MARK}"
+                stand_ins[text] = (name, 0)
+                kwargs[name] = text
                 continue
             assert not isinstance(length, str)
             first = _STAND_IN_BASE - n * _STAND_IN_STRIDE
@@ -266,7 +281,7 @@ class _Compiled[S]:
         days: list[tuple[int, str]] = []
         unused = set(stand_ins) | set(adapted)
         for position, param in enumerate(params):
-            if type(param) is int and param in stand_ins:  # a value may be used more than once
+            if type(param) in (int, str) and param in stand_ins:  # a value may be used more than once
                 slots.append((position, *stand_ins[param]))
                 unused.discard(param)
             elif type(param) is int and param < _STAND_IN_BASE + _STAND_IN_STRIDE:
@@ -280,7 +295,7 @@ class _Compiled[S]:
         if unused:  # a value the ORM wrote into the SQL text, or dropped: it could not be replaced
             names = ", ".join(
                 sorted(
-                    {stand_ins[value][0] if isinstance(value, int) else adapted[value][0] for value in unused}
+                    {stand_ins[value][0] if value in stand_ins else adapted[value][0] for value in unused}
                 )
             )
             raise TypeError(f"CompiledQuery: {names} did not reach the SQL as a parameter")
@@ -306,7 +321,7 @@ class CompiledQuery[M: Model](_Compiled[_Statement[M]]):
         super().__init__(build)
 
     def __call__(self, **ids: Ids) -> list[M]:
-        if any(isinstance(value, Sequence) and len(value) == 0 for value in ids.values()):
+        if any(isinstance(value, list | tuple) and len(value) == 0 for value in ids.values()):
             # No stand-in can take the place of an empty list: what it means depends on the query (`x__in=[]`
             # matches nothing, but not under an OR). The ORM knows, and usually sends nothing at all.
             return list(self._build(**ids))
@@ -373,6 +388,8 @@ class CompiledQuery[M: Model](_Compiled[_Statement[M]]):
 def _kind(name: str, value: Ids) -> int | str | None:
     if isinstance(value, int):
         return None
+    if isinstance(value, str):
+        return TEXT
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:  # the ORM would make it aware with a warning; a compiled query refuses it
             raise TypeError(f"CompiledQuery: {name} must be an aware datetime")
@@ -393,7 +410,7 @@ class CompiledRows(_Compiled[_RowsStatement]):
     returns `list(build(**ids))`: tuples, or single values if it is flat."""
 
     def __call__(self, **ids: Ids) -> list[Any]:
-        if any(isinstance(value, Sequence) and len(value) == 0 for value in ids.values()):
+        if any(isinstance(value, list | tuple) and len(value) == 0 for value in ids.values()):
             return list(self._build(**ids))  # as CompiledQuery: the ORM knows what an empty list means
         statement = self._statement(ids)
         rows = statement.sql.rows(ids)

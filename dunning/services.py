@@ -103,7 +103,7 @@ def _policy_defaults() -> dict[str, tuple[list[int], bool]]:
 
 def retry_policies() -> dict[str, RetryPolicy]:
     """The four policies, created from the settings' defaults the first time they are needed."""
-    policies = {p.category: p for p in RetryPolicy.objects.all()}
+    policies = {p.category: p for p in _policies_compiled()}
     for category, (days, off_session) in _policy_defaults().items():
         if category not in policies:
             try:
@@ -114,6 +114,10 @@ def retry_policies() -> dict[str, RetryPolicy]:
             except IntegrityError:  # another worker created it first
                 policies[category] = RetryPolicy.objects.get(category=category)
     return policies
+
+
+# Read on every account run (billing_portal.compiled: built and compiled once per process).
+_policies_compiled = CompiledQuery(lambda: RetryPolicy.objects.order_by("pk"))
 
 
 def decline_category(code: str) -> str:

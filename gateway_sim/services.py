@@ -7,8 +7,10 @@ import secrets
 from contextlib import nullcontext
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Sum
+from django.db.models import QuerySet, Sum
 from django.utils import timezone
+
+from billing_portal.compiled import CompiledQuery
 
 from .models import SimCard, SimCharge, SimDispute, SimRefund
 
@@ -94,6 +96,14 @@ def _expired(card: SimCard) -> bool:
     return (card.exp_year, card.exp_month) < (today.year, today.month)
 
 
+def _card(*, token: str) -> QuerySet[SimCard]:
+    return SimCard.objects.filter(token=token, forgotten_at__isnull=True).order_by("pk")[:1]
+
+
+# The bank's look-up on every charge, compiled once per process (billing_portal.compiled).
+_card_compiled = CompiledQuery(_card)
+
+
 def sim_charge_create(
     *,
     token: str,
@@ -114,7 +124,8 @@ def sim_charge_create(
     when no transaction is open). A repeated key is rare (a retried task), so the key's uniqueness answers
     it: the INSERT fails and the first charge is read, instead of a look-up before every charge.
     """
-    card = SimCard.objects.filter(token=token, forgotten_at__isnull=True).first()  # forgotten: unknown
+    found = _card_compiled(token=token)  # forgotten: unknown
+    card = found[0] if found else None
     if card is None:
         existing = SimCharge.objects.filter(idempotency_key=idempotency_key).first()
         if existing is not None:  # the card was forgotten after this key's charge: still its answer

@@ -116,7 +116,18 @@ def account_lock(*, account_id: int) -> BillingAccount:
     """
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("account_lock() must be called inside transaction.atomic()")
-    return BillingAccount.objects.select_for_update().get(pk=account_id)
+    found = _account_locked_compiled(account_id=account_id)
+    if not found:
+        raise BillingAccount.DoesNotExist(f"no billing account {account_id}")
+    return found[0]
+
+
+def _account_locked(*, account_id: int) -> QuerySet[BillingAccount]:
+    return BillingAccount.objects.select_for_update().filter(pk=account_id)
+
+
+# The first statement of every payment (billing_portal.compiled: built and compiled once per process).
+_account_locked_compiled = CompiledQuery(_account_locked)
 
 
 def _require_payer(*, account_id: int, actor: Any) -> None:

@@ -384,6 +384,33 @@ def test_value_rows_and_their_union_come_back_as_the_queryset_gives_them():
         )(account_id=1)
 
 
+def test_a_string_is_a_parameter_and_a_string_worked_out_from_it_is_refused():
+    _world()
+    numbers = list(Invoice.objects.order_by("pk").values_list("number", flat=True))
+
+    def build(*, number: str) -> QuerySet[Invoice]:
+        return Invoice.objects.filter(number=number).order_by("pk")[:1]
+
+    compiled = CompiledQuery(build)
+    for number in [*numbers[:5], "", "no such number", "it's %s; --"]:
+        assert [i.pk for i in compiled(number=number)] == [i.pk for i in build(number=number)]
+    assert len(compiled(number=numbers[0])) == 1
+    for derived in (
+        lambda number: Invoice.objects.filter(number__startswith=number),
+        lambda number: Invoice.objects.filter(number=number.upper()),
+        lambda number: Invoice.objects.filter(number__contains=number),
+    ):
+        with pytest.raises(TypeError, match=r"looks like a changed stand-in|did not reach the SQL"):
+            CompiledQuery(derived)(number=numbers[0])
+    # iexact: UPPER(x) = UPPER(%s) on PostgreSQL runs faithfully; SQLite's LIKE escapes the value: refused.
+    iexact = CompiledQuery(lambda number: Invoice.objects.filter(number__iexact=number))
+    if connection.vendor == "sqlite":
+        with pytest.raises(TypeError, match="did not reach the SQL"):
+            iexact(number=numbers[1].lower())
+    else:
+        assert [i.number for i in iexact(number=numbers[1].lower())] == [numbers[1]]
+
+
 def test_a_naive_datetime_is_refused():
     compiled = CompiledQuery(lambda now: Invoice.objects.filter(next_attempt_at__lte=now))
     with pytest.raises(TypeError, match="aware datetime"):
