@@ -33,6 +33,7 @@ from typing import Any, cast
 from django.core.exceptions import EmptyResultSet
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.models import AutoField, ForeignKey, Model, QuerySet
+from django.db.models.expressions import DatabaseDefault
 from django.db.models.sql import InsertQuery, UpdateQuery
 
 
@@ -44,6 +45,69 @@ class _Statement:
     inserted: Sequence[Model] = ()
     returning: bool = False
     rowcount: int = field(default=-1)
+
+
+@dataclass(frozen=True)
+class _InsertShape:
+    """An INSERT's SQL for a model, a number of rows and `returning`, when its values are plain (no expressions,
+    no database defaults): the text is then the same every time, and only the parameters change. Django
+    compiles it from the values each time (placeholders row by row, or PostgreSQL's UNNEST of one array per
+    column); that was most of a batched insert's cost (bench/sweep_round_trips.py --cprofile)."""
+
+    sql: str
+    by_column: bool  # UNNEST: one list of values per column; else the rows' values one after the other
+
+    def params(self, rows: list[list[Any]]) -> tuple[Any, ...]:
+        if self.by_column:
+            return tuple(list(column) for column in zip(*rows, strict=True))
+        return tuple(value for row in rows for value in row)
+
+    @classmethod
+    def learn(cls, sql: str, params: tuple[Any, ...], rows: list[list[Any]] | None) -> _InsertShape | None:
+        """The shape, if the parameters Django compiled are exactly what it would make of `rows` (else None:
+        this statement is compiled every time, as before)."""
+        if rows is None:
+            return None
+        for shape in (cls(sql, by_column=False), cls(sql, by_column=True)):
+            made = shape.params(rows)
+            if len(made) == len(params) and all(_same(a, b) for a, b in zip(made, params, strict=True)):
+                return shape
+        return None
+
+
+# (model, rows, returning, database) → its shape, or None if it must be compiled every time.
+_insert_shapes: dict[tuple[type[Model], int, bool, str], _InsertShape | None] = {}
+_INSERT_SHAPES_KEPT = 512  # a row count per model seen in a process: a few dozen in practice
+
+
+def _plain_rows(compiler: Any, fields: list[Any], objs: Sequence[Model], *, pre_save: bool = False) -> Any:
+    """Each row's values as the insert compiler prepares them, or None if one is an expression or a
+    database default. `pre_save`: run each field's pre_save (auto_now_add…), as compiling would; else the
+    compiler has just run it, and the value is on the object."""
+    rows = []
+    for obj in objs:
+        row = []
+        for model_field in fields:
+            value = compiler.pre_save_val(model_field, obj) if pre_save else getattr(obj, model_field.attname)
+            if isinstance(value, DatabaseDefault) or hasattr(value, "resolve_expression"):
+                return None
+            value = compiler.prepare_value(model_field, value)
+            if hasattr(value, "as_sql"):
+                return None
+            row.append(value)
+        rows.append(row)
+    return rows
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal parameters; a JSON value is wrapped in an adapter (psycopg's Jsonb) compared by what it wraps."""
+    if type(a) is not type(b):
+        return False
+    if hasattr(a, "obj") and not isinstance(a, int | str | bytes):
+        return bool(a.obj == b.obj and getattr(a, "dumps", None) == getattr(b, "dumps", None))
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
 
 
 class WriteBatch:
@@ -103,9 +167,20 @@ class WriteBatch:
             if not connection.features.can_return_rows_from_bulk_insert and len(objs) > 1:
                 raise TypeError("this database returns the key of one inserted row at a time")
             compiler.returning_fields = [opts.pk]
+        shape_key = (model, len(objs), returning, self.using)
+        shape = _insert_shapes.get(shape_key)
+        if shape is not None:
+            rows = _plain_rows(compiler, fields, objs, pre_save=True)
+            if rows is not None:  # the usual case: the statement compiled before, with these rows' values
+                self._add(_Statement(shape.sql, shape.params(rows), inserted=objs, returning=returning))
+                return
         (sql, params), *more = compiler.as_sql()
         if more:
             raise TypeError("this database inserts these rows in several statements")
+        if shape_key not in _insert_shapes and len(_insert_shapes) < _INSERT_SHAPES_KEPT:
+            _insert_shapes[shape_key] = _InsertShape.learn(
+                sql, tuple(params), _plain_rows(compiler, fields, objs)
+            )
         self._add(_Statement(sql, tuple(params), inserted=objs, returning=returning))
 
     def _add(self, statement: _Statement) -> None:

@@ -301,9 +301,7 @@ class _Compiled[S]:
                 raise TypeError(f"CompiledQuery: the parameter {param!r} looks like a changed stand-in")
         if unused:  # a value the ORM wrote into the SQL text, or dropped: it could not be replaced
             names = ", ".join(
-                sorted(
-                    {stand_ins[value][0] if value in stand_ins else adapted[value][0] for value in unused}
-                )
+                sorted({stand_ins[value][0] if value in stand_ins else adapted[value][0] for value in unused})
             )
             raise TypeError(f"CompiledQuery: {names} did not reach the SQL as a parameter")
         statement = _Sql(

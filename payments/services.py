@@ -14,6 +14,7 @@ same key later. Nothing ever charges an unknown attempt again.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import re
 import uuid
@@ -21,7 +22,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.db import DatabaseError, IntegrityError, transaction
-from django.db.models import QuerySet, Subquery
+from django.db.models import BigIntegerField, QuerySet, Subquery
+from django.db.models.expressions import RawSQL
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
@@ -267,13 +269,27 @@ def attempt_open(
     )
     batch = writes if writes is not None else WriteBatch()
     batch.insert([attempt], returning=True)
-    by_key = Subquery(PaymentAttempt.objects.filter(idempotency_key=idempotency_key).values("pk")[:1])
+    # The same subquery in every row: compiled once per process, not once per row (_attempt_by_key_sql).
+    by_key = RawSQL(  # noqa: S611 - the text is the ORM's own compiled SQL; the key is its parameter
+        _attempt_by_key_sql(batch.using), (idempotency_key,), output_field=BigIntegerField()
+    )
     batch.insert(
         [PaymentAllocation(attempt_id=by_key, invoice=i, amount_minor=i.amount_due_minor) for i in invoices]
     )
     if writes is None:
         batch.execute()
     return attempt
+
+
+@functools.cache
+def _attempt_by_key_sql(using: str) -> str:
+    """SELECT the attempt's id by its idempotency key, as the ORM writes it for this database (one parameter)."""
+    stand_in = "\u2063idempotency key\u2063"
+    query = PaymentAttempt.objects.filter(idempotency_key=stand_in).values("pk")[:1].query
+    sql, params = query.get_compiler(using=using).as_sql()
+    if tuple(params) != (stand_in,):
+        raise TypeError(f"the attempt look-up compiled with parameters {params!r}")
+    return str(sql)
 
 
 def attempt_send(

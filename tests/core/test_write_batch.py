@@ -8,12 +8,15 @@ query gets them one by one.
 from __future__ import annotations
 
 import pytest
-from django.db import IntegrityError, connection, transaction
+import time_machine
+from django.db import IntegrityError, connection, models, transaction
 from django.db.models import F, Subquery
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from accounts.models import BillingAccount
 from audit.models import AuditEvent
+from billing_portal import batch as batch_module
 from billing_portal.batch import WriteBatch
 from tests.factories import BillingAccountFactory
 
@@ -136,3 +139,74 @@ def test_what_a_batch_refuses():
         batch.execute()
     with pytest.raises(RuntimeError, match="executed already"):
         batch.update(BillingAccount.objects.filter(pk=account.pk), name="late")
+
+
+def _compiled_fresh(objs: list, *, returning: bool) -> tuple[str, tuple]:
+    """What Django compiles for these rows, with no shape kept."""
+    from django.db.models.sql import InsertQuery
+
+    model = type(objs[0])
+    fields = [
+        f for f in model._meta.concrete_fields if not f.generated and not isinstance(f, models.AutoField)
+    ]
+    query = InsertQuery(model)
+    query.insert_values(fields, objs)
+    compiler = query.get_compiler("default")
+    if returning:
+        compiler.returning_fields = [model._meta.pk]
+    ((sql, params),) = compiler.as_sql()
+    return sql, tuple(params)
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+def test_an_insert_compiled_once_sends_what_django_would_compile_for_the_new_rows(rows, monkeypatch):
+    """The second batch of the same model and row count reuses the statement's text; its parameters are
+    exactly those Django compiles (JSON values and, on PostgreSQL, UNNEST's column arrays included)."""
+    monkeypatch.setattr(batch_module, "_insert_shapes", {})
+    account = BillingAccountFactory()
+
+    def events(tag: str) -> list[AuditEvent]:
+        return [
+            AuditEvent(
+                account=account,
+                actor_label="test",
+                action=f"batch.{tag}",
+                message=f"{tag} {n} it's 100% \\ done",
+                data={"n": n, "tag": tag, "nested": [1, {"a": None}]},
+            )
+            for n in range(rows)
+        ]
+
+    first = WriteBatch()
+    first.insert(events("first"), returning=True)
+    shape = batch_module._insert_shapes[(AuditEvent, rows, True, "default")]
+    assert shape is not None  # learnt: plain values
+    assert shape.by_column == (connection.vendor == "postgresql" and rows > 1)
+    second_rows = events("second")
+    second = WriteBatch()
+    with time_machine.travel(timezone.now(), tick=False):  # auto_now_add: the same moment both times
+        second.insert(second_rows, returning=True)
+        sent = second._statements[0]
+        sql, params = _compiled_fresh(second_rows, returning=True)
+    assert sent.sql == sql
+    assert len(sent.params) == len(params)
+    assert all(batch_module._same(a, b) for a, b in zip(sent.params, params, strict=True))
+    with transaction.atomic():
+        first.execute()
+        second.execute()
+    stored = AuditEvent.objects.filter(action="batch.second").order_by("pk")
+    assert [(e.message, e.data) for e in stored] == [(e.message, e.data) for e in second_rows]
+
+
+def test_an_insert_with_an_expression_is_compiled_every_time(monkeypatch):
+    monkeypatch.setattr(batch_module, "_insert_shapes", {})
+    BillingAccountFactory(domain="named.example")
+    by_domain = Subquery(BillingAccount.objects.filter(domain="named.example").values("pk")[:1])
+    plain_account = BillingAccountFactory()
+    batch = WriteBatch()
+    batch.insert([AuditEvent(account=plain_account, actor_label="t", action="a.plain", message="m")])
+    batch.insert([AuditEvent(account_id=by_domain, actor_label="t", action="a.expr", message="m")])
+    with transaction.atomic():
+        batch.execute()
+    assert AuditEvent.objects.get(action="a.expr").account.domain == "named.example"
+    assert AuditEvent.objects.get(action="a.plain").account_id == plain_account.pk
