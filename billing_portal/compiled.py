@@ -214,12 +214,30 @@ class _Prepared:
 
     def __init__(self, cursor: Any) -> None:
         self._cursor = cursor
+        self._last: tuple[str, Sequence[Any] | None] = ("", None)
 
     def execute(self, query: str, params: Sequence[Any] | None = None) -> None:
+        self._last = (query, params)
         self._cursor.execute(query, params, prepare=True)
+
+    @property
+    def _query(self) -> Any:
+        """What Django's query log reads (`last_executed_query`, only when queries are logged: DEBUG or a
+        CaptureQueriesContext): the statement with its values in place, as the client-binding cursor would
+        have sent it, not the prepared text with $1 placeholders."""
+        import psycopg
+
+        query, params = self._last
+        text = psycopg.ClientCursor(self._cursor.connection).mogrify(query, params)
+        return _Sent(text.encode())
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._cursor, name)
+
+
+@dataclass(frozen=True)
+class _Sent:
+    query: bytes
 
 
 class _Compiled[S]:

@@ -438,7 +438,12 @@ def test_on_postgresql_the_statement_is_prepared_once_per_connection_and_still_c
     before = prepared()
     for _round in range(3):
         for account in accounts:
-            with django_assert_num_queries(1):  # seen by Django's query log, like any other statement
+            with django_assert_num_queries(1) as logged:  # seen by Django's query log, like any other
                 found = compiled(account_id=account.pk)
+            # and logged as the client-binding cursor sends a statement: its values in place
+            assert logged.captured_queries[0]["sql"].startswith("SELECT ")
+            assert (
+                f'"subscriptions_invoice"."account_id" = {account.pk} ' in logged.captured_queries[0]["sql"]
+            )
             assert [i.pk for i in found] == [i.pk for i in build(account_id=account.pk)]
     assert prepared() == before + 1
