@@ -14,9 +14,10 @@ each database.
 `build` must depend on its ids alone: whatever else it reads (a setting, the time, a table) is compiled in
 with the first call's value. Limits, checked when a query is first compiled (a query outside them raises
 instead of running wrongly):
-- parameters are ids: ints or strings (compared as they are: a string worked out from a stand-in, as for
-  `__startswith`, is refused), or lists or tuples of ints (each length is its own compiled statement; a call with an
-  empty sequence runs the QuerySet itself); or aware datetimes compared with a DateTimeField and dates
+- parameters are ids: ints or strings (compared as they are: a value worked out from a stand-in, as for
+  `__startswith` or `.upper()`, is refused: the query is compiled with two sets of stand-ins, and any other
+  parameter that differs between them is such a value), or sequences of ints (each length is its own compiled
+  statement; a call with an empty sequence, or one holding anything but ints, runs the QuerySet itself); or aware datetimes compared with a DateTimeField and dates
   compared with a DateField, as they are (`next_attempt_at__lte=now`, `due_on__lt=today`), adapted for the
   database as the ORM adapts them. Their stand-ins are in the years 2 and 3, so a value worked out from one
   in Python (`now - lookback`, `now.date()`, `today - 1 day`) is still before the year 4 and refused: pass
@@ -64,6 +65,9 @@ _MOMENT_BASE = dt.datetime(2, 1, 1, tzinfo=dt.UTC)
 _DAY_BASE = dt.date(3, 1, 1)
 _DAY_STRIDE = dt.timedelta(days=53)
 _MOMENT_NEAR = dt.date(4, 1, 1)
+# Connections whose converters a statement keeps: one per process in gunicorn's and Celery's workers, one per
+# thread where each request has a thread of its own.
+_CONVERTERS_KEPT = 8
 # A string's: text no value of ours contains; a parameter that contains it but is not it was worked out from it.
 # Upper and lower case, and the characters LIKE escapes (% _ \\): a lookup that changes the value it sends
 # (iexact on SQLite escapes it, istartswith adds a %) leaves the stand-in out, and is refused.
@@ -137,6 +141,8 @@ class _Sql:
         cached = self.converters.get(id(compiler.connection))
         if cached is None or cached[0] is not compiler.connection:  # kept with its connection: no id reuse
             cached = (compiler.connection, compiler.get_converters(self.columns))
+            if len(self.converters) >= _CONVERTERS_KEPT:  # a connection per thread (runserver): start again
+                self.converters.clear()
             self.converters[id(compiler.connection)] = cached
         converters = cached[1]
         if converters:
@@ -204,9 +210,16 @@ def _cursor(connection: BaseDatabaseWrapper) -> Any:
         # Wrapped as connection.cursor() wraps its own (Django's _prepare_cursor: thread check, query log).
         # psycopg's own server-binding cursor: the connection's cursor_factory is Django's client-binding one.
         import psycopg  # PostgreSQL only: not imported where SQLite runs alone
+        from django.db.backends.postgresql.psycopg_any import register_tzloader
 
+        cursor = psycopg.Cursor(raw)
+        # As Django's create_cursor: datetimes read in the connection's time zone where the connection's
+        # loader disagrees (USE_TZ or TIME_ZONE changed since it connected: override_settings).
+        oid = psycopg.adapters.types["timestamptz"].oid
         django_connection: Any = connection
-        return django_connection._prepare_cursor(_Prepared(psycopg.Cursor(raw)))
+        if django_connection.timezone != raw.adapters.get_loader(oid, psycopg.pq.Format.TEXT).timezone:
+            register_tzloader(django_connection.timezone, cursor)
+        return django_connection._prepare_cursor(_Prepared(cursor))
 
 
 class _Prepared:
@@ -217,8 +230,23 @@ class _Prepared:
         self._last: tuple[str, Sequence[Any] | None] = ("", None)
 
     def execute(self, query: str, params: Sequence[Any] | None = None) -> None:
+        import psycopg
+
         self._last = (query, params)
-        self._cursor.execute(query, params, prepare=True)
+        try:
+            self._cursor.execute(query, params, prepare=True)
+        except psycopg.errors.FeatureNotSupported:
+            # "cached plan must not change result type": a migration run meanwhile from another connection
+            # changed a column this statement reads (its type or length). psycopg forgets its prepared
+            # statements on a rollback, but a read in autocommit never rolls back, and the kept connection
+            # would fail the same way on every call until CONN_MAX_AGE ran out. Outside a transaction,
+            # deallocate them (psycopg forgets its own record too) and run it once more, prepared anew.
+            # Inside one, the transaction is lost anyway; its rollback clears them for the next call.
+            connection = self._cursor.connection
+            if connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                raise
+            connection.execute("DEALLOCATE ALL")
+            self._cursor.execute(query, params, prepare=True)
 
     @property
     def _query(self) -> Any:
@@ -262,28 +290,54 @@ class _Compiled[S]:
 
     def _sql(self, shape: Shape, check: Callable[[QuerySet[Any, Any]], None]) -> tuple[_Sql, Any, Any]:
         """Build the QuerySet with stand-ins, `check` it, compile it and find each stand-in in its parameters:
-        the statement, the compiler and the QuerySet."""
+        the statement, the compiler and the QuerySet.
+
+        Compiled twice, with two sets of stand-ins: every parameter that is not a stand-in must be the same
+        both times. One that changed was worked out from a stand-in (`name.upper()`, `startswith`'s escaping
+        and `%`, `str(id)`), even where the same keyword also reached the SQL unchanged elsewhere."""
+        statement, compiler, queryset = self._place(shape, check, variant=0)
+        other, _compiler, _queryset = self._place(shape, check, variant=1)
+        placed = {position for position, *_rest in (*statement.slots, *statement.moments, *statement.days)}
+        if (
+            other.sql != statement.sql
+            or (other.slots, other.moments, other.days)
+            != (statement.slots, statement.moments, statement.days)
+            or any(
+                a != b
+                for position, (a, b) in enumerate(zip(statement.params, other.params, strict=True))
+                if position not in placed
+            )
+        ):
+            raise TypeError("CompiledQuery: a parameter was worked out from a stand-in")
+        return statement, compiler, queryset
+
+    def _place(
+        self, shape: Shape, check: Callable[[QuerySet[Any, Any]], None], *, variant: int
+    ) -> tuple[_Sql, Any, Any]:
+        """`_sql` with one set of stand-ins (`variant` 0 or 1)."""
         stand_ins: dict[int | str, tuple[str, int]] = {}
         dated: dict[dt.date, tuple[str, str]] = {}  # stand-in → (keyword, MOMENT or DAY)
         kwargs: dict[str, Ids] = {}
         for n, (name, length) in enumerate(shape):
             if length == MOMENT:
-                moment = _MOMENT_BASE + dt.timedelta(microseconds=n + 1)
+                moment = _MOMENT_BASE + dt.timedelta(days=7 * variant, microseconds=n + 1)
                 dated[moment] = (name, MOMENT)
                 kwargs[name] = moment
                 continue
             if length == DAY:
-                day = _DAY_BASE + n * _DAY_STRIDE
+                day = _DAY_BASE + n * _DAY_STRIDE + dt.timedelta(days=26 * variant)
                 dated[day] = (name, DAY)
                 kwargs[name] = day
                 continue
             if length == TEXT:
-                text = f"{_TEXT_MARK}{n}{_TEXT_MARK}"
+                text = f"{_TEXT_MARK}{n}.{variant}{_TEXT_MARK}"
                 stand_ins[text] = (name, 0)
                 kwargs[name] = text
                 continue
             assert not isinstance(length, str)
-            first = _STAND_IN_BASE - n * _STAND_IN_STRIDE
+            if length is not None and length >= _STAND_IN_STRIDE // 2:
+                raise TypeError("CompiledQuery: a list that long is not compiled")
+            first = _STAND_IN_BASE - n * _STAND_IN_STRIDE - variant * (_STAND_IN_STRIDE // 2)
             values = [first - i for i in range(1 if length is None else length)]
             stand_ins.update({value: (name, i) for i, value in enumerate(values)})
             kwargs[name] = values[0] if length is None else values
@@ -344,9 +398,7 @@ class CompiledQuery[M: Model](_Compiled[_Statement[M]]):
         super().__init__(build)
 
     def __call__(self, **ids: Ids) -> list[M]:
-        if any(isinstance(value, list | tuple) and len(value) == 0 for value in ids.values()):
-            # No stand-in can take the place of an empty list: what it means depends on the query (`x__in=[]`
-            # matches nothing, but not under an OR). The ORM knows, and usually sends nothing at all.
+        if _orm_decides(ids):
             return list(self._build(**ids))
         return self._statement(ids).run(ids)
 
@@ -408,6 +460,18 @@ class CompiledQuery[M: Model](_Compiled[_Statement[M]]):
         return _Part(model, start, end, attnames, pk_index, parent, set_on, set_back)
 
 
+def _orm_decides(ids: dict[str, Ids]) -> bool:
+    """A sequence no stand-ins can take the place of: the QuerySet itself runs. An empty one (what `x__in=[]`
+    means depends on the query: nothing matches, but not under an OR; the ORM usually sends nothing at all),
+    or one holding anything but ints (the ORM drops a None from `__in`, and converts other values itself)."""
+    for value in ids.values():
+        if isinstance(value, int | str | dt.date):
+            continue
+        if len(value) == 0 or any(type(item) is not int for item in value):
+            return True
+    return False
+
+
 def _kind(name: str, value: Ids) -> int | str | None:
     if isinstance(value, int):
         return None
@@ -433,8 +497,8 @@ class CompiledRows(_Compiled[_RowsStatement]):
     returns `list(build(**ids))`: tuples, or single values if it is flat."""
 
     def __call__(self, **ids: Ids) -> list[Any]:
-        if any(isinstance(value, list | tuple) and len(value) == 0 for value in ids.values()):
-            return list(self._build(**ids))  # as CompiledQuery: the ORM knows what an empty list means
+        if _orm_decides(ids):
+            return list(self._build(**ids))
         statement = self._statement(ids)
         rows = statement.sql.rows(ids)
         return [row[0] for row in rows] if statement.flat else [tuple(row) for row in rows]

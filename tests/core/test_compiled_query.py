@@ -4,7 +4,7 @@ QuerySet returns; and it refuses the queries it could not run faithfully."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import cast
+from typing import Any, cast
 
 import pytest
 from django.db import connection, transaction
@@ -94,7 +94,8 @@ def test_it_compiles_once_per_shape_and_sends_nothing_for_an_empty_list(django_a
         compiled(account_id=account.pk, method_ids=cards[:2])
         compiled(account_id=account.pk, method_ids=cards[3:5])
         compiled(account_id=account.pk, method_ids=cards[:3])
-    assert len(builds) == 2  # two lists of 2 share a statement; a list of 3 is another
+    # Two lists of 2 share a statement; a list of 3 is another. Each is built with two sets of stand-ins.
+    assert len(builds) == 4
     with django_assert_num_queries(0):
         assert compiled(account_id=accounts[0].pk, method_ids=[]) == []
 
@@ -447,3 +448,40 @@ def test_on_postgresql_the_statement_is_prepared_once_per_connection_and_still_c
             )
             assert [i.pk for i in found] == [i.pk for i in build(account_id=account.pk)]
     assert prepared() == before + 1
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        # the keyword reaches the SQL unchanged too, so only the second compilation shows the derived value
+        lambda *, number: Invoice.objects.filter(Q(number=number) | Q(number__startswith=number)),
+        lambda *, number: Invoice.objects.filter(Q(number=number) | Q(number=number.upper())),
+        lambda *, account_id: Invoice.objects.filter(Q(account_id=account_id) | Q(number=str(account_id))),
+    ],
+    ids=["startswith", "upper", "str-of-an-id"],
+)
+def test_a_value_worked_out_from_a_stand_in_is_refused_even_beside_the_stand_in_itself(build):
+    compiled = CompiledQuery(build)
+    keyword = "number" if "number" in build.__code__.co_varnames else "account_id"
+    with pytest.raises(TypeError, match="worked out from a stand-in"):
+        compiled(**{keyword: "INV-1" if keyword == "number" else 1})
+
+
+def test_a_list_with_none_or_an_empty_sequence_of_any_kind_runs_the_queryset(django_assert_num_queries):
+    _world()
+    invoices = list(Invoice.objects.order_by("pk").values_list("pk", flat=True))
+
+    def build(*, invoice_ids) -> QuerySet[Invoice]:
+        return Invoice.objects.exclude(pk__in=invoice_ids).order_by("pk")
+
+    compiled = CompiledQuery(build)
+    # The ORM drops None from an IN list; NOT IN (…, NULL) would match nothing. (Typed callers cannot pass
+    # one; an untyped caller can.)
+    with_none: list[Any] = [invoices[0], None]
+    assert [i.pk for i in compiled(invoice_ids=with_none)] == invoices[1:]
+    assert [i.pk for i in compiled(invoice_ids=range(0))] == invoices
+    assert [i.pk for i in compiled(invoice_ids={}.keys())] == invoices
+    assert [i.pk for i in compiled(invoice_ids=range(invoices[0], invoices[0] + 1))] == invoices[1:]
+    rows = CompiledRows(lambda *, invoice_ids: build(invoice_ids=invoice_ids).values_list("pk", flat=True))
+    assert rows(invoice_ids=with_none) == invoices[1:]
+    assert rows(invoice_ids=()) == invoices
