@@ -57,6 +57,7 @@ TEXT = "text"
 # Stand-ins: far outside any id, distinct per parameter and position. Negative, so no serial id matches one.
 _STAND_IN_BASE = -7_300_000_000_000
 _STAND_IN_STRIDE = 1_000_000
+_LONGEST = _STAND_IN_STRIDE // 2  # the second set of stand-ins starts half a stride further down
 # A datetime's stand-in: 1 January of the year 2 UTC, its microseconds telling the parameters apart. Any date
 # or datetime before the year 4 among the compiled parameters is taken for one worked out from a stand-in.
 _MOMENT_BASE = dt.datetime(2, 1, 1, tzinfo=dt.UTC)
@@ -65,13 +66,13 @@ _MOMENT_BASE = dt.datetime(2, 1, 1, tzinfo=dt.UTC)
 _DAY_BASE = dt.date(3, 1, 1)
 _DAY_STRIDE = dt.timedelta(days=53)
 _MOMENT_NEAR = dt.date(4, 1, 1)
-# Connections whose converters a statement keeps: one per process in gunicorn's and Celery's workers, one per
-# thread where each request has a thread of its own.
-_CONVERTERS_KEPT = 8
 # A string's: text no value of ours contains; a parameter that contains it but is not it was worked out from it.
 # Upper and lower case, and the characters LIKE escapes (% _ \\): a lookup that changes the value it sends
 # (iexact on SQLite escapes it, istartswith adds a %) leaves the stand-in out, and is refused.
 _TEXT_MARK = "\u2063Compiled_stand-in%\\\u2063"
+# Connections whose converters a statement keeps: one per process in gunicorn's and Celery's workers, one per
+# thread where each request has a thread of its own.
+_CONVERTERS_KEPT = 8
 
 
 def _near_a_stand_in(param: object) -> bool:
@@ -335,9 +336,8 @@ class _Compiled[S]:
                 kwargs[name] = text
                 continue
             assert not isinstance(length, str)
-            if length is not None and length >= _STAND_IN_STRIDE // 2:
-                raise TypeError("CompiledQuery: a list that long is not compiled")
-            first = _STAND_IN_BASE - n * _STAND_IN_STRIDE - variant * (_STAND_IN_STRIDE // 2)
+            assert length is None or length < _LONGEST  # longer ones run the QuerySet (_orm_decides)
+            first = _STAND_IN_BASE - n * _STAND_IN_STRIDE - variant * _LONGEST
             values = [first - i for i in range(1 if length is None else length)]
             stand_ins.update({value: (name, i) for i, value in enumerate(values)})
             kwargs[name] = values[0] if length is None else values
@@ -463,11 +463,12 @@ class CompiledQuery[M: Model](_Compiled[_Statement[M]]):
 def _orm_decides(ids: dict[str, Ids]) -> bool:
     """A sequence no stand-ins can take the place of: the QuerySet itself runs. An empty one (what `x__in=[]`
     means depends on the query: nothing matches, but not under an OR; the ORM usually sends nothing at all),
-    or one holding anything but ints (the ORM drops a None from `__in`, and converts other values itself)."""
+    or one holding anything but ints (the ORM drops a None from `__in`, and converts other values itself), or
+    one so long that its stand-ins would run into the next keyword's."""
     for value in ids.values():
         if isinstance(value, int | str | dt.date):
             continue
-        if len(value) == 0 or any(type(item) is not int for item in value):
+        if not 0 < len(value) < _LONGEST or any(type(item) is not int for item in value):
             return True
     return False
 
