@@ -52,6 +52,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -181,12 +182,16 @@ def main() -> int:
         _prefill(app, noop, args.noop_tasks, publishers=args.publishers, seconds=args.noop_fill_seconds)
         n = broker.llen(queue)
         connection.close()
-        # The worker as production runs it (DEBUG off: no query log kept per query), with the floor task.
-        worker = start_worker(
-            concurrency=args.concurrency,
-            extra_env={"DEBUG": "0"},
-            extra_args=["--include", "bench.sweep_tasks"],
-        )
+
+        def start() -> subprocess.Popen:
+            """The worker as production runs it (DEBUG off: no query log kept per query), with the floor task."""
+            return start_worker(
+                concurrency=args.concurrency,
+                extra_env={"DEBUG": "0"},
+                extra_args=["--include", "bench.sweep_tasks"],
+            )
+
+        worker = start()
 
         def drained() -> bool:
             return broker.llen(queue) == 0
@@ -259,28 +264,14 @@ def main() -> int:
             n = done.count()
             return n, seconds, ok and n == total
 
-        # The sweep and the floor take turns, --rounds times, each round on its own slice of the accounts
-        # (every --rounds-th account: the slices are alike). Both see the same machine: on these shared
-        # CPUs the speed drifts by tens of percent within minutes, and one sweep followed by one floor
-        # measured 0.39 to 0.55 in five runs of the same code within half an hour. Accounts outside the
-        # round's slice are held with the product's own lease (AccountSweep.enqueued_at, which
-        # dunning_sweep() skips), so each round is still one real dunning_sweep() call.
+        # The sweep and the floor take turns, each round on every --rounds-th account (why: the docstring).
         accounts = due_account_ids(now=timezone.now())
         rounds = max(1, min(args.rounds, len(accounts)))
         slices = [accounts[r::rounds] for r in range(rounds)]
         window = args.sweep_minutes * 60 / rounds if args.sweep_minutes else args.timeout
         result["rounds"] = rounds
-        per_round: list[dict[str, object]] = []
-        totals = {
-            "paid": 0,
-            "charges": 0,
-            "sweep_s": 0.0,
-            "floor": 0,
-            "floor_s": 0.0,
-            "enqueue_s": 0.0,
-            "vacuum_s": 0.0,
-        }
-        complete = True
+        per_round: list[dict[str, Any]] = []
+        swept = floored = True  # every round's invoices paid; every round's floor charges made
         for r, accounts_r in enumerate(slices):
             _hold(later=[a for s in slices[r + 1 :] for a in s], now=accounts_r)
             if args.profile and r == 0:
@@ -315,37 +306,32 @@ def main() -> int:
                     f"{owed:,} invoices paid by {charges_r:,} charges; no more rounds",
                     flush=True,
                 )
-                complete = False
+                swept = False
                 _stop_gracefully(worker)  # it finishes the account runs it has begun
                 worker = None
                 _clean_queue(broker, queue)
-                worker = start_worker(
-                    concurrency=args.concurrency,
-                    extra_env={"DEBUG": "0"},
-                    extra_args=["--include", "bench.sweep_tasks"],
-                )
+                worker = start()
                 time.sleep(5)  # start-up is not measured
             else:
                 # Untimed: every receipt of the round sent and the queue empty, so the floor that follows
                 # does not share the worker with them.
-                receipts_ok = _wait(
+                _wait(
                     lambda: drained() and not Notice.objects.filter(status=Notice.Status.QUEUED).exists(),
                     timeout=args.timeout,
                     interval=0.25,
                 )
-                complete = complete and receipts_ok
             floor_r, floor_seconds, floor_ok = _floor(accounts_r, timeout=args.timeout)
-            complete = complete and floor_ok
+            floored = floored and floor_ok
             row = {
                 "accounts": len(accounts_r),
                 "invoices_paid": paid_r,
                 "charges": charges_r,
-                "sweep_seconds": round(sweep_seconds, 2),
-                "enqueue_seconds": round(enqueue_seconds, 2),
-                "vacuum_seconds": round(vacuum_seconds, 2),
+                "sweep_seconds": round(sweep_seconds, 3),
+                "enqueue_seconds": round(enqueue_seconds, 3),
+                "vacuum_seconds": round(vacuum_seconds, 3),
                 "enqueued": sweep.enqueued,
                 "floor_charges": floor_r,
-                "floor_seconds": round(floor_seconds, 2),
+                "floor_seconds": round(floor_seconds, 3),
                 "charges_per_second": round(charges_r / sweep_seconds, 1),
                 "floor_per_second": round(floor_r / floor_seconds, 1),
                 "ratio": round((charges_r / sweep_seconds) / (floor_r / floor_seconds), 3)
@@ -355,16 +341,6 @@ def main() -> int:
                 "load_average_floor": os.getloadavg(),
             }
             per_round.append(row)
-            for key, value in (
-                ("paid", paid_r),
-                ("charges", charges_r),
-                ("sweep_s", sweep_seconds),
-                ("floor", floor_r),
-                ("floor_s", floor_seconds),
-                ("enqueue_s", enqueue_seconds),
-                ("vacuum_s", vacuum_seconds),
-            ):
-                totals[key] += value
             print(
                 f"round {r + 1}/{rounds}: {paid_r:,} invoices paid by {charges_r:,} charges in "
                 f"{sweep_seconds:.1f}s = {row['charges_per_second']:,}/s; floor {floor_r:,} in "
@@ -374,21 +350,23 @@ def main() -> int:
             )
             if not ok:
                 break
-        ratios = sorted(float(row["ratio"]) for row in per_round if row["ratio"] is not None)
+        totals = {key: sum(row[key] for row in per_round) for key in _SUMMED}
+        ratios = sorted(row["ratio"] for row in per_round if row["ratio"] is not None)
         result.update(
-            sweep_complete=complete and len(per_round) == rounds,
+            sweep_complete=swept,
+            floor_complete=floored,
             per_round=per_round,
-            sweep_enqueue_seconds=round(float(totals["enqueue_s"]), 2),
-            sweep_vacuum_seconds=round(float(totals["vacuum_s"]), 2),
-            charge_seconds=round(float(totals["sweep_s"]), 1),
-            invoices_paid=totals["paid"],
-            invoices_paid_per_second=round(totals["paid"] / totals["sweep_s"], 1),
+            sweep_enqueue_seconds=round(totals["enqueue_seconds"], 2),
+            sweep_vacuum_seconds=round(totals["vacuum_seconds"], 2),
+            charge_seconds=round(totals["sweep_seconds"], 1),
+            invoices_paid=totals["invoices_paid"],
+            invoices_paid_per_second=round(totals["invoices_paid"] / totals["sweep_seconds"], 1),
             charges=totals["charges"],
-            charges_per_second=round(totals["charges"] / totals["sweep_s"], 1),
-            floor_charges=totals["floor"],
-            floor_seconds=round(float(totals["floor_s"]), 1),
-            floor_charges_per_second=round(totals["floor"] / totals["floor_s"], 1),
-            ratio_per_round_median=statistics.median(ratios) if ratios else None,
+            charges_per_second=round(totals["charges"] / totals["sweep_seconds"], 1),
+            floor_charges=totals["floor_charges"],
+            floor_seconds=round(totals["floor_seconds"], 1),
+            floor_charges_per_second=round(totals["floor_charges"] / totals["floor_seconds"], 1),
+            ratio_per_round_median=round(statistics.median(ratios), 3) if ratios else None,
             ratio_per_round_range=[ratios[0], ratios[-1]] if ratios else None,
             load_average_sweep=per_round[-1]["load_average_sweep"],
             load_average_floor=per_round[-1]["load_average_floor"],
@@ -414,7 +392,7 @@ def main() -> int:
             and (bank.aggregate(s=Sum("amount_minor"))["s"] or 0)
             == (paid_invoices.aggregate(s=Sum("total_minor"))["s"] or 0)
             and per_invoice <= {1}
-            and (per_invoice == {1} or not result["sweep_complete"])
+            and (per_invoice == {1} or not swept)
         )
         if not result["exactly_once"]:
             print(f"exactly once: NOT shown: {result['check']}", flush=True)
@@ -428,10 +406,10 @@ def main() -> int:
         result["receipts"] = Notice.objects.filter(kind=Notice.Kind.PAYMENT_RECEIVED).count()
         result["receipts_sent"] = not Notice.objects.filter(status=Notice.Status.QUEUED).exists()
         print(
-            f"sweep: {totals['paid']:,} invoices paid by {totals['charges']:,} charges in "
-            f"{totals['sweep_s']:.1f}s over {len(per_round)} round(s) (enqueueing took "
-            f"{totals['enqueue_s']:.2f}s, vacuuming between rounds {totals['vacuum_s']:.2f}s); floor: "
-            f"{totals['floor']:,} in {totals['floor_s']:.1f}s",
+            f"sweep: {totals['invoices_paid']:,} invoices paid by {totals['charges']:,} charges in "
+            f"{totals['sweep_seconds']:.1f}s over {len(per_round)} round(s) (enqueueing took "
+            f"{totals['enqueue_seconds']:.2f}s, vacuuming between rounds {totals['vacuum_seconds']:.2f}s); "
+            f"floor: {totals['floor_charges']:,} in {totals['floor_seconds']:.1f}s",
             flush=True,
         )
         print(
@@ -478,6 +456,18 @@ def _stop_gracefully(worker: subprocess.Popen, timeout: float = 300) -> None:
         worker.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         kill_worker(worker)
+
+
+# A round's figures that add up over the rounds to the run's.
+_SUMMED = (
+    "invoices_paid",
+    "charges",
+    "floor_charges",
+    "sweep_seconds",
+    "enqueue_seconds",
+    "vacuum_seconds",
+    "floor_seconds",
+)
 
 
 def _load(value: object) -> str:
@@ -579,15 +569,13 @@ def _clean_queue(broker, queue: str) -> None:
     broker.delete(queue, "unacked", "unacked_index", "unacked_mutex")
 
 
-def _wait(predicate, *, timeout: float, interval: float = 0.05, tick=None, relative: bool = False) -> bool:
+def _wait(predicate, *, timeout: float, interval: float = 0.05, relative: bool = False) -> bool:
     """Poll until `predicate()`. `relative`: a timed window, polled every 1/50 of the time it has run
     (at least 0.05 s), so finding the end late adds at most 2 % to it and a long window is not slowed by
     polls on the same CPUs."""
     start = time.monotonic()
     deadline = start + timeout
     while time.monotonic() < deadline:
-        if tick is not None:
-            tick()
         if predicate():
             return True
         time.sleep(max(interval, (time.monotonic() - start) / 50) if relative else interval)
